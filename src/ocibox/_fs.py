@@ -53,8 +53,14 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644, *, durable: bool = T
 
 @contextlib.contextmanager
 def file_lock(path: str, *, shared: bool = False, timeout: float | None = 60.0) -> Iterator[None]:
-    """An advisory flock on ``path`` (created if missing), released on exit."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    """An advisory flock on ``path``, released on exit.
+
+    ``path`` may be a directory (locked as it is) or a file (created if missing).
+    """
+    if os.path.isdir(path):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    else:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         op = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
         if timeout is None:

@@ -133,3 +133,9 @@ class VerifyingReader:
 
     def close(self) -> None:
         self._raw.close()
+
+    def __enter__(self) -> VerifyingReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
