@@ -27,7 +27,7 @@ CHUNK = 1 << 20
 
 def parse(digest: str) -> tuple[str, str]:
     """Split a digest into (algorithm, encoded), checking grammar and algorithm."""
-    if not isinstance(digest, str) or not _GRAMMAR.match(digest):
+    if not isinstance(digest, str) or not _GRAMMAR.fullmatch(digest):
         raise InvalidDigest(f"invalid digest {digest!r}: expected algorithm:hex")
     algorithm, encoded = digest.split(":", 1)
     pattern = _HEX.get(algorithm)
@@ -36,7 +36,7 @@ def parse(digest: str) -> tuple[str, str]:
             f"unsupported digest algorithm {algorithm!r} in {digest!r}",
             hint="ocibox supports sha256 and sha512",
         )
-    if not pattern.match(encoded):
+    if not pattern.fullmatch(encoded):
         raise InvalidDigest(
             f"invalid digest {digest!r}: {algorithm} needs {_LENGTH[algorithm]} lower-case hex digits"
         )
