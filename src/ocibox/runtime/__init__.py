@@ -1,0 +1,1 @@
+"""The OCI runtime specification: runtime configuration and (later) the runtime itself."""
