@@ -1,0 +1,34 @@
+# make demo: set everything up, then build, check, unpack, run and repack a small image.
+# make test: set everything up, then lint and run the whole test suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint peers venv bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+peers:
+	scripts/install-peers.sh
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+
+test: venv peers lint
+	$(BIN)/pytest -q
+
+demo: venv peers
+	PATH=$(CURDIR)/$(BIN):$$PATH scripts/demo.sh
+
+bench: venv peers
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/unpack.py
+
+clean:
+	rm -rf $(VENV) demo build *.egg-info src/*.egg-info
