@@ -50,7 +50,7 @@ MAX_JSON_BLOB = 16 << 20  # manifests and configs larger than this are refused
 
 
 def check_tag(tag: str) -> str:
-    if not _REF_NAME.match(tag or ""):
+    if not isinstance(tag, str) or not _REF_NAME.fullmatch(tag):
         raise InvalidObject("tag", "", f"{tag!r} is not a valid reference name "
                             "(letters and digits, separated by one of - . _ : @ / +)")
     return tag
