@@ -56,6 +56,22 @@ def check_tag(tag: str) -> str:
     return tag
 
 
+def _entries(new: list[Descriptor], old: tuple[Descriptor, ...], raw: list) -> list[dict]:
+    """JSON of ``new``, reusing the original dict of every entry left unchanged, so
+    fields ocibox does not model (vendor extensions) survive a tag or untag."""
+    unused = list(zip(old, raw, strict=False))
+    out = []
+    for desc in new:
+        for i, (before, original) in enumerate(unused):
+            if before == desc:
+                out.append(original)
+                del unused[i]
+                break
+        else:
+            out.append(desc.to_dict())
+    return out
+
+
 @dataclass(frozen=True)
 class Image:
     """A resolved image: the manifest, its descriptor and its config."""
@@ -141,7 +157,7 @@ class Layout:
             current = self.index()
             manifests = change(list(current.manifests))
             d = json.loads(current.raw) if current.raw else current.to_dict()
-            d["manifests"] = [m.to_dict() for m in manifests]
+            d["manifests"] = _entries(manifests, current.manifests, d.get("manifests") or [])
             data = dump_json(d)
             atomic_write(os.path.join(self.path, "index.json"), data)
             return Index.from_bytes(data)
