@@ -252,7 +252,7 @@ def import_rootfs(layout: Layout, tag: str, source: str, *, compression: str = D
     root) and stored as it is, recompressed as asked.
     """
     from . import compression as comp
-    from .layer import check_tar, generate
+    from .layer import generate
 
     if os.path.isdir(source):
         def produce(out: BinaryIO) -> None:
@@ -262,7 +262,7 @@ def import_rootfs(layout: Layout, tag: str, source: str, *, compression: str = D
             with open(source, "rb") as f:
                 kind = comp.detect(f.peek(8)[:8] if hasattr(f, "peek") else b"")
                 tee = _Tee(comp.open_reader(f, kind), out)
-                check_tar(tee, source)
+                _check_tar(tee, source)
                 while tee.read(1 << 20):  # the end-of-archive blocks belong to the layer too
                     pass
     else:
@@ -276,6 +276,26 @@ def import_rootfs(layout: Layout, tag: str, source: str, *, compression: str = D
         layer, diff_id, _ = write_layer(layout, produce, compression)
         entry = history or history_entry(f"ocibox layout import {os.path.basename(source)}")
         return add_layer(layout, image, tag, layer, diff_id, entry)
+
+
+def _check_tar(stream: BinaryIO, source: str) -> None:
+    """Read a tar archive to its end-of-archive marker, refusing names that climb out
+    of the root (entry names and hardlink targets alike)."""
+    import tarfile
+
+    from ..errors import LayerError
+    from .layer import clean_name
+
+    try:
+        with tarfile.open(fileobj=stream, mode="r|", encoding="utf-8",
+                          errors="surrogateescape") as tf:
+            for member in tf:
+                tf.members.clear()  # a stream needs no history; keeps memory flat
+                clean_name(member.name, member.name)
+                if member.islnk():
+                    clean_name(member.linkname, member.name)
+    except tarfile.TarError as e:
+        raise LayerError(f"{source}: not a valid tar archive: {e}") from None
 
 
 class _Tee:
