@@ -132,7 +132,7 @@ def test_rfc3339_accepts(value):
 @pytest.mark.parametrize("value", [
     "", "2024-03-01", "2024-03-01 10:20:30Z", "2024-03-01T10:20:30", "2024-13-01T00:00:00Z",
     "2024-02-30T00:00:00Z", "2024-03-01T25:00:00Z", "2024-03-01T10:20:30+24:00", "2024-03-01T10:20:30Z\n",
-    "24-03-01T10:20:30Z", 1709288430,
+    "24-03-01T10:20:30Z", 1709288430, "\u0662024-03-01T10:20:30Z",  # a non-ASCII digit
 ])
 def test_rfc3339_refuses(value):
     assert not v.is_rfc3339(value)
@@ -460,6 +460,7 @@ def with_container(**conf):
     (with_container(ExposedPorts={"http": {}}), "config: config.ExposedPorts.http: keys must be port"),
     (with_container(ExposedPorts={"80/icmp": {}}), "config: config.ExposedPorts.80/icmp: keys must be port"),
     (with_container(ExposedPorts={"70000/tcp": {}}), "config: config.ExposedPorts.70000/tcp: keys must be port"),
+    (with_container(ExposedPorts={"\u0668\u0660": {}}), "config: config.ExposedPorts.\u0668\u0660: keys must be port"),
     (with_container(ExposedPorts={"80/tcp": True}), "config: config.ExposedPorts.80/tcp: must be an object"),
     (with_container(Volumes=["/data"]), "config: config.Volumes: must be an object"),
     (with_container(Volumes={"/data": None}), "config: config.Volumes./data: must be an object"),

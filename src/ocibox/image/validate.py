@@ -55,7 +55,7 @@ _REGISTERED = {alg: re.compile(f"[a-f0-9]{{{n}}}") for alg, n in _HEX_LENGTH.ite
 
 # RFC 3339 section 5.6 date-time; ranges are checked by datetime below.
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?(?:[Zz]|[+-](\d{2}):(\d{2}))"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?(?:[Zz]|[+-]([0-9]{2}):([0-9]{2}))"
 )
 
 # RFC 3986 at the level of characters: a scheme, then only unreserved,
@@ -67,7 +67,7 @@ _REF_NAME = re.compile(r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*(?:/[A-Za-z
 
 # config.md: ExposedPorts keys are "port/tcp", "port/udp" or "port" (tcp);
 # sctp is accepted as Docker writes it.
-_PORT = re.compile(r"(\d{1,5})(?:/(tcp|udp|sctp))?")
+_PORT = re.compile(r"([0-9]{1,5})(?:/(tcp|udp|sctp))?")
 
 _INT64_MAX = 2**63 - 1
 # The layout module writes blobs through temporary files with this prefix
