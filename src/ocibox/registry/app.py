@@ -1,0 +1,384 @@
+"""The HTTP face of the registry: the distribution specification's routes.
+
+Handlers parse and check the request (names, references, digests, ranges),
+call the store, and answer with the specification's statuses, headers and
+error bodies. Request bodies are streamed to disk and hashed on the way;
+blobs are answered with sendfile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable
+from urllib.parse import quote
+
+from aiohttp import web
+
+from .. import digest as _digest
+from .. import mediatypes as mt
+from . import errors as E
+from . import manifests
+from .config import RegistryConfig
+from .names import check_digest, check_name, check_reference, check_tag
+from .storage.base import StorageDriver
+from .storage.filesystem import FilesystemDriver
+from .store import RegistryStore
+from .uploads import Upload, Uploads
+
+API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
+CONTENT_RANGE = re.compile(r"(?:bytes[= ])?(\d+)-(\d+)(?:/(?:\d+|\*))?")
+
+Handler = Callable[..., Awaitable[web.StreamResponse]]
+CONFIG = web.AppKey("config", RegistryConfig)
+STORE = web.AppKey("store", RegistryStore)
+UPLOADS = web.AppKey("uploads", Uploads)
+
+
+def _range(size: int) -> str:
+    # Inclusive range of what was received; distribution says "0-0" for nothing yet.
+    return f"0-{max(size - 1, 0)}"
+
+
+def _upload_headers(upload: Upload, size: int) -> dict[str, str]:
+    return {
+        "Location": f"/v2/{upload.name}/blobs/uploads/{upload.uuid}",
+        "Range": _range(size),
+        "Docker-Upload-UUID": upload.uuid,
+    }
+
+
+async def _off_loop(fn, *args):
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+
+class Registry:
+    """The request handlers, bound to one store and one configuration."""
+
+    def __init__(self, config: RegistryConfig, driver: StorageDriver | None = None) -> None:
+        self.config = config
+        self.store = RegistryStore(driver or FilesystemDriver(config.root, durable=config.durable))
+        self.uploads = Uploads(self.store)
+        self.routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
+            (re.compile(r"/v2/?"), {"GET": self.base}),
+            (re.compile(r"/v2/_catalog"), {"GET": self.catalog}),
+            (re.compile(r"/v2/(?P<name>.+)/tags/list"), {"GET": self.tags_list}),
+            (re.compile(r"/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)"),
+             {"GET": self.get_manifest, "HEAD": self.get_manifest,
+              "PUT": self.put_manifest, "DELETE": self.delete_manifest}),
+            (re.compile(r"/v2/(?P<name>.+)/blobs/uploads/?"), {"POST": self.start_upload}),
+            (re.compile(r"/v2/(?P<name>.+)/blobs/uploads/(?P<uuid>[^/]+)"),
+             {"GET": self.upload_status, "PATCH": self.patch_upload,
+              "PUT": self.finish_upload, "DELETE": self.cancel_upload}),
+            (re.compile(r"/v2/(?P<name>.+)/blobs/(?P<digest>[^/]+)"),
+             {"GET": self.get_blob, "HEAD": self.get_blob, "DELETE": self.delete_blob}),
+            (re.compile(r"/v2/(?P<name>.+)/referrers/(?P<digest>[^/]+)"), {"GET": self.referrers}),
+        ]
+
+    # --- dispatch ----------------------------------------------------------
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        for pattern, methods in self.routes:
+            m = pattern.fullmatch(path)
+            if m is None:
+                continue
+            handler = methods.get(request.method)
+            if handler is None:
+                raise E.ApiError("UNSUPPORTED", f"{request.method} is not supported on {path}",
+                                 headers={"Allow": ", ".join(methods)})
+            params = m.groupdict()
+            if "name" in params:
+                check_name(params["name"])
+            return await handler(request, **params)
+        raise E.ApiError("NAME_INVALID", "no such endpoint", detail={"path": path}, status=404)
+
+    async def base(self, request: web.Request) -> web.Response:
+        return web.json_response({})
+
+    # --- listings ----------------------------------------------------------
+
+    def _page(self, request: web.Request, items: list[str], url: str, key=None):
+        key = key or (lambda s: s)
+        n_text, last = request.query.get("n"), request.query.get("last")
+        if last:
+            items = [i for i in items if key(i) > key(last)]
+        if n_text is None:
+            return items, None
+        if not n_text.isdigit():
+            raise E.ApiError("UNSUPPORTED", "n must be a non-negative integer", status=400)
+        n = min(int(n_text), self.config.max_page)
+        page = items[:n]
+        if n == 0 or len(items) <= n:
+            return page, None
+        link = f'<{url}?n={n}&last={quote(page[-1], safe="")}>; rel="next"'
+        return page, link
+
+    async def tags_list(self, request: web.Request, name: str) -> web.Response:
+        if not self.store.repo_exists(name):
+            raise E.name_unknown(name)
+        # "lexical order (i.e. case-insensitive alphanumeric order)"; ties by code point.
+        def key(t: str) -> tuple[str, str]:
+            return (t.lower(), t)
+        tags = sorted(self.store.tags(name), key=key)
+        page, link = self._page(request, tags, f"/v2/{name}/tags/list", key)
+        return web.json_response({"name": name, "tags": page}, headers={"Link": link} if link else None)
+
+    async def catalog(self, request: web.Request) -> web.Response:
+        repos = await _off_loop(self.store.repositories)
+        page, link = self._page(request, repos, "/v2/_catalog")
+        return web.json_response({"repositories": page}, headers={"Link": link} if link else None)
+
+    async def referrers(self, request: web.Request, name: str, digest: str) -> web.Response:
+        check_digest(digest)
+        if not self.store.repo_exists(name):
+            raise E.name_unknown(name)
+        found = self.store.referrers(name, digest)
+        headers = {}
+        wanted = request.query.get("artifactType")
+        if wanted is not None:
+            found = [d for d in found if d.get("artifactType") == wanted]
+            headers["OCI-Filters-Applied"] = "artifactType"
+        body = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": found}
+        return web.Response(body=json.dumps(body).encode(), content_type=mt.OCI_INDEX,
+                            headers=headers)
+
+    # --- manifests ---------------------------------------------------------
+
+    async def get_manifest(self, request: web.Request, name: str, reference: str) -> web.Response:
+        tag, digest = check_reference(reference)
+        if not self.store.repo_exists(name):
+            raise E.name_unknown(name)
+        digest, media_type, data = self.store.get_manifest(name, tag, digest)
+        headers = {"Docker-Content-Digest": digest, "ETag": f'"{digest}"'}
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(len(data))
+            headers["Content-Type"] = media_type
+            return web.Response(status=200, headers=headers)
+        return web.Response(body=data, content_type=media_type, headers=headers)
+
+    async def _read_limited(self, request: web.Request, limit: int) -> bytes:
+        too_big = E.ApiError("MANIFEST_INVALID", f"manifest is larger than the limit of {limit} bytes",
+                             status=413, detail={"limit": limit})
+        if request.content_length is not None and request.content_length > limit:
+            raise too_big
+        chunks, size = [], 0
+        while chunk := await request.content.readany():
+            size += len(chunk)
+            if size > limit:
+                raise too_big
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def put_manifest(self, request: web.Request, name: str, reference: str) -> web.Response:
+        tag, digest = check_reference(reference)
+        data = await self._read_limited(request, self.config.max_manifest_size)
+        pushed = manifests.parse(data, request.headers.get("Content-Type"))
+        algorithm = _digest.parse(digest)[0] if digest else _digest.CANONICAL
+        actual = _digest.of_bytes(data, algorithm)
+        if digest is not None and actual != digest:
+            raise E.ApiError("DIGEST_INVALID", "manifest digest does not match its content",
+                             detail={"expected": digest, "actual": actual})
+        missing = self.store.missing_references(name, pushed)
+        if missing:
+            entries = [{"code": "MANIFEST_BLOB_UNKNOWN", "message": "manifest references an unknown blob or manifest",
+                        "detail": {"digest": d}} for d in missing[1:]]
+            raise E.ApiError("MANIFEST_BLOB_UNKNOWN", "manifest references an unknown blob or manifest",
+                             detail={"digest": missing[0]}, more=entries)
+        await _off_loop(self.store.put_manifest, name, actual, data, pushed, tag)
+        headers = {"Location": f"/v2/{name}/manifests/{actual}", "Docker-Content-Digest": actual}
+        if pushed.subject is not None:
+            headers["OCI-Subject"] = pushed.subject.digest
+        return web.Response(status=201, headers=headers)
+
+    async def delete_manifest(self, request: web.Request, name: str, reference: str) -> web.Response:
+        tag, digest = check_reference(reference)
+        if not self.config.delete_enabled:
+            raise E.unsupported("deleting manifests and tags")
+        if not self.store.repo_exists(name):
+            raise E.name_unknown(name)
+        if tag is not None:
+            self.store.delete_tag(name, check_tag(tag))
+        else:
+            self.store.delete_manifest(name, digest)
+        return web.Response(status=202)
+
+    # --- blobs -------------------------------------------------------------
+
+    async def get_blob(self, request: web.Request, name: str, digest: str) -> web.StreamResponse:
+        check_digest(digest)
+        size = self.store.linked_blob_size(name, digest)
+        headers = {"Docker-Content-Digest": digest, "Content-Type": "application/octet-stream",
+                   "Accept-Ranges": "bytes"}
+        path = self.store.local_blob_path(digest)
+        if path is not None:
+            return web.FileResponse(path, headers=headers)
+        return await self._stream_blob(request, digest, size, headers)
+
+    async def _stream_blob(self, request, digest, size, headers) -> web.StreamResponse:
+        response = web.StreamResponse(headers=headers)
+        response.content_length = size
+        await response.prepare(request)
+        if request.method != "HEAD":
+            with self.store.open_blob(digest) as f:
+                while chunk := f.read(_digest.CHUNK):
+                    await response.write(chunk)
+        await response.write_eof()
+        return response
+
+    async def delete_blob(self, request: web.Request, name: str, digest: str) -> web.Response:
+        check_digest(digest)
+        if not self.config.delete_enabled:
+            raise E.unsupported("deleting blobs")
+        if not self.store.unlink_blob(name, digest):
+            raise E.blob_unknown(digest)
+        return web.Response(status=202, headers={"Docker-Content-Digest": digest})
+
+    # --- uploads -----------------------------------------------------------
+
+    async def start_upload(self, request: web.Request, name: str) -> web.Response:
+        mount = request.query.get("mount")
+        if mount is not None:
+            response = self._mount(name, check_digest(mount), request.query.get("from"))
+            if response is not None:
+                return response
+        digest = request.query.get("digest")
+        if digest is not None:
+            return await self._monolithic(request, name, check_digest(digest))
+        upload = self.uploads.start(name)
+        return web.Response(status=202, headers=_upload_headers(upload, 0))
+
+    def _mount(self, name: str, digest: str, source: str | None) -> web.Response | None:
+        if source is not None:
+            check_name(source)
+            ok = self.store.has_blob(source, digest)
+        else:
+            ok = self.config.mount_without_from and self.store.blob_size(digest) is not None
+        if not ok:
+            return None  # fall back to an ordinary upload (202)
+        self.store.link_blob(name, digest)
+        return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}",
+                                                 "Docker-Content-Digest": digest})
+
+    async def _monolithic(self, request: web.Request, name: str, digest: str) -> web.Response:
+        upload = self.uploads.start(name)
+        async with upload.lock:
+            appender = self.uploads.writer(upload)
+            try:
+                await self._receive(request, upload, appender)
+                await _off_loop(self.uploads.finish, upload, appender, digest)
+            except BaseException:
+                self.uploads.cancel(upload)
+                raise
+            finally:
+                appender.close()
+        return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}",
+                                                 "Docker-Content-Digest": digest})
+
+    async def _receive(self, request: web.Request, upload: Upload, appender, limit: int | None = None) -> int:
+        received = 0
+        while chunk := await request.content.readany():
+            received += len(chunk)
+            if limit is not None and received > limit:
+                raise E.ApiError("SIZE_INVALID", "chunk is longer than its Content-Range")
+            self.uploads.append(upload, appender, chunk)
+        return received
+
+    async def _receive_chunk(self, request: web.Request, upload: Upload, appender) -> None:
+        """Append the request body; with a Content-Range, all of it or nothing."""
+        header = request.headers.get("Content-Range")
+        if header is None:
+            await self._receive(request, upload, appender)  # streamed: keep what arrived
+            return
+        m = CONTENT_RANGE.fullmatch(header.strip())
+        if m is None:
+            raise E.ApiError("BLOB_UPLOAD_INVALID", "malformed Content-Range", status=416,
+                             headers=_upload_headers(upload, appender.size))
+        start, end = int(m.group(1)), int(m.group(2))
+        if start != appender.size or end < start:
+            raise E.ApiError("BLOB_UPLOAD_INVALID", "chunk out of order",
+                             detail={"expected_start": appender.size, "range": header}, status=416,
+                             headers=_upload_headers(upload, appender.size))
+        length = end - start + 1
+        if request.content_length is not None and request.content_length != length:
+            raise E.ApiError("SIZE_INVALID", "Content-Length does not match Content-Range")
+        mark = self.uploads.mark(upload, appender)
+        try:
+            received = await self._receive(request, upload, appender, limit=length)
+            if received != length:
+                raise E.ApiError("SIZE_INVALID", "chunk is shorter than its Content-Range")
+        except BaseException:
+            self.uploads.rollback(upload, appender, mark)
+            raise
+
+    async def upload_status(self, request: web.Request, name: str, uuid: str) -> web.Response:
+        upload = self.uploads.get(name, uuid)
+        return web.Response(status=204, headers=_upload_headers(upload, self.uploads.size(upload)))
+
+    async def patch_upload(self, request: web.Request, name: str, uuid: str) -> web.Response:
+        upload = self.uploads.get(name, uuid)
+        async with upload.lock:
+            appender = await _off_loop(self.uploads.writer, upload)
+            try:
+                await self._receive_chunk(request, upload, appender)
+                size = appender.size
+            finally:
+                appender.close()
+        return web.Response(status=202, headers=_upload_headers(upload, size))
+
+    async def finish_upload(self, request: web.Request, name: str, uuid: str) -> web.Response:
+        digest = check_digest(request.query.get("digest"))
+        upload = self.uploads.get(name, uuid)
+        async with upload.lock:
+            appender = await _off_loop(self.uploads.writer, upload)
+            try:
+                if request.body_exists:
+                    await self._receive_chunk(request, upload, appender)
+                await _off_loop(self.uploads.finish, upload, appender, digest)
+            except E.ApiError as e:
+                if e.code == "DIGEST_INVALID":
+                    self.uploads.cancel(upload)
+                raise
+            finally:
+                appender.close()
+        return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}",
+                                                 "Docker-Content-Digest": digest})
+
+    async def cancel_upload(self, request: web.Request, name: str, uuid: str) -> web.Response:
+        upload = self.uploads.get(name, uuid)
+        async with upload.lock:
+            self.uploads.cancel(upload)
+        return web.Response(status=204)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except E.ApiError as e:
+        return web.Response(status=e.status, body=e.body(), headers=e.headers,
+                            content_type="application/json")
+
+
+async def _api_version(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.setdefault(*API_VERSION)
+
+
+async def _health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def make_app(config: RegistryConfig | None = None, driver: StorageDriver | None = None) -> web.Application:
+    """The registry as an aiohttp application (serve it with ``ocibox.registry.serve``)."""
+    config = config or RegistryConfig()
+    registry = Registry(config, driver)
+    app = web.Application(middlewares=[_errors], client_max_size=config.max_manifest_size + 1)
+    app[CONFIG] = config
+    app[STORE] = registry.store
+    app[UPLOADS] = registry.uploads
+    app.router.add_get("/healthz", _health)
+    app.router.add_route("*", "/v2", registry.dispatch)
+    app.router.add_route("*", "/v2/{tail:.*}", registry.dispatch)
+    app.on_response_prepare.append(_api_version)
+    return app

@@ -1,0 +1,91 @@
+"""Registry settings: defaults, a TOML or JSON file, then command-line flags.
+
+A config file is TOML (``.toml``) or JSON (``.json``); its keys are the field
+names below (``-`` and ``_`` are interchangeable), all optional::
+
+    addr = "0.0.0.0:5000"
+    root = "/srv/registry"
+    delete_enabled = false
+    max_manifest_size = 4194304
+    gc_grace = 3600          # seconds a fresh blob or upload is safe from gc
+    upload_ttl = 86400       # seconds after its last write that an upload is stale
+    gc_interval = 0          # run gc every N seconds while serving; 0 = never
+    access_log = "-"         # "-" for stderr, a file path, or "" for none
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import UsageError
+
+MiB = 1 << 20
+
+
+def default_root() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "ocibox", "registry")
+
+
+@dataclass
+class RegistryConfig:
+    root: str = dataclasses.field(default_factory=default_root)
+    addr: str = "127.0.0.1:5000"
+    delete_enabled: bool = True
+    # cross-repository mount of a blob found in any repository when ``from`` is absent
+    mount_without_from: bool = True
+    max_manifest_size: int = 4 * MiB
+    max_page: int = 10000  # most tags or repositories in one page
+    gc_grace: float = 3600.0
+    upload_ttl: float = 86400.0
+    gc_interval: float = 0.0
+    access_log: str = "-"
+    durable: bool = True  # fsync content before it is named; off only for tests
+
+    def host_port(self) -> tuple[str, int]:
+        host, sep, port = self.addr.rpartition(":")
+        if not sep or not port.isdigit():
+            raise UsageError(f"invalid address {self.addr!r}: expected HOST:PORT")
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+    def updated(self, **changes: Any) -> RegistryConfig:
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _coerce(name: str, value: Any, kind: Any) -> Any:
+    wanted = {"bool": bool, "int": int, "float": (int, float), "str": str}[kind]
+    if isinstance(value, bool) and kind != "bool" or not isinstance(value, wanted):
+        raise UsageError(f"config: {name} must be a {kind}, got {value!r}")
+    return float(value) if kind == "float" else value
+
+
+def load_config(path: str | None, base: RegistryConfig | None = None) -> RegistryConfig:
+    config = base or RegistryConfig()
+    if not path:
+        return config
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise UsageError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        data = json.loads(raw) if path.endswith(".json") else tomllib.loads(raw.decode())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UsageError(f"config file {path}: {e}",
+                         hint="use TOML (.toml) or JSON (.json)") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {path}: expected a table of settings")
+    fields = {f.name: f.type for f in dataclasses.fields(RegistryConfig)}
+    changes = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in fields:
+            raise UsageError(f"config file {path}: unknown setting {key!r}",
+                             hint="known settings: " + ", ".join(sorted(fields)))
+        changes[name] = _coerce(name, value, fields[name])
+    return dataclasses.replace(config, **changes)

@@ -1,0 +1,86 @@
+"""Run the registry: listen, log each request, collect garbage on a schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from aiohttp import web
+
+from .app import STORE, make_app
+from .config import RegistryConfig
+from .gc import collect_garbage
+
+ACCESS_FORMAT = '%a "%r" %s %b %Tfs "%{User-Agent}i"'
+log = logging.getLogger("ocibox.registry")
+
+
+def _access_logger(target: str) -> logging.Logger | None:
+    if not target:
+        return None
+    logger = logging.getLogger("ocibox.registry.access")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr) if target == "-" else logging.FileHandler(target)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(handler)
+    return logger
+
+
+async def _gc_loop(app: web.Application, config: RegistryConfig) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(config.gc_interval)
+        try:
+            report = await loop.run_in_executor(
+                None, lambda: collect_garbage(app[STORE].driver, grace=config.gc_grace,
+                                              upload_ttl=config.upload_ttl))
+            log.info("gc: removed %d blobs (%d bytes), %d uploads", len(report.blobs_removed),
+                     report.bytes_freed, report.uploads_removed)
+        except Exception:  # a failed round must not stop the server
+            log.exception("gc failed")
+
+
+async def start(config: RegistryConfig, app: web.Application | None = None) -> tuple[web.AppRunner, int]:
+    """Start serving in the running loop; returns the runner and the bound port."""
+    app = app or make_app(config)
+    logger = _access_logger(config.access_log)
+    runner = web.AppRunner(app, access_log=logger, access_log_format=ACCESS_FORMAT)
+    await runner.setup()
+    host, port = config.host_port()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else port
+    if config.gc_interval > 0:
+        task = asyncio.create_task(_gc_loop(app, config))
+        app.on_cleanup.append(lambda _app: _cancel(task))
+    return runner, bound
+
+
+async def _cancel(task: asyncio.Task) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _serve(config: RegistryConfig, ready=None) -> None:
+    runner, port = await start(config)
+    if ready is not None:
+        ready(port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def serve(config: RegistryConfig, ready=None) -> None:
+    """Serve until SIGINT or SIGTERM; ``ready(port)`` is called once listening."""
+    asyncio.run(_serve(config, ready))
