@@ -15,7 +15,7 @@ from typing import Any, BinaryIO
 
 from .. import mediatypes as mt
 from ..errors import InvalidObject, ReferenceNotFound, UsageError
-from .layout import Image, Layout
+from .layout import Image, Layout, check_tag
 from .models import Descriptor, ImageConfig, Manifest, Platform
 
 DEFAULT_COMPRESSION = "gzip"
@@ -76,6 +76,9 @@ def commit_image(layout: Layout, tag: str, config: ImageConfig, layers: list[Des
                  *, annotations: dict[str, str] | None = None,
                  base: Manifest | None = None) -> Descriptor:
     """Store config and manifest, then point ``tag`` at the manifest."""
+    # Refuse a bad tag or a damaged index.json before storing anything.
+    check_tag(tag)
+    layout.index()
     config_desc = layout.put_json(mt.OCI_CONFIG, config.to_json())
     manifest = Manifest(
         config=config_desc,
@@ -92,6 +95,14 @@ def new_image(layout: Layout, tag: str, platform: Platform | None = None) -> Des
     with layout.writing():
         config = ImageConfig.new(platform, created=now_rfc3339())
         return commit_image(layout, tag, config, [])
+
+
+def _empty_image(platform: Platform | None) -> Image:
+    """What ``new_image`` would store, unstored: the base of an import to a new tag."""
+    config = ImageConfig.new(platform, created=now_rfc3339())
+    config_desc = Descriptor.of(mt.OCI_CONFIG, config.to_json())
+    manifest = Manifest(config=config_desc, layers=())
+    return Image(Descriptor.of(mt.OCI_MANIFEST, manifest.to_json()), manifest, config)
 
 
 def add_layer(layout: Layout, image: Image, tag: str, layer: Descriptor, diff_id: str,
@@ -267,12 +278,13 @@ def import_rootfs(layout: Layout, tag: str, source: str, *, compression: str = D
                     pass
     else:
         raise UsageError(f"{source}: no such directory or tar archive")
+    check_tag(tag)
     with layout.writing():
         try:
             image = layout.image(tag, platform)
         except ReferenceNotFound:
-            new_image(layout, tag, platform)
-            image = layout.image(tag, platform)
+            # Start from an empty image held in memory: a failed import stores nothing.
+            image = _empty_image(platform)
         layer, diff_id, _ = write_layer(layout, produce, compression)
         entry = history or history_entry(f"ocibox layout import {os.path.basename(source)}")
         return add_layer(layout, image, tag, layer, diff_id, entry)
