@@ -65,10 +65,14 @@ def apply_layers(layout: Layout, image: Image, rootfs: str, *, rootless: bool = 
         compression = mt.layer_compression(desc.media_type)
         what = f"layer {i + 1}/{len(diff_ids)} {desc.digest}"
         with layout.blobs.open_verified(desc.digest, desc.size, what) as blob:
-            tar = VerifyingReader(open_reader(blob, compression), diff_ids[i], None,
-                                  f"{what} (uncompressed, diff_id)")
-            apply(tar, rootfs, rootless=rootless)
-            tar.drain()  # tar's end-of-archive padding is part of the diff_id
+            try:
+                tar = VerifyingReader(open_reader(blob, compression), diff_ids[i], None,
+                                      f"{what} (uncompressed, diff_id)")
+                apply(tar, rootfs, rootless=rootless)
+                tar.drain()  # tar's end-of-archive padding is part of the diff_id
+            except LayerError as e:
+                # Say which layer: the decoder and tar reader do not know it.
+                raise LayerError(f"{what}: {e.message}", hint=e.hint) from None
             blob.drain()
             blob.verify()
             tar.verify()
