@@ -18,6 +18,7 @@ from .. import __version__
 # name -> (module, attribute, help)
 GROUPS = {
     "layout": ("ocibox.cli.layout", "layout", "OCI image layouts: init, unpack, repack, config, gc (umoci)."),
+    "registry": ("ocibox.cli.registry", "registry", "Serve an OCI registry; collect its garbage (distribution, zot)."),
 }
 
 
@@ -56,7 +57,11 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("ocibox: aborted", err=True)
         sys.exit(130)
     except click.ClickException as e:
-        e.show()
+        # One line like every other error, not click's usage block.
+        click.echo(f"ocibox: {e.format_message()}", err=True)
+        ctx = getattr(e, "ctx", None)
+        if ctx is not None:
+            click.echo(f"  hint: see '{ctx.command_path} --help'", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
