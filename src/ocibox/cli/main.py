@@ -19,7 +19,6 @@ from .. import __version__
 GROUPS = {
     "layout": ("ocibox.cli.layout", "layout", "OCI image layouts: init, unpack, repack, config, gc (umoci)."),
     "registry": ("ocibox.cli.registry", "registry", "Serve an OCI registry; collect its garbage (distribution, zot)."),
-    "registry": ("ocibox.cli.registry", "registry", "Serve an OCI registry; collect its garbage (distribution, zot)."),
 }
 
 
