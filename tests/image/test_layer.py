@@ -528,3 +528,11 @@ def test_round_trip_is_fast_enough(tmp_path):
     start = time.perf_counter()
     apply_bytes(data, dst)
     assert time.perf_counter() - start < 2.0
+
+
+def test_apply_reads_only_the_tar_and_leaves_the_stream_open(tmp_path):
+    data = make_tar(dict(name="f", data=b"1")).getvalue()
+    stream = io.BytesIO(data + b"trailer")
+    apply_bytes(stream, tmp_path)
+    assert not stream.closed
+    assert stream.read().endswith(b"trailer")  # the caller can still drain and verify

@@ -87,23 +87,75 @@ def apply(tar_stream: BinaryIO, root: str, *, rootless: bool = False) -> ApplySt
     writing their children cannot disturb them.
     """
     applier = _Applier(root, rootless)
-    try:
-        tf = tarfile.open(fileobj=tar_stream, mode="r|", bufsize=CHUNK,
-                          encoding="utf-8", errors="surrogateescape")
-    except tarfile.TarError as e:
-        raise LayerError(f"layer is not a tar archive: {e}") from None
-    with tf:
-        while True:
-            try:
-                member = tf.next()
-            except tarfile.TarError as e:
-                raise LayerError(f"malformed tar in layer: {e}") from None
-            if member is None:
-                break
-            tf.members.clear()  # a stream needs no history; keeps memory flat
-            applier.entry(member, tf.fileobj)
+    reader = _TarReader(tar_stream)
+    while (member := reader.next()) is not None:
+        applier.entry(member, reader.fileobj)
     applier.finish()
     return applier.stats
+
+
+class _Counting:
+    """Reads exactly what is asked from the layer stream, keeping its position.
+
+    No read-ahead and no wrapper that could close the caller's stream: what
+    follows the tar (padding) is left for the caller to drain and verify.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self.pos = 0
+
+    def read(self, n: int) -> bytes:
+        data = self._raw.read(n)
+        if 0 < len(data) < n:  # a raw stream may return short reads
+            parts = [data]
+            got = len(data)
+            while got < n and (more := self._raw.read(n - got)):
+                parts.append(more)
+                got += len(more)
+            data = b"".join(parts)
+        self.pos += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self.pos
+
+
+class _TarReader:
+    """Tar members one after another, from a stream that is never seeked.
+
+    tarfile parses the headers (ustar, PAX, GNU long names), but its own
+    stream mode copies its whole read buffer on every small read, which
+    dominated the time of unpacking many small files; so this object stands
+    in for the TarFile that ``TarInfo.fromtarfile`` reads from.
+    """
+
+    encoding = "utf-8"
+    errors = "surrogateescape"
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.fileobj = _Counting(raw)
+        self.offset = 0  # where the next header starts; tarfile advances it
+        self.pax_headers: dict[str, str] = {}  # global PAX headers
+
+    def next(self) -> tarfile.TarInfo | None:
+        self._skip(self.offset - self.fileobj.pos)  # unread data and padding
+        try:
+            member = tarfile.TarInfo.fromtarfile(self)  # type: ignore[arg-type]
+        except (tarfile.EOFHeaderError, tarfile.EmptyHeaderError):
+            return None  # end-of-archive blocks, or a stream ending between members
+        except tarfile.TruncatedHeaderError:
+            raise LayerError("layer is truncated inside a tar header") from None
+        except tarfile.TarError as e:
+            raise LayerError(f"malformed tar in layer at byte {self.offset}: {e}") from None
+        return member
+
+    def _skip(self, n: int) -> None:
+        while n > 0:
+            chunk = self.fileobj.read(min(n, CHUNK))
+            if not chunk:
+                raise LayerError("layer is truncated inside a tar entry")
+            n -= len(chunk)
 
 
 class _Applier:
