@@ -136,3 +136,50 @@ def test_skopeo_artifact_with_subject(skopeo, source, server, tmp_path):
     r = server.client.request("GET", f"/v2/test/art/referrers/{subject.digest}")
     assert [d["digest"] for d in r.json()["manifests"]] == [desc.digest]
     assert r.json()["manifests"][0]["artifactType"] == "application/vnd.example.sig"
+
+
+@pytest.fixture
+def docker_registry(tmp_path):
+    """Debian's docker-registry (distribution 2.8) on a free loopback port."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    program = need("docker-registry")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    config = tmp_path / "distribution.yml"
+    config.write_text(f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+                      f"    rootdirectory: {tmp_path / 'distribution'}\n  delete:\n    enabled: true\n"
+                      f"http:\n  addr: 127.0.0.1:{port}\n")
+    proc = subprocess.Popen([program, "serve", str(config)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            pytest.fail("docker-registry did not start: " + proc.stderr.read1().decode())
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_round_trip_through_docker_registry(skopeo, source, server, docker_registry, tmp_path):
+    ours = f"127.0.0.1:{server.port}"
+    for tag, extra in (("v1", ()), ("multi", ("--all",))):
+        want = source.resolve(tag).digest
+        _copy(skopeo, f"oci:{source.path}:{tag}", f"docker://{ours}/from/layout:{tag}", *extra)
+        _copy(skopeo, f"docker://{ours}/from/layout:{tag}", f"docker://{docker_registry}/peer/copy:{tag}", *extra)
+        _copy(skopeo, f"docker://{docker_registry}/peer/copy:{tag}", f"docker://{ours}/back/again:{tag}", *extra)
+        r = server.client.request("HEAD", f"/v2/back/again/manifests/{tag}")
+        assert r.status == 200 and r.headers["Docker-Content-Digest"] == want
+        raw = run([skopeo, "inspect", "--tls-verify=false", "--raw",
+                   f"docker://{docker_registry}/peer/copy:{tag}"]).stdout
+        assert "sha256:" + hashlib.sha256(raw.encode()).hexdigest() == want
