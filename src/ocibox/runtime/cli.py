@@ -1,0 +1,349 @@
+"""ocibox-runtime: runc's command line over ocibox.runtime.
+
+Start-up time matters (containerd and podman call the runtime for every
+operation), so this module imports nothing at load time beyond ``os`` and
+``sys``; each command imports what it needs, and arguments are parsed by hand
+with runc's names: global flags, then a command, its flags and arguments.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+PROG = "ocibox-runtime"
+VERSION = "0.1.0"
+
+# Global flags: name -> takes a value.
+_GLOBAL = {
+    "--root": True, "--log": True, "--log-format": True, "--debug": False,
+    "--systemd-cgroup": False, "--criu": True, "--rootless": True,
+}  # fmt: skip
+
+_CREATE = {
+    "--bundle": True, "-b": True, "--console-socket": True, "--pid-file": True,
+    "--no-pivot": False, "--no-new-keyring": False, "--preserve-fds": True, "--pidfd-socket": True,
+}  # fmt: skip
+
+# command -> (flags, minimum and maximum number of arguments, usage)
+_COMMANDS: dict[str, tuple[dict[str, bool], int, int, str]] = {
+    "spec": ({"--bundle": True, "-b": True, "--rootless": False}, 0, 0, "spec [--bundle DIR] [--rootless]"),
+    "create": (_CREATE, 1, 1, "create [--bundle DIR] [--pid-file FILE] <container-id>"),
+    "start": ({}, 1, 1, "start <container-id>"),
+    "run": ({**_CREATE, "--detach": False, "-d": False, "--keep": False}, 1, 1,
+            "run [--bundle DIR] [-d] [--keep] <container-id>"),
+    "state": ({}, 1, 1, "state <container-id>"),
+    "kill": ({"--all": False, "-a": False}, 1, 2, "kill [--all] <container-id> [signal]"),
+    "delete": ({"--force": False, "-f": False}, 1, 1, "delete [--force] <container-id>"),
+    "list": ({"--format": True, "-f": True, "--quiet": False, "-q": False}, 0, 0,
+             "list [--format table|json] [--quiet]"),
+}  # fmt: skip
+_LATER = ("exec", "ps", "pause", "resume", "update", "events", "features", "checkpoint", "restore")
+
+_ALIASES = {"-b": "--bundle", "-d": "--detach", "-a": "--all", "-f": "--force", "-q": "--quiet"}
+_LIST_ALIASES = {**_ALIASES, "-f": "--format"}
+
+
+class _Usage(Exception):
+    pass
+
+
+def _parse(
+    argv: list[str], spec: dict[str, bool], stop_at_positional: bool, aliases: dict = _ALIASES
+) -> tuple[dict, list[str]]:
+    flags: dict[str, str | bool] = {}
+    args: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--":
+            args.extend(argv[i + 1 :])
+            break
+        if a.startswith("-") and a != "-":
+            name, eq, value = a.partition("=")
+            if name not in spec:
+                # Go's flag package takes -flag and --flag alike.
+                alt = "-" + name if not name.startswith("--") else name[1:]
+                if alt not in spec:
+                    raise _Usage(f"flag provided but not defined: {name}")
+                name = alt
+            if spec[name]:
+                if not eq:
+                    i += 1
+                    if i >= len(argv):
+                        raise _Usage(f"flag needs an argument: {name}")
+                    value = argv[i]
+                flags[aliases.get(name, name)] = value
+            else:
+                flags[aliases.get(name, name)] = value.lower() not in ("false", "0") if eq else True
+        else:
+            if stop_at_positional:
+                args.extend(argv[i:])
+                break
+            args.append(a)
+        i += 1
+    return flags, args
+
+
+class _Log:
+    def __init__(self, path: str | None, fmt: str, debug: bool) -> None:
+        self.path = path
+        self.fmt = fmt
+        self.debug_on = debug
+
+    def write(self, level: str, msg: str) -> None:
+        if not self.path:
+            return
+        from .container import now_rfc3339
+
+        t = now_rfc3339()
+        if self.fmt == "json":
+            import json
+
+            line = json.dumps({"level": level, "msg": msg, "time": t})
+        else:
+            line = f'time="{t}" level={level} msg="{_quote(msg)}"'
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, (line + "\n").encode())
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+
+    def warn(self, msg: str) -> None:
+        self.write("warning", msg)
+        sys.stderr.write(f"{PROG}: warning: {msg}\n")
+
+
+def _quote(s: str) -> str:
+    return s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    log = _Log(None, "text", False)
+    try:
+        gflags, rest = _parse(argv, {**_GLOBAL, "--help": False, "-h": False, "--version": False,
+                                     "-v": False}, stop_at_positional=True)  # fmt: skip
+        if gflags.get("--version") or gflags.get("-v"):
+            print(f"{PROG} version {VERSION}\nspec: 1.2.0")
+            return 0
+        if not rest or gflags.get("--help") or gflags.get("-h") or rest[0] == "help":
+            _print_help()
+            return 0
+        fmt = str(gflags.get("--log-format", "text"))
+        if fmt not in ("text", "json"):
+            raise _Usage(f"invalid log format {fmt!r}: use text or json")
+        log = _Log(gflags.get("--log") or None, fmt, bool(gflags.get("--debug")))
+        if gflags.get("--systemd-cgroup"):
+            from ..errors import NotImplementedYet
+
+            raise NotImplementedYet("--systemd-cgroup: the systemd cgroup driver is not supported",
+                                    hint="leave out --systemd-cgroup to use cgroupfs")  # fmt: skip
+        cmd, cargs = rest[0], rest[1:]
+        if cmd in _LATER:
+            from ..errors import NotImplementedYet
+
+            raise NotImplementedYet(f"{cmd}: this command is not implemented yet")
+        if cmd not in _COMMANDS:
+            raise _Usage(f"no such command {cmd!r}")
+        spec, lo, hi, usage = _COMMANDS[cmd]
+        try:
+            aliases = _LIST_ALIASES if cmd == "list" else _ALIASES
+            flags, args = _parse(cargs, {**spec, "--help": False, "-h": False}, False, aliases)
+            if flags.get("--help"):
+                print(f"usage: {PROG} {usage}")
+                return 0
+            if not lo <= len(args) <= hi:
+                raise _Usage(f'"{cmd}" takes {lo if lo == hi else f"{lo} to {hi}"} argument(s)')
+        except _Usage as e:
+            raise _Usage(f"{e}\nusage: {PROG} {usage}") from None
+        root = str(gflags.get("--root") or _default_root())
+        return _COMMAND_FUNCS[cmd](root, flags, args, log) or 0
+    except _Usage as e:
+        msg = str(e)
+        log.write("error", msg.split("\n")[0])
+        sys.stderr.write(f"{PROG}: {msg}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:
+        from ..errors import OciboxError
+
+        if not isinstance(e, OciboxError):
+            if isinstance(e, OSError):
+                msg = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+                log.write("error", msg)
+                sys.stderr.write(f"{PROG}: {msg}\n")
+                return 1
+            raise
+        log.write("error", e.message)
+        sys.stderr.write(f"{PROG}: {e.message}\n")
+        if e.hint:
+            sys.stderr.write(f"  hint: {e.hint}\n")
+        return e.exit_code
+
+
+def _default_root() -> str:
+    from .container import DEFAULT_ROOT
+
+    return DEFAULT_ROOT
+
+
+def _print_help() -> None:
+    lines = [f"usage: {PROG} [--root DIR] [--log FILE] [--log-format text|json] [--debug] COMMAND", "",
+             "commands:"]  # fmt: skip
+    lines += [f"  {usage}" for _, _, _, usage in _COMMANDS.values()]
+    lines.append(f"  (not yet: {', '.join(_LATER)})")
+    print("\n".join(lines))
+
+
+# --- commands -------------------------------------------------------------------
+
+
+def _cmd_spec(root: str, flags: dict, args: list[str], log: _Log) -> int:
+    import json
+
+    from ..errors import AlreadyExists
+    from .spec import default_config
+
+    bundle = str(flags.get("--bundle") or ".")
+    path = os.path.join(bundle, "config.json")
+    if os.path.exists(path):
+        raise AlreadyExists(f"{path} exists", hint="remove it first")
+    # runc spec asks for a terminal; so do we, to write the same file.
+    config = default_config(rootless=bool(flags.get("--rootless")), terminal=True)
+    with open(path, "x") as f:
+        json.dump(config, f, indent="\t")
+    return 0
+
+
+def _create_kwargs(flags: dict) -> dict:
+    from ..errors import NotImplementedYet, UsageError
+
+    if flags.get("--console-socket"):
+        raise NotImplementedYet("--console-socket: terminals are not supported yet")
+    if flags.get("--pidfd-socket"):
+        raise NotImplementedYet("--pidfd-socket is not supported yet")
+    fds = str(flags.get("--preserve-fds", "0"))
+    if not fds.isdigit():
+        raise UsageError(f"--preserve-fds: not a number: {fds!r}")
+    return {
+        "pid_file": flags.get("--pid-file") or None,
+        "no_pivot": bool(flags.get("--no-pivot")),
+        "preserve_fds": int(fds),
+    }
+
+
+def _cmd_create(root: str, flags: dict, args: list[str], log: _Log) -> int:
+    from .create import create
+
+    bundle = str(flags.get("--bundle") or ".")
+    create(root, args[0], bundle, warn=log.warn, **_create_kwargs(flags))
+    return 0
+
+
+def _cmd_run(root: str, flags: dict, args: list[str], log: _Log) -> int:
+    from .create import run
+
+    bundle = str(flags.get("--bundle") or ".")
+    return run(root, args[0], bundle, detach=bool(flags.get("--detach")),
+               keep=bool(flags.get("--keep")), warn=log.warn, **_create_kwargs(flags))  # fmt: skip
+
+
+def _cmd_start(root: str, flags: dict, args: list[str], log: _Log) -> int:
+    from .container import Container
+
+    Container.load(root, args[0]).start()
+    return 0
+
+
+def _cmd_state(root: str, flags: dict, args: list[str], log: _Log) -> int:
+    import json
+
+    from .container import Container
+
+    state = Container.load(root, args[0]).oci_state()
+    sys.stdout.write(json.dumps(state, indent=2) + "\n")
+    return 0
+
+
+def _cmd_kill(root: str, flags: dict, args: list[str], log: _Log) -> int:
+    from .container import Container
+    from .signals import parse
+
+    sig = parse(args[1]) if len(args) > 1 else 15
+    Container.load(root, args[0]).kill(sig, all_processes=bool(flags.get("--all")))
+    return 0
+
+
+def _cmd_delete(root: str, flags: dict, args: list[str], log: _Log) -> int:
+    from ..errors import NotFound
+    from .container import Container
+
+    try:
+        c = Container.load(root, args[0])
+    except NotFound:
+        if flags.get("--force"):
+            return 0  # runc: deleting what is not there with --force is not an error
+        raise
+    c.delete(force=bool(flags.get("--force")))
+    return 0
+
+
+def _cmd_list(root: str, flags: dict, args: list[str], log: _Log) -> int:
+    from ..errors import UsageError
+    from .container import Container
+
+    fmt = str(flags.get("--format") or "table")
+    if fmt not in ("table", "json"):
+        raise UsageError(f"invalid format {fmt!r}: use table or json")
+    containers = Container.all(root)
+    if flags.get("--quiet"):
+        sys.stdout.write("".join(c.id + "\n" for c in containers))
+        return 0
+    states = [c.oci_state() for c in containers]
+    if fmt == "json":
+        import json
+
+        sys.stdout.write(json.dumps(states) + "\n")
+        return 0
+    rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
+    for s in states:
+        rows.append(
+            (s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], _owner(root, s["id"]))
+        )
+    widths = [max(12, *(len(r[i]) + 3 for r in rows)) for i in range(5)]
+    for r in rows:
+        sys.stdout.write(
+            "".join(v.ljust(w) for v, w in zip(r[:5], widths, strict=True)) + r[5] + "\n"
+        )
+    return 0
+
+
+def _owner(root: str, cid: str) -> str:
+    import pwd
+
+    try:
+        uid = os.stat(os.path.join(root, cid)).st_uid
+        return pwd.getpwuid(uid).pw_name
+    except (OSError, KeyError):
+        return "#?"
+
+
+_COMMAND_FUNCS = {
+    "spec": _cmd_spec,
+    "create": _cmd_create,
+    "run": _cmd_run,
+    "start": _cmd_start,
+    "state": _cmd_state,
+    "kill": _cmd_kill,
+    "delete": _cmd_delete,
+    "list": _cmd_list,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""A container's state directory and the spec's state machine.
+
+Each container lives in ``<root>/<id>/``:
+
+- ``state.json``: what ``create`` recorded (init pid and its start time, bundle,
+  annotations, creation time), written atomically once the init is ready;
+- ``exec.fifo``: the init blocks opening it for writing until ``start`` opens it
+  for reading; ``start`` removes it, so its absence is the "started" marker.
+
+The status is never stored: like runc, it is derived each time from the init
+process (alive, and the same process, by its start time) and the marker:
+
+    no state.json yet           -> creating
+    init alive, fifo present    -> created
+    init alive, fifo gone       -> running
+    init dead (or a zombie)     -> stopped
+
+This module stays import-light: ``state``, ``start``, ``kill`` and ``delete``
+need nothing but ``os`` and ``json``.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+
+from ..errors import AlreadyExists, NotFound, OciboxError, UsageError
+
+DEFAULT_ROOT = "/run/ocibox-runtime"
+STATE_FILE = "state.json"
+FIFO = "exec.fifo"
+
+CREATING, CREATED, RUNNING, STOPPED = "creating", "created", "running", "stopped"
+
+
+class ContainerStateError(OciboxError):
+    """An operation that the container's current status does not allow."""
+
+
+def validate_id(cid: str) -> None:
+    ok = cid not in ("", ".", "..") and all(c.isalnum() or c in "_+-." for c in cid)
+    if not ok or not cid.isascii():
+        raise UsageError(f"invalid container id {cid!r}", hint="use letters, digits, _ + - and .")
+
+
+def now_rfc3339() -> str:
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
+
+
+def proc_start_time(pid: int) -> tuple[str, int] | None:
+    """(state letter, start time in clock ticks) of ``pid``, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2 :].split()
+    return fields[0].decode(), int(fields[19])
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    # /run is a tmpfs: a rename is enough, and tempfile would cost start-up time.
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+class Container:
+    def __init__(self, root: str, cid: str, state: dict | None = None) -> None:
+        self.root = root
+        self.id = cid
+        self.dir = os.path.join(root, cid)
+        self.state = state  # None while creating
+
+    # --- loading -------------------------------------------------------------
+
+    @classmethod
+    def load(cls, root: str, cid: str) -> Container:
+        validate_id(cid)
+        path = os.path.join(root, cid)
+        try:
+            with open(os.path.join(path, STATE_FILE), "rb") as f:
+                state = json.loads(f.read())
+        except FileNotFoundError:
+            if not os.path.isdir(path):
+                raise NotFound(f"container {cid} does not exist") from None
+            state = None
+        except (OSError, ValueError) as e:
+            raise OciboxError(f"container {cid}: unreadable state: {e}") from None
+        return cls(root, cid, state)
+
+    @classmethod
+    def all(cls, root: str) -> list[Container]:
+        try:
+            names = sorted(os.listdir(root))
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            try:
+                out.append(cls.load(root, name))
+            except (NotFound, UsageError):
+                continue
+        return out
+
+    # --- status --------------------------------------------------------------
+
+    @property
+    def pid(self) -> int:
+        return self.state["pid"] if self.state else 0
+
+    def init_alive(self) -> bool:
+        if not self.state:
+            return False
+        found = proc_start_time(self.pid)
+        if found is None or found[0] in ("Z", "X"):
+            return False
+        return found[1] == self.state.get("pidStartTime", found[1])
+
+    def status(self) -> str:
+        if self.state is None:
+            return CREATING
+        if not self.init_alive():
+            return STOPPED
+        if os.path.exists(os.path.join(self.dir, FIFO)):
+            return CREATED
+        return RUNNING
+
+    def oci_state(self) -> dict:
+        """The spec's state object (with runc's extra fields, which containerd reads)."""
+        status = self.status()
+        s = self.state or {}
+        out = {
+            "ociVersion": s.get("ociVersion", ""),
+            "id": self.id,
+            "pid": self.pid if status in (CREATED, RUNNING) else 0,
+            "status": status,
+            "bundle": s.get("bundle", ""),
+            "rootfs": s.get("rootfs", ""),
+            "created": s.get("created", ""),
+            "owner": "",
+        }
+        if s.get("annotations"):
+            out["annotations"] = s["annotations"]
+        return out
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def start(self, timeout: float | None = None) -> None:
+        """Let the created container's init exec the user program."""
+        status = self.status()
+        if status != CREATED:
+            raise ContainerStateError(f"cannot start container {self.id}: it is {status}",
+                                      hint="only a created container can be started")  # fmt: skip
+        fifo = os.path.join(self.dir, FIFO)
+        try:
+            fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise ContainerStateError(
+                f"cannot start container {self.id}: already started"
+            ) from None
+        try:
+            self._await_release(fd, timeout)
+        finally:
+            os.close(fd)
+        try:
+            os.unlink(fifo)
+        except FileNotFoundError:
+            pass
+
+    def _await_release(self, fd: int, timeout: float | None) -> None:
+        import select
+
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if poller.poll(50):
+                try:
+                    data = os.read(fd, 1)
+                except BlockingIOError:
+                    data = b""
+                if data:
+                    return
+            if not self.init_alive():
+                raise ContainerStateError(f"cannot start container {self.id}: its init exited")
+            if deadline is not None and time.monotonic() > deadline:
+                raise OciboxError(f"container {self.id}: timed out waiting for its init")
+            # A writer that has not yet opened its end makes poll report POLLHUP
+            # at once; a short sleep keeps that from spinning.
+            time.sleep(0.001)
+
+    def kill(self, sig: int, all_processes: bool = False) -> None:
+        status = self.status()
+        if status not in (CREATED, RUNNING):
+            raise ContainerStateError(f"cannot kill container {self.id}: it is {status}",
+                                      hint="only a created or running container takes signals")  # fmt: skip
+        pids = self.processes() if all_processes else [self.pid]
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def processes(self) -> list[int]:
+        """Host pids of every process in the container (its pid namespace, or cgroup)."""
+        pids = _cgroup_pids(self.state.get("cgroupPaths") or {}) if self.state else []
+        if pids:
+            return pids
+        try:
+            ns = os.readlink(f"/proc/{self.pid}/ns/pid")
+        except OSError:
+            return []
+        if ns == os.readlink("/proc/self/ns/pid"):
+            return [self.pid]  # shares the host's pid namespace: only what we know
+        out = []
+        for name in os.listdir("/proc"):
+            if name.isdigit():
+                try:
+                    if os.readlink(f"/proc/{name}/ns/pid") == ns:
+                        out.append(int(name))
+                except OSError:
+                    continue
+        return out
+
+    def delete(self, force: bool = False) -> None:
+        status = self.status()
+        if status != STOPPED:
+            if not force:
+                raise ContainerStateError(
+                    f"cannot delete container {self.id}: it is {status}",
+                    hint="stop it first, or use delete --force",
+                )
+            if status in (CREATED, RUNNING):
+                for pid in self.processes() or [self.pid]:
+                    try:
+                        os.kill(pid, 9)
+                    except ProcessLookupError:
+                        pass
+                self._wait_stopped(5.0)
+        self.destroy()
+
+    def _wait_stopped(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.init_alive():
+            if time.monotonic() > deadline:
+                raise OciboxError(f"container {self.id}: init {self.pid} did not die after SIGKILL")
+            time.sleep(0.002)
+
+    def destroy(self) -> None:
+        """Remove everything create made on the host: cgroups, then the state directory."""
+        if self.state and self.state.get("cgroupPaths"):
+            from .linux import cgroups
+
+            cgroups.remove(self.state["cgroupPaths"])
+        for name in (STATE_FILE, FIFO):
+            try:
+                os.unlink(os.path.join(self.dir, name))
+            except FileNotFoundError:
+                pass
+        for name in os.listdir(self.dir) if os.path.isdir(self.dir) else []:
+            os.unlink(os.path.join(self.dir, name))
+        try:
+            os.rmdir(self.dir)
+        except FileNotFoundError:
+            pass
+
+    # --- creation ------------------------------------------------------------
+
+    @classmethod
+    def reserve(cls, root: str, cid: str) -> Container:
+        """Claim ``cid``: its state directory is made here, exclusively."""
+        validate_id(cid)
+        os.makedirs(root, 0o700, exist_ok=True)
+        path = os.path.join(root, cid)
+        try:
+            os.mkdir(path, 0o711)
+        except FileExistsError:
+            raise AlreadyExists(f"container {cid} already exists") from None
+        except OSError as e:
+            if e.errno == errno.EACCES:
+                raise OciboxError(f"cannot create {path}: permission denied") from None
+            raise
+        return cls(root, cid)
+
+    def save(self, state: dict) -> None:
+        self.state = state
+        write_atomic(os.path.join(self.dir, STATE_FILE), json.dumps(state).encode())
+
+
+def _cgroup_pids(paths: dict[str, str]) -> list[int]:
+    for path in paths.values():
+        try:
+            with open(os.path.join(path, "cgroup.procs")) as f:
+                return [int(x) for x in f.read().split()]
+        except OSError:
+            continue
+    return []

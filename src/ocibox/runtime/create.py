@@ -1,0 +1,139 @@
+"""The create and run operations: from a bundle to a created (or running) container."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ..errors import BundleError, OciboxError
+from . import process
+from .container import FIFO, Container, now_rfc3339, proc_start_time, write_atomic
+from .spec import OCI_VERSION
+
+
+def load_config(bundle: str) -> dict:
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            config = json.loads(f.read())
+    except FileNotFoundError:
+        raise BundleError(
+            f"{path} does not exist", hint="make one with: ocibox-runtime spec"
+        ) from None
+    except ValueError as e:
+        raise BundleError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise BundleError(f"{path}: not a JSON object")
+    return config
+
+
+def create(
+    root: str,
+    cid: str,
+    bundle: str,
+    *,
+    pid_file: str | None = None,
+    no_pivot: bool = False,
+    preserve_fds: int = 0,
+    subreaper: bool = False,
+    warn=None,
+) -> Container:
+    """Build the container and leave its init waiting for ``start``."""
+    bundle = os.path.abspath(bundle)
+    config = load_config(bundle)
+    c_dir = os.path.join(root, cid)
+    ic = process.prepare(config, bundle, os.path.join(c_dir, FIFO),
+                         no_pivot=no_pivot, preserve_fds=preserve_fds)  # fmt: skip
+    for w in ic.warnings:
+        if warn:
+            warn(w)
+    container = Container.reserve(root, cid)
+    cgroup_paths: dict[str, str] = {}
+    init_pid = 0
+    try:
+        os.mkfifo(os.path.join(c_dir, FIFO), 0o622)
+        on_intermediate = None
+        resources = (config.get("linux") or {}).get("resources")
+        cgroups_path = (config.get("linux") or {}).get("cgroupsPath")
+        if resources or cgroups_path:
+            from .linux import cgroups
+
+            def on_intermediate(pid: int) -> None:
+                cgroup_paths.update(cgroups.apply(cid, cgroups_path, resources or {}, pid))
+
+        init_pid = process.spawn(ic, subreaper=subreaper, on_intermediate=on_intermediate)
+        found = proc_start_time(init_pid)
+        if found is None:
+            raise OciboxError(f"container {cid}: its init exited during create")
+        container.save(
+            {
+                "ociVersion": OCI_VERSION,
+                "id": cid,
+                "pid": init_pid,
+                "pidStartTime": found[1],
+                "bundle": bundle,
+                "rootfs": ic.rootfs,
+                "created": now_rfc3339(),
+                "annotations": config.get("annotations") or {},
+                "cgroupPaths": cgroup_paths,
+            }
+        )
+        if pid_file:
+            write_atomic(os.path.abspath(pid_file), str(init_pid).encode())
+    except BaseException:
+        if init_pid:
+            try:
+                os.kill(init_pid, 9)
+            except ProcessLookupError:
+                pass
+        if cgroup_paths and not container.state:
+            container.state = {"cgroupPaths": cgroup_paths}
+        container.destroy()
+        raise
+    return container
+
+
+_FORWARDED = ("HUP", "INT", "QUIT", "TERM", "USR1", "USR2", "WINCH", "ALRM", "CONT", "PIPE")
+
+
+def run(root: str, cid: str, bundle: str, *, detach: bool = False, keep: bool = False, **kw) -> int:
+    """create + start, and unless detached wait for the container and return its exit code."""
+    container = create(root, cid, bundle, subreaper=not detach, **kw)
+    try:
+        container.start()
+    except BaseException:
+        container.delete(force=True)
+        raise
+    if detach:
+        return 0
+    code = wait(container.pid)
+    if not keep:
+        container.delete(force=True)
+    return code
+
+
+def wait(pid: int) -> int:
+    """Wait for ``pid`` (our child, thanks to the subreaper flag), forwarding signals to it."""
+    import signal
+
+    from .signals import NUMBERS
+
+    def forward(signum: int, _frame) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for name in _FORWARDED:
+        signal.signal(NUMBERS[name], forward)
+    while True:
+        try:
+            got, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return 255
+        if got == pid:
+            return (
+                os.waitstatus_to_exitcode(status)
+                if os.WIFEXITED(status)
+                else 128 + os.WTERMSIG(status)
+            )

@@ -1,0 +1,81 @@
+"""process.capabilities: the five sets, by name, applied with prctl and capset."""
+
+from __future__ import annotations
+
+from ...errors import BundleError
+from . import syscalls as sc
+
+NAMES = (
+    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID",
+    "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN",
+    "NET_RAW", "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE",
+    "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME",
+    "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ",
+    "PERFMON", "BPF", "CHECKPOINT_RESTORE",
+)  # fmt: skip
+NUMBERS = {"CAP_" + n: i for i, n in enumerate(NAMES)}
+
+SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
+
+
+def last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except OSError:
+        return len(NAMES) - 1
+
+
+def parse(caps: dict | None, warn=None) -> dict[str, int]:
+    """Each set as a bit mask; names the kernel lacks are dropped with a warning."""
+    top = last_cap()
+    out = {}
+    for which in SETS:
+        mask = 0
+        for name in (caps or {}).get(which) or []:
+            num = NUMBERS.get(name)
+            if num is None:
+                raise BundleError(
+                    f"config.json: process.capabilities.{which}: unknown capability {name!r}"
+                )
+            if num > top:
+                if warn:
+                    warn(f"capability {name} is not supported by this kernel; ignored")
+                continue
+            mask |= 1 << num
+        out[which] = mask
+    return out
+
+
+def drop_bounding(keep: int) -> None:
+    for cap in range(last_cap() + 1):
+        if not keep & (1 << cap):
+            try:
+                sc.prctl(sc.PR_CAPBSET_DROP, cap)
+            except OSError as e:
+                raise BundleError(
+                    f"dropping {_name(cap)} from the bounding set: {e.strerror}"
+                ) from None
+
+
+def apply(sets: dict[str, int]) -> None:
+    """Set effective, permitted and inheritable, then raise the ambient ones."""
+    try:
+        sc.capset(sets["effective"], sets["permitted"], sets["inheritable"])
+    except OSError as e:
+        raise BundleError(f"setting capabilities: {e.strerror}") from None
+    sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_CLEAR_ALL)
+    for cap in range(last_cap() + 1):
+        if sets["ambient"] & (1 << cap):
+            try:
+                sc.prctl(sc.PR_CAP_AMBIENT, sc.PR_CAP_AMBIENT_RAISE, cap)
+            except OSError as e:
+                raise BundleError(
+                    f"raising ambient {_name(cap)}: {e.strerror}",
+                    hint="an ambient capability must also be permitted and inheritable",
+                ) from None
+
+
+def _name(cap: int) -> str:
+    return "CAP_" + NAMES[cap] if cap < len(NAMES) else f"capability {cap}"

@@ -1,0 +1,85 @@
+"""linux.namespaces: which namespaces to create, which to join by path."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ...errors import BundleError
+from . import syscalls as sc
+
+FLAGS = {
+    "pid": sc.CLONE_NEWPID,
+    "network": sc.CLONE_NEWNET,
+    "mount": sc.CLONE_NEWNS,
+    "ipc": sc.CLONE_NEWIPC,
+    "uts": sc.CLONE_NEWUTS,
+    "user": sc.CLONE_NEWUSER,
+    "cgroup": sc.CLONE_NEWCGROUP,
+    "time": sc.CLONE_NEWTIME,
+}
+
+# Join order: the user namespace first, since it decides what the others allow;
+# the mount namespace last, since its paths are resolved before it is entered.
+_JOIN_ORDER = ("user", "pid", "network", "ipc", "uts", "cgroup", "time", "mount")
+
+
+@dataclass
+class Namespaces:
+    new: int  # CLONE_* flags to unshare
+    join: list[tuple[str, str]]  # (type, path), in join order
+
+    def has(self, kind: str) -> bool:
+        """Whether the container gets its own ``kind`` namespace (new or joined)."""
+        return bool(self.new & FLAGS[kind]) or any(k == kind for k, _ in self.join)
+
+
+def parse(entries: list[dict]) -> Namespaces:
+    new = 0
+    join: dict[str, str] = {}
+    seen: set[str] = set()
+    for i, entry in enumerate(entries):
+        kind = entry.get("type")
+        if kind not in FLAGS:
+            raise BundleError(
+                f"config.json: linux.namespaces[{i}]: unknown namespace type {kind!r}"
+            )
+        if kind in seen:
+            raise BundleError(f"config.json: linux.namespaces: {kind} namespace given twice")
+        seen.add(kind)
+        path = entry.get("path")
+        if path:
+            join[kind] = path
+        else:
+            new |= FLAGS[kind]
+    return Namespaces(new, [(k, join[k]) for k in _JOIN_ORDER if k in join])
+
+
+def open_joins(ns: Namespaces) -> list[tuple[str, int]]:
+    """Open every namespace to join while still in the host's mount namespace."""
+    fds = []
+    for kind, path in ns.join:
+        try:
+            fds.append((kind, os.open(path, os.O_RDONLY)))
+        except OSError as e:
+            raise BundleError(f"cannot open {kind} namespace {path}: {e.strerror}") from None
+    return fds
+
+
+def join(fds: list[tuple[str, int]], skip: tuple[str, ...] = ()) -> None:
+    for kind, fd in fds:
+        if kind in skip:
+            continue
+        try:
+            sc.setns(fd, FLAGS[kind])
+        except OSError as e:
+            raise BundleError(f"cannot join {kind} namespace: {e.strerror}") from None
+        os.close(fd)
+
+
+def unshare(flags: int) -> None:
+    try:
+        sc.unshare(flags)
+    except OSError as e:
+        names = [k for k, f in FLAGS.items() if flags & f]
+        raise BundleError(f"cannot create namespaces {', '.join(names)}: {e.strerror}") from None

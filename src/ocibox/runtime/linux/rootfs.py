@@ -1,0 +1,190 @@
+"""The container's root filesystem: mounts, /dev, pivot_root, masked and read-only paths."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+
+from ...errors import BundleError
+from . import mounts as mnt
+from . import syscalls as sc
+
+# (path, type, major, minor): the devices every Linux container gets.
+DEFAULT_DEVICES = (
+    ("/dev/null", "c", 1, 3),
+    ("/dev/zero", "c", 1, 5),
+    ("/dev/full", "c", 1, 7),
+    ("/dev/random", "c", 1, 8),
+    ("/dev/urandom", "c", 1, 9),
+    ("/dev/tty", "c", 5, 0),
+)
+
+DEV_SYMLINKS = (
+    ("/proc/self/fd", "/dev/fd"),
+    ("/proc/self/fd/0", "/dev/stdin"),
+    ("/proc/self/fd/1", "/dev/stdout"),
+    ("/proc/self/fd/2", "/dev/stderr"),
+)
+
+_ROOT_PROPAGATION = {
+    "": sc.MS_SLAVE | sc.MS_REC,
+    "private": sc.MS_PRIVATE,
+    "rprivate": sc.MS_PRIVATE | sc.MS_REC,
+    "shared": sc.MS_SHARED,
+    "rshared": sc.MS_SHARED | sc.MS_REC,
+    "slave": sc.MS_SLAVE,
+    "rslave": sc.MS_SLAVE | sc.MS_REC,
+    "unbindable": sc.MS_UNBINDABLE,
+    "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
+}
+
+
+def prepare(
+    rootfs: str,
+    mounts: list[mnt.Mount],
+    devices: list[dict],
+    *,
+    propagation: str = "",
+    in_userns: bool = False,
+) -> None:
+    """Mount everything under ``rootfs`` (still seen from the host's paths)."""
+    if propagation not in _ROOT_PROPAGATION:
+        raise BundleError(f"config.json: linux.rootfsPropagation: unknown value {propagation!r}")
+    sc.mount(None, "/", None, _ROOT_PROPAGATION[propagation] or (sc.MS_SLAVE | sc.MS_REC))
+    # pivot_root needs the new root to be a mount point whose parent is not shared.
+    sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
+    with contextlib.suppress(OSError):
+        sc.mount(None, rootfs, None, sc.MS_PRIVATE)
+    dev_is_bind = False
+    for m in mounts:
+        mnt.mount_in(rootfs, m)
+        if m.destination.rstrip("/") == "/dev" and m.is_bind:
+            dev_is_bind = True
+    if not dev_is_bind:
+        old = os.umask(0)
+        try:
+            _create_devices(rootfs, devices, in_userns)
+            _dev_symlinks(rootfs)
+        finally:
+            os.umask(old)
+
+
+def _device_list(devices: list[dict]) -> list[dict]:
+    out = {d: {"path": d, "type": t, "major": ma, "minor": mi, "fileMode": 0o666, "uid": 0, "gid": 0}
+           for d, t, ma, mi in DEFAULT_DEVICES}  # fmt: skip
+    for i, d in enumerate(devices):
+        path = d.get("path")
+        if not isinstance(path, str) or not path.startswith("/dev/"):
+            raise BundleError(
+                f"config.json: linux.devices[{i}]: path must be under /dev, not {path!r}"
+            )
+        if d.get("type") not in ("c", "b", "u", "p"):
+            raise BundleError(f"config.json: linux.devices[{i}]: unknown type {d.get('type')!r}")
+        out[path] = d
+    return list(out.values())
+
+
+def _create_devices(rootfs: str, devices: list[dict], in_userns: bool) -> None:
+    for d in _device_list(devices):
+        target = mnt.secure_join(rootfs, d["path"])
+        os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(target)
+        kind = d["type"]
+        perm = d.get("fileMode", 0o666) & 0o7777
+        if in_userns and kind != "p":
+            # mknod is refused in a user namespace: bind the host's node instead.
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0))
+            sc.mount(d["path"], target, None, sc.MS_BIND)
+            continue
+        fmt = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[kind]
+        dev = 0 if kind == "p" else os.makedev(d.get("major", 0), d.get("minor", 0))
+        try:
+            os.mknod(target, fmt | perm, dev)
+        except OSError as e:
+            raise BundleError(f"cannot create device {d['path']}: {e.strerror}") from None
+        os.chown(target, d.get("uid", 0), d.get("gid", 0))
+
+
+def _dev_symlinks(rootfs: str) -> None:
+    links = list(DEV_SYMLINKS)
+    if os.path.exists("/proc/kcore"):
+        links.append(("/proc/kcore", "/dev/core"))
+    for source, link in links:
+        target = mnt.secure_join(rootfs, link)
+        with contextlib.suppress(FileExistsError):
+            os.symlink(source, target)
+    ptmx = mnt.secure_join(rootfs, "/dev/ptmx")
+    if os.path.isdir(os.path.join(rootfs, "dev/pts")):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(ptmx)
+        os.symlink("pts/ptmx", ptmx)
+
+
+def pivot(rootfs: str) -> None:
+    """Make ``rootfs`` the root and detach the old one (pivot_root(".", ".") trick)."""
+    old = os.open("/", os.O_DIRECTORY | os.O_RDONLY)
+    new = os.open(rootfs, os.O_DIRECTORY | os.O_RDONLY)
+    try:
+        os.fchdir(new)
+        sc.pivot_root(".", ".")
+        # The old root now sits on top of the new one; detach it without
+        # letting the unmount propagate back to the host.
+        os.fchdir(old)
+        sc.mount(None, ".", None, sc.MS_SLAVE | sc.MS_REC)
+        sc.umount2(".", sc.MNT_DETACH)
+        os.chdir("/")
+    except OSError as e:
+        raise BundleError(f"pivot_root to {rootfs}: {os.strerror(e.errno)}") from None
+    finally:
+        os.close(old)
+        os.close(new)
+
+
+def chroot(rootfs: str) -> None:
+    """--no-pivot: move the rootfs onto / and chroot into it."""
+    os.chdir(rootfs)
+    sc.mount(rootfs, "/", None, sc.MS_MOVE)
+    os.chroot(".")
+    os.chdir("/")
+
+
+def write_sysctl(sysctl: dict[str, str]) -> None:
+    for key, value in sysctl.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            with open(path, "w") as f:
+                f.write(str(value))
+        except OSError as e:
+            raise BundleError(f"sysctl {key}={value}: {e.strerror}") from None
+
+
+def mask_paths(paths: list[str]) -> None:
+    for p in paths:
+        try:
+            if os.path.isdir(p):
+                sc.mount("tmpfs", p, "tmpfs", sc.MS_RDONLY)
+            else:
+                sc.mount("/dev/null", p, None, sc.MS_BIND)
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise BundleError(f"masking {p}: {os.strerror(e.errno)}") from None
+
+
+def readonly_paths(paths: list[str]) -> None:
+    for p in paths:
+        try:
+            sc.mount(p, p, None, sc.MS_BIND | sc.MS_REC)
+            mnt.remount_readonly(p, recursive=True)
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise BundleError(f"making {p} read-only: {os.strerror(e.errno)}") from None
+
+
+def readonly_root() -> None:
+    try:
+        mnt.remount_readonly("/")
+    except OSError as e:
+        raise BundleError(f"making the root filesystem read-only: {os.strerror(e.errno)}") from None

@@ -1,0 +1,387 @@
+"""Creating the container's processes: the intermediate child and the container init.
+
+No re-exec: the runtime forks itself.
+
+    runtime (parent) --fork--> intermediate --fork--> init (pid 1 of the new pid namespace)
+
+The intermediate joins and creates the namespaces (a new pid namespace only
+applies to children, hence the second fork; a new user namespace needs the
+parent to write its id maps). The init builds the root filesystem, applies the
+process settings, reports "ready", then blocks opening ``exec.fifo`` for
+writing until ``start`` opens it, and execs the user program.
+
+Two pipes carry the sync protocol, one short line per message:
+
+    parent -> intermediate:  go | mapped
+    children -> parent:      userns | pid N | ready | error MESSAGE
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass, field
+
+from ..errors import BundleError, NotImplementedYet, OciboxError
+from .linux import capabilities as caps
+from .linux import mounts as mnt
+from .linux import namespaces as nsmod
+from .linux import rlimits, rootfs
+from .linux import syscalls as sc
+
+PR_SET_CHILD_SUBREAPER = 36
+
+
+@dataclass
+class InitConfig:
+    """What the init needs, checked and parsed in the parent before any fork."""
+
+    config: dict
+    rootfs: str
+    fifo: str
+    namespaces: nsmod.Namespaces
+    mounts: list[mnt.Mount]
+    caps: dict[str, int]
+    no_pivot: bool = False
+    preserve_fds: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def prepare(
+    config: dict, bundle: str, fifo: str, *, no_pivot: bool = False, preserve_fds: int = 0
+) -> InitConfig:
+    process = config.get("process")
+    if not isinstance(process, dict) or not process.get("args"):
+        raise BundleError("config.json: process.args is missing; there is nothing to run")
+    if process.get("terminal"):
+        raise NotImplementedYet(
+            "config.json: process.terminal is true, but terminals are not supported yet",
+            hint='set "terminal": false in config.json',
+        )
+    root = config.get("root") or {}
+    path = root.get("path") or "rootfs"
+    rootfs_path = os.path.realpath(os.path.join(bundle, path))
+    if not os.path.isdir(rootfs_path):
+        raise BundleError(f"root filesystem {rootfs_path} is not a directory")
+    linux = config.get("linux") or {}
+    ns = nsmod.parse(linux.get("namespaces") or [])
+    if not ns.has("mount"):
+        raise BundleError("config.json: a mount namespace is required",
+                          hint='add {"type": "mount"} to linux.namespaces')  # fmt: skip
+    if ns.new & sc.CLONE_NEWUSER and not (linux.get("uidMappings") and linux.get("gidMappings")):
+        raise BundleError(
+            "config.json: a new user namespace needs linux.uidMappings and gidMappings"
+        )
+    if config.get("hooks"):
+        raise NotImplementedYet("config.json: hooks are not supported yet")
+    if linux.get("seccomp"):
+        raise NotImplementedYet("config.json: linux.seccomp is not supported yet")
+    warnings: list[str] = []
+    mounts = [mnt.parse(m, i) for i, m in enumerate(config.get("mounts") or [])]
+    return InitConfig(
+        config=config,
+        rootfs=rootfs_path,
+        fifo=fifo,
+        namespaces=ns,
+        mounts=mounts,
+        caps=caps.parse(process.get("capabilities"), warnings.append),
+        no_pivot=no_pivot,
+        preserve_fds=preserve_fds,
+        warnings=warnings,
+    )
+
+
+# --- the parent's side ---------------------------------------------------------
+
+
+def spawn(ic: InitConfig, *, subreaper: bool = False, on_intermediate=None) -> int:
+    """Fork the container; return the init's host pid once it is ready and waiting.
+
+    ``on_intermediate(pid)`` runs before the children go on (cgroups are joined
+    there, so that a new cgroup namespace is rooted at the container's cgroup).
+    """
+    if subreaper:
+        sc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        _child_main(ic, to_child_r, from_child_w, (to_child_w, from_child_r))
+    os.close(to_child_r)
+    os.close(from_child_w)
+    init_pid = 0
+    ready = False
+    error = None
+    try:
+        if on_intermediate:
+            on_intermediate(pid)
+        os.write(to_child_w, b"go\n")
+        for line in _lines(from_child_r):
+            verb, _, arg = line.partition(" ")
+            if verb == "userns":
+                _write_id_maps(pid, ic.config["linux"])
+                os.write(to_child_w, b"mapped\n")
+            elif verb == "pid":
+                init_pid = int(arg)
+            elif verb == "ready":
+                ready = True
+            elif verb == "error":
+                error = arg.replace("\\n", "\n")
+                break
+            if ready and init_pid:
+                break
+        else:
+            error = "the container's init exited before it was ready"
+    except BaseException:
+        _kill(init_pid or pid)
+        raise
+    finally:
+        os.close(to_child_w)
+        os.close(from_child_r)
+        _reap(pid)
+    if error:
+        if init_pid:
+            _kill(init_pid)
+            if subreaper:
+                _reap(init_pid)
+        raise BundleError(error)
+    return init_pid
+
+
+def _lines(fd: int):
+    buf = b""
+    while True:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            yield line.decode(errors="replace")
+
+
+def _write_id_maps(pid: int, linux: dict) -> None:
+    for name, key in (("uid_map", "uidMappings"), ("gid_map", "gidMappings")):
+        lines = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in linux[key])
+        try:
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(lines)
+        except OSError as e:
+            raise BundleError(f"writing {name} for the user namespace: {e.strerror}") from None
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+# --- the children's side -------------------------------------------------------
+
+
+def _child_main(ic: InitConfig, rfd: int, wfd: int, close: tuple[int, ...]) -> None:
+    """Run the intermediate (and, after its fork, the init). Never returns."""
+    code = 1
+    try:
+        for fd in close:
+            os.close(fd)
+        _intermediate(ic, rfd, wfd)
+        code = 0
+    except BaseException as e:  # noqa: B036 - a forked child must never unwind into the parent's code
+        _report(wfd, e)
+    finally:
+        os._exit(code)
+
+
+def _report(wfd: int, e: BaseException) -> None:
+    if isinstance(e, OciboxError):
+        msg = e.message + (f" ({e.hint})" if e.hint else "")
+    elif isinstance(e, OSError):
+        msg = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+    else:
+        msg = f"{type(e).__name__}: {e}"
+    try:
+        os.write(wfd, b"error " + msg.replace("\n", "\\n").encode(errors="replace")[:3000] + b"\n")
+    except OSError:
+        pass
+
+
+def _read_line(fd: int) -> str:
+    buf = b""
+    while not buf.endswith(b"\n"):
+        chunk = os.read(fd, 1)
+        if not chunk:
+            raise OciboxError("the runtime went away during create")
+        buf += chunk
+    return buf[:-1].decode()
+
+
+def _intermediate(ic: InitConfig, rfd: int, wfd: int) -> None:
+    if _read_line(rfd) != "go":
+        raise OciboxError("unexpected message from the runtime")
+    ns = ic.namespaces
+    fds = nsmod.open_joins(ns)
+    nsmod.join(fds)
+    if ns.new & sc.CLONE_NEWUSER:
+        nsmod.unshare(sc.CLONE_NEWUSER)
+        os.write(wfd, b"userns\n")
+        if _read_line(rfd) != "mapped":
+            raise OciboxError("user namespace was not mapped")
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    rest = ns.new & ~sc.CLONE_NEWUSER
+    if rest:
+        nsmod.unshare(rest)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(rfd)
+            _init(ic, wfd)
+        except BaseException as e:  # noqa: B036 - see _child_main
+            _report(wfd, e)
+        finally:
+            os._exit(code)
+    os.write(wfd, f"pid {pid}\n".encode())
+
+
+def _init(ic: InitConfig, wfd: int) -> None:
+    """The container's init: build the environment, wait for start, exec."""
+    cfg = ic.config
+    process = cfg["process"]
+    linux = cfg.get("linux") or {}
+    ns = ic.namespaces
+    in_userns = ns.has("user")
+    os.setsid()
+    if ns.has("uts"):
+        if cfg.get("hostname"):
+            sc.sethostname(cfg["hostname"])
+        if cfg.get("domainname"):
+            sc.setdomainname(cfg["domainname"])
+    elif cfg.get("hostname"):
+        raise BundleError("config.json: hostname needs a uts namespace of its own")
+    if "oomScoreAdj" in process:
+        _write("/proc/self/oom_score_adj", str(process["oomScoreAdj"]), "oomScoreAdj")
+    # Handles that must outlive pivot_root: the fifo and a /proc to reopen it by.
+    fifo_fd = os.open(ic.fifo, os.O_PATH | os.O_CLOEXEC)
+    proc_fd = os.open("/proc/self/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    rootfs.prepare(
+        ic.rootfs,
+        ic.mounts,
+        linux.get("devices") or [],
+        propagation=linux.get("rootfsPropagation", ""),
+        in_userns=in_userns,
+    )
+    cwd = process.get("cwd") or "/"
+    if not cwd.startswith("/"):
+        raise BundleError(f"config.json: process.cwd must be absolute, not {cwd!r}")
+    os.makedirs(mnt.secure_join(ic.rootfs, cwd), 0o755, exist_ok=True)
+    if ic.no_pivot:
+        rootfs.chroot(ic.rootfs)
+    else:
+        rootfs.pivot(ic.rootfs)
+    rootfs.write_sysctl(linux.get("sysctl") or {})
+    rootfs.readonly_paths(linux.get("readonlyPaths") or [])
+    rootfs.mask_paths(linux.get("maskedPaths") or [])
+    if (cfg.get("root") or {}).get("readonly"):
+        rootfs.readonly_root()
+    rlimits.apply(process.get("rlimits") or [])
+    _switch_user(process.get("user") or {}, ic.caps)
+    env = process.get("env") or []
+    os.umask(process["user"].get("umask", 0o022) if process.get("user") else 0o022)
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        raise BundleError(f"process.cwd {cwd}: {e.strerror}") from None
+    args = process["args"]
+    exe = _lookup(args[0], env)
+    if process.get("noNewPrivileges"):
+        sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+    for fd in range(3, 3 + ic.preserve_fds):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+    # Python ignores SIGPIPE and SIGXFSZ; an ignored signal stays ignored across exec.
+    for s in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(s, signal.SIG_DFL)
+    # As pid 1 of its namespace the init would ignore a default-action signal
+    # even from the host; while it waits, a handler makes kill work as on runc.
+    for s in (
+        signal.SIGTERM,
+        signal.SIGINT,
+        signal.SIGHUP,
+        signal.SIGQUIT,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+    ):
+        signal.signal(s, _die)
+    os.write(wfd, b"ready\n")
+    os.close(wfd)
+    fd = os.open(str(fifo_fd), os.O_WRONLY | os.O_CLOEXEC, dir_fd=proc_fd)
+    os.write(fd, b"0")
+    try:
+        os.execve(exe, args, _env_dict(env))
+    except OSError as e:
+        os.write(2, f"ocibox-runtime: exec {args[0]}: {e.strerror}\n".encode())
+        os._exit(127)
+
+
+def _die(signum: int, _frame) -> None:
+    os._exit(128 + signum)
+
+
+def _write(path: str, value: str, what: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError as e:
+        raise BundleError(f"config.json: {what} {value}: {e.strerror}") from None
+
+
+def _switch_user(user: dict, sets: dict[str, int]) -> None:
+    uid, gid = user.get("uid", 0), user.get("gid", 0)
+    caps.drop_bounding(sets["bounding"])
+    sc.prctl(sc.PR_SET_KEEPCAPS, 1)
+    try:
+        os.setgroups(user.get("additionalGids") or [])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+    except OSError as e:
+        raise BundleError(f"switching to user {uid}:{gid}: {e.strerror}") from None
+    sc.prctl(sc.PR_SET_KEEPCAPS, 0)
+    caps.apply(sets)
+
+
+def _env_dict(env: list[str]) -> dict[str, str]:
+    out = {}
+    for item in env:
+        k, sep, v = item.partition("=")
+        if sep:
+            out[k] = v
+    return out
+
+
+def _lookup(name: str, env: list[str]) -> str:
+    """The executable ``name`` names, by the container's PATH, as seen from inside."""
+    if "/" in name:
+        candidates = [name]
+    else:
+        path = _env_dict(env).get(
+            "PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        )
+        candidates = [os.path.join(d or ".", name) for d in path.split(":")]
+    for c in candidates:
+        if os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    if "/" in name:
+        raise BundleError(f"exec {name}: no such executable file in the container")
+    raise BundleError(f'exec: "{name}": executable file not found in $PATH')
