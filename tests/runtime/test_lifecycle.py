@@ -1,0 +1,253 @@
+"""The spec's lifecycle, run the same way under runc and under ocibox-runtime.
+
+Tests taking the ``both`` fixture run once per runtime with the same
+expectations; where runc departs from the spec, the test says so and checks
+only ours.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.peer]
+
+STATE_KEYS = {"ociVersion", "id", "pid", "status", "bundle"}
+
+
+def test_lifecycle_states(both, bundle):
+    b = bundle.write(["sleep", "30"])
+    cid = both.new_id()
+    both("create", "--bundle", b, cid)
+    st = both.state(cid)
+    assert STATE_KEYS <= set(st)
+    assert st["id"] == cid and st["status"] == "created" and st["pid"] > 0
+    assert st["bundle"] == b
+    # The user program has not run yet: the init is still the runtime's own code.
+    with open(f"/proc/{st['pid']}/cmdline", "rb") as f:
+        assert b"sleep" not in f.read()
+    both("start", cid)
+    st = both.state(cid)
+    assert st["status"] == "running"
+    with open(f"/proc/{st['pid']}/cmdline", "rb") as f:
+        assert f.read().split(b"\0")[0] == b"sleep"
+    assert cid in both("list", "-q").stdout.split()
+    both("kill", cid, "KILL")
+    st = both.wait_status(cid, "stopped")
+    assert st["status"] == "stopped"
+    both("delete", cid)
+    gone = both("state", cid, check=False)
+    assert gone.returncode != 0
+    assert "does not exist" in gone.stderr
+    assert cid not in both("list", "-q").stdout.split()
+
+
+def test_wrong_state_errors(both, bundle):
+    b = bundle.write(["sleep", "30"])
+    cid = both.new_id()
+    both("create", "--bundle", b, cid)
+    both("start", cid)
+    pid = both.state(cid)["pid"]
+    # start twice: an error, and the container is untouched.
+    assert both("start", cid, check=False).returncode != 0
+    assert both.state(cid) == both.state(cid) and both.state(cid)["pid"] == pid
+    # delete a running container without --force: an error, nothing changes.
+    assert both("delete", cid, check=False).returncode != 0
+    assert both.state(cid)["status"] == "running"
+    both("kill", cid, "9")
+    both.wait_status(cid, "stopped")
+    # signalling a stopped container: an error.
+    assert both("kill", cid, "KILL", check=False).returncode != 0
+    assert both("start", cid, check=False).returncode != 0
+    both("delete", cid)
+
+
+def test_create_twice_is_an_error(both, bundle):
+    b = bundle.write(["sleep", "30"])
+    cid = both.new_id()
+    both("create", "--bundle", b, cid)
+    pid = both.state(cid)["pid"]
+    again = both("create", "--bundle", b, cid, check=False)
+    assert again.returncode != 0
+    assert both.state(cid)["pid"] == pid
+    both("delete", "--force", cid)
+
+
+def test_delete_created_needs_force_in_ours(ours, bundle):
+    # runc 1.1 deletes a created container without --force; the spec says an
+    # operation on a container that is not stopped must fail and change nothing.
+    cid = ours.new_id()
+    ours("create", "--bundle", bundle.write(["sleep", "30"]), cid)
+    p = ours("delete", cid, check=False)
+    assert p.returncode == 1 and "it is created" in p.stderr
+    assert ours.state(cid)["status"] == "created"
+    pid = ours.state(cid)["pid"]
+    ours("delete", "--force", cid)
+    assert not os.path.exists(f"/proc/{pid}/cmdline") or _zombie_or_gone(pid)
+    assert ours("state", cid, check=False).returncode == 1
+    assert not (ours.root / cid).exists()
+
+
+def _zombie_or_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in "ZX"
+    except OSError:
+        return True
+
+
+@pytest.mark.parametrize("sig", ["TERM", "SIGTERM", "15", "sigterm"])
+def test_kill_signal_names(both, bundle, sig):
+    # A shell as pid 1 ignores TERM unless it traps it: the trap proves delivery.
+    b = bundle.write(["sh", "-c", "trap 'exit 42' TERM; while :; do sleep 0.05; done"])
+    cid = both.new_id()
+    proc = subprocess.Popen([*both.argv, "--root", str(both.root), "run", "--bundle", b, cid],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        st = both.wait_status(cid, "running")
+        assert st["status"] == "running"
+        time.sleep(0.2)  # let the shell install its trap
+        both("kill", cid, sig)
+        assert proc.wait(timeout=10) == 42
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_run_exit_codes(both, bundle):
+    b = bundle.write(["sh", "-c", "exit 7"])
+    assert both("run", "--bundle", b, both.new_id(), check=False).returncode == 7
+    b = bundle.write(["sh", "-c", "kill -9 $$"])
+    # A shell as pid 1 cannot SIGKILL itself (pid 1 is protected); use a child.
+    b = bundle.write(["sh", "-c", "sh -c 'kill -9 $$'; exit $?"])
+    assert both("run", "--bundle", b, both.new_id(), check=False).returncode == 137
+    b = bundle.write(["true"])
+    cid = both.new_id()
+    assert both("run", "--bundle", b, cid).returncode == 0
+    # run (without --keep) deletes the container afterwards.
+    assert both("state", cid, check=False).returncode != 0
+
+
+def test_run_stdio_inherited(both, bundle):
+    b = bundle.write(["sh", "-c", "read x; echo got:$x; echo err >&2"])
+    p = both("run", "--bundle", b, both.new_id(), input="hello\n")
+    assert p.stdout == "got:hello\n"
+    assert "err" in p.stderr
+
+
+def test_run_detached_and_keep(both, bundle):
+    b = bundle.write(["sleep", "30"])
+    cid = both.new_id()
+    both("run", "-d", "--bundle", b, cid)
+    assert both.state(cid)["status"] == "running"
+    both("delete", "--force", cid)
+    b = bundle.write(["true"])
+    cid = both.new_id()
+    both("run", "--keep", "--bundle", b, cid)
+    assert both.state(cid)["status"] == "stopped"
+    both("delete", cid)
+
+
+def test_pid_file(both, bundle, tmp_path):
+    pidfile = tmp_path / "pid"
+    cid = both.new_id()
+    both("create", "--pid-file", str(pidfile), "--bundle", bundle.write(["sleep", "30"]), cid)
+    assert int(pidfile.read_text()) == both.state(cid)["pid"]
+    both("delete", "--force", cid)
+
+
+def test_kill_all(both, bundle):
+    b = bundle.write(["sh", "-c", "sleep 30 & sleep 30 & wait"])
+    cid = both.new_id()
+    both("run", "-d", "--bundle", b, cid)
+    time.sleep(0.3)
+    both("kill", "--all", cid, "KILL")
+    assert both.wait_status(cid, "stopped")["status"] == "stopped"
+    both("delete", cid)
+
+
+def test_create_errors_are_one_line_and_leave_nothing(ours, bundle):
+    cid = ours.new_id()
+    b = bundle.write(["no-such-program"])
+    p = ours("create", "--bundle", b, cid, check=False)
+    assert p.returncode == 1
+    assert (
+        p.stderr.strip()
+        == 'ocibox-runtime: exec: "no-such-program": executable file not found in $PATH'
+    )
+    assert not (ours.root / cid).exists()
+    assert not any(
+        os.path.exists(f"/sys/fs/cgroup/{c}/{cid}") for c in ("memory", "pids", "devices")
+    )
+
+
+def test_rlimit_above_hard_limit_fails_clearly(ours, bundle):
+    import resource
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY or os.geteuid() != 0:
+        pytest.skip("needs a finite hard limit")
+
+    def edit(cfg):
+        cfg["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": hard + 1, "hard": hard + 1}]
+
+    cid = ours.new_id()
+    p = ours("create", "--bundle", bundle.write(["true"], edit), cid, check=False)
+    if p.returncode == 0:
+        pytest.skip("this host lets root raise hard limits (CAP_SYS_RESOURCE present)")
+    assert "setrlimit RLIMIT_NOFILE" in p.stderr and "Traceback" not in p.stderr
+    assert not (ours.root / cid).exists()
+
+
+def test_missing_bundle_parts(ours, bundle, tmp_path):
+    p = ours("create", "--bundle", str(tmp_path / "nowhere"), ours.new_id(), check=False)
+    assert p.returncode == 1 and "config.json does not exist" in p.stderr
+    b = bundle.write(["true"], lambda c: c["root"].update(path="nope"))
+    p = ours("create", "--bundle", b, ours.new_id(), check=False)
+    assert p.returncode == 1 and "is not a directory" in p.stderr
+
+
+def test_terminal_refused_clearly(ours, bundle):
+    b = bundle.write(["true"], lambda c: c["process"].update(terminal=True))
+    p = ours("create", "--bundle", b, ours.new_id(), check=False)
+    assert p.returncode == 1 and "terminal" in p.stderr
+
+
+def test_signal_to_created_container_kills_it(both, bundle):
+    cid = both.new_id()
+    both("create", "--bundle", bundle.write(["sleep", "30"]), cid)
+    both("kill", cid, "TERM")
+    assert both.wait_status(cid, "stopped")["status"] == "stopped"
+    both("delete", cid)
+
+
+def test_delete_removes_cgroups(ours, bundle):
+    cid = ours.new_id()
+    ours("create", "--bundle", bundle.write(["sleep", "30"]), cid)
+    cgroups = [f"/sys/fs/cgroup/{c}/{cid}" for c in ("memory", "pids", "devices")]
+    if not os.path.isdir("/sys/fs/cgroup/memory"):
+        pytest.skip("no cgroup v1 memory hierarchy")
+    assert all(os.path.isdir(p) for p in cgroups)
+    pid = ours.state(cid)["pid"]
+    with open(f"/sys/fs/cgroup/memory/{cid}/cgroup.procs") as f:
+        assert str(pid) in f.read().split()
+    ours("delete", "--force", cid)
+    assert not any(os.path.exists(p) for p in cgroups)
+
+
+def test_signal_forwarding_in_foreground_run(both, bundle):
+    b = bundle.write(["sh", "-c", "trap 'exit 3' USR1; while :; do sleep 0.05; done"])
+    cid = both.new_id()
+    proc = subprocess.Popen([*both.argv, "--root", str(both.root), "run", "--bundle", b, cid])
+    try:
+        both.wait_status(cid, "running")
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGUSR1)
+        assert proc.wait(timeout=10) == 3
+    finally:
+        proc.kill()
+        proc.wait()
