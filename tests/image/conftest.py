@@ -1,13 +1,31 @@
-"""Fixtures for image tests; also puts this directory on sys.path for ``treecmp``."""
+"""Fixtures for image tests; also puts this directory on sys.path for ``treecmp``.
+
+Test modules here that ``import conftest`` get this file, not tests/conftest.py,
+so ``need`` and ``run`` from there are re-exported.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+
+
+def _top_conftest():
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "conftest.py")
+    spec = importlib.util.spec_from_file_location("_ocibox_tests_conftest", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_top = _top_conftest()
+need = _top.need
+run = _top.run
 
 
 @pytest.fixture

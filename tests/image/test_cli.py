@@ -725,6 +725,39 @@ def test_symlink_tricks_stay_inside(tmp_path, layout, ocibox, entries):
     assert after == {k: v for k, v in before.items() if not k.startswith("work")}
 
 
+def test_whiteout_under_a_file_that_replaced_a_dir(tmp_path, layout, ocibox):
+    """umoci 0.4 repack writes this: "d" (a dir, now a file) then "d/.wh.x" for the old
+    child. The whiteout names nothing that exists, so it removes nothing; umoci's own
+    unpack accepts it, and ocibox must too."""
+    lower = tar_bytes([(member("d", tarfile.DIRTYPE, mode=0o755), None),
+                       (member("d/x"), b"lower")])
+    upper = tar_bytes([(member("d"), b"now a file"), (member("d/.wh.x", mode=0), b"")])
+    store_image(layout, "t", [lower, upper])
+    bundle = tmp_path / "b"
+    ocibox("layout", "unpack", "--image", f"{layout}:t", str(bundle))
+    assert (bundle / "rootfs" / "d").read_bytes() == b"now a file"
+
+
+def test_whiteout_under_a_missing_dir(tmp_path, layout, ocibox):
+    store_image(layout, "t", [tar_bytes([(member("f"), b"x"), (member("no/such/.wh.x", mode=0), b"")])])
+    ocibox("layout", "unpack", "--image", f"{layout}:t", str(tmp_path / "b"))
+    assert sorted(os.listdir(tmp_path / "b" / "rootfs")) == ["f"]
+
+
+def test_parent_dir_mtime_kept_when_a_layer_omits_the_dir(tmp_path, layout, ocibox):
+    """The upper layer adds etc/motd, replaces etc/old and whites out etc/gone without an
+    entry for etc itself (umoci's repack writes such layers): etc keeps the mtime the
+    lower layer gave it, as umoci's unpack keeps it, rather than the time of the unpack."""
+    etc = member("etc", tarfile.DIRTYPE, mode=0o755)
+    etc.mtime = 1_600_000_000
+    lower = tar_bytes([(etc, None), (member("etc/old"), b"old"), (member("etc/gone"), b"x")])
+    upper = tar_bytes([(member("etc/motd"), b"hi"), (member("etc/old"), b"new"),
+                       (member("etc/.wh.gone", mode=0), b"")])
+    store_image(layout, "t", [lower, upper])
+    ocibox("layout", "unpack", "--image", f"{layout}:t", str(tmp_path / "b"))
+    assert (tmp_path / "b" / "rootfs" / "etc").stat().st_mtime == 1_600_000_000
+
+
 def test_layer_diff_id_mismatch(tmp_path, layout, ocibox):
     desc = store_image(layout, "t", [tar_bytes([(member("f"), b"data")])])
     lay = Layout.open(str(layout))
