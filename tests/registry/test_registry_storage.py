@@ -138,3 +138,24 @@ def test_layout_on_disk(server, client):
         assert f.read() == digest
     with open(os.path.join(repo, "_manifests", "revisions", "sha256", hexd)) as f:
         assert f.read() == OCI_MANIFEST
+
+
+def test_gc_on_a_schedule(make_server):
+    server = make_server(gc_interval=0.2, gc_grace=3600)
+    client = server.client
+    client.push_image(NAME, "v1")
+    orphan = client.push_blob(NAME, b"old orphan")
+    _age(server.config.root, 7200)
+    for _ in range(50):
+        if client.request("HEAD", f"/v2/{NAME}/blobs/{orphan}").status == 404:
+            break
+        time.sleep(0.1)
+    assert client.request("HEAD", f"/v2/{NAME}/blobs/{orphan}").status == 404
+    assert client.request("GET", f"/v2/{NAME}/manifests/v1").status == 200
+
+
+def test_unknown_endpoint(client):
+    r = client.request("GET", "/v2/library/demo/nothing")
+    assert r.status == 404 and r.codes == ["UNSUPPORTED"]
+    r = client.request("POST", "/v2/library/demo/tags/list")
+    assert r.status == 405 and r.codes == ["UNSUPPORTED"]

@@ -92,7 +92,7 @@ class Registry:
             if "name" in params:
                 check_name(params["name"])
             return await handler(request, **params)
-        raise E.ApiError("NAME_INVALID", "no such endpoint", detail={"path": path}, status=404)
+        raise E.ApiError("UNSUPPORTED", "no such endpoint", detail={"path": path}, status=404)
 
     async def base(self, request: web.Request) -> web.Response:
         return web.json_response({})

@@ -48,6 +48,8 @@ async def _gc_loop(app: web.Application, config: RegistryConfig) -> None:
 async def start(config: RegistryConfig, app: web.Application | None = None) -> tuple[web.AppRunner, int]:
     """Start serving in the running loop; returns the runner and the bound port."""
     app = app or make_app(config)
+    if config.gc_interval > 0:
+        app.cleanup_ctx.append(lambda app: _gc_task(app, config))
     logger = _access_logger(config.access_log)
     runner = web.AppRunner(app, access_log=logger, access_log_format=ACCESS_FORMAT)
     await runner.setup()
@@ -55,13 +57,12 @@ async def start(config: RegistryConfig, app: web.Application | None = None) -> t
     site = web.TCPSite(runner, host, port)
     await site.start()
     bound = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else port
-    if config.gc_interval > 0:
-        task = asyncio.create_task(_gc_loop(app, config))
-        app.on_cleanup.append(lambda _app: _cancel(task))
     return runner, bound
 
 
-async def _cancel(task: asyncio.Task) -> None:
+async def _gc_task(app: web.Application, config: RegistryConfig):
+    task = asyncio.create_task(_gc_loop(app, config))
+    yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
