@@ -439,6 +439,8 @@ class _Applier:
                 if target.startswith("/"):
                     cur = ""
                 todo.extend(reversed(target.split("/")))
+            elif not create:
+                return None  # a whiteout below a non-directory has nothing to hide
             else:
                 raise LayerError(f"layer entry {entry!r}: {nxt!r} is not a directory")
         return cur

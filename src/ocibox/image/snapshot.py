@@ -147,6 +147,7 @@ class Snapshot:
                 if rec[0] == "d" == before[0] and (rec[7], rec[8]) != (before[7], before[8]):
                     changes.recreated.append(rel)
         changes.deleted = [rel for rel in old if rel not in new.entries]
+        changes.recreated += _emptied_dirs(old, changes)
         return changes
 
     def diff(self, root: str) -> tuple[list[str], list[str], list[str]]:
@@ -158,6 +159,25 @@ class Snapshot:
             [name(p) for p in changes.modified],
             [name(p) for p in changes.deleted],
         )
+
+
+def _emptied_dirs(old: dict[str, Record], changes: Changes) -> list[str]:
+    """Directories that kept their place but lost every child they had.
+
+    Removing and re-making a directory may reuse its inode number, so the
+    inode test above can miss it; a directory none of whose old children
+    remain is the same change either way, and an opaque marker states it in
+    one entry instead of a whiteout per child.
+    """
+    gone = set(changes.deleted)
+    children: dict[str, list[str]] = {}
+    for rel in old:
+        if rel:
+            children.setdefault(rel.rpartition("/")[0], []).append(rel)
+    already = set(changes.recreated)
+    return [rel for rel in changes.modified
+            if rel and rel not in already and old[rel][0] == "d" and children.get(rel)
+            and all(c in gone for c in children[rel])]
 
 
 def _changed(before: Record, after: Record) -> bool:
