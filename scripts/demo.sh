@@ -25,7 +25,7 @@ ocibox layout validate "$work/layout"
 
 say "the peers read it: skopeo inspect, oci-image-tool validate"
 skopeo inspect --format 'skopeo sees {{.Digest}} with {{len .Layers}} layer(s)' "oci:$work/layout:demo"
-oci-image-tool validate --type imageLayout --ref demo "$work/layout" 2>&1 | tail -1 || true
+oci-image-tool validate --type image --ref name=demo "$work/layout" 2>&1 | tail -1
 
 say "unpack into a runtime bundle and run it"
 ocibox layout unpack --image "$work/layout:demo" "$work/bundle"
