@@ -42,8 +42,7 @@ def create(
     bundle = os.path.abspath(bundle)
     config = load_config(bundle)
     c_dir = os.path.join(root, cid)
-    ic = process.prepare(config, bundle, os.path.join(c_dir, FIFO),
-                         no_pivot=no_pivot, preserve_fds=preserve_fds)  # fmt: skip
+    ic = process.prepare(config, bundle, no_pivot=no_pivot, preserve_fds=preserve_fds)
     for w in ic.warnings:
         if warn:
             warn(w)
@@ -51,7 +50,10 @@ def create(
     cgroup_paths: dict[str, str] = {}
     init_pid = 0
     try:
-        os.mkfifo(os.path.join(c_dir, FIFO), 0o622)
+        fifo = os.path.join(c_dir, FIFO)
+        os.mkfifo(fifo, 0o622)
+        os.chmod(fifo, 0o622)  # past the umask: an init that is not root must open it
+        ic.fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
         on_intermediate = None
         resources = (config.get("linux") or {}).get("resources")
         cgroups_path = (config.get("linux") or {}).get("cgroupsPath")
@@ -78,9 +80,13 @@ def create(
                 "cgroupPaths": cgroup_paths,
             }
         )
+        os.close(ic.fifo_fd)
+        ic.fifo_fd = -1
         if pid_file:
             write_atomic(os.path.abspath(pid_file), str(init_pid).encode())
     except BaseException:
+        if ic.fifo_fd >= 0:
+            os.close(ic.fifo_fd)
         if init_pid:
             try:
                 os.kill(init_pid, 9)

@@ -38,7 +38,7 @@ class InitConfig:
 
     config: dict
     rootfs: str
-    fifo: str
+    fifo_fd: int  # O_PATH handle on exec.fifo, inherited through the forks
     namespaces: nsmod.Namespaces
     mounts: list[mnt.Mount]
     caps: dict[str, int]
@@ -48,7 +48,7 @@ class InitConfig:
 
 
 def prepare(
-    config: dict, bundle: str, fifo: str, *, no_pivot: bool = False, preserve_fds: int = 0
+    config: dict, bundle: str, *, no_pivot: bool = False, preserve_fds: int = 0
 ) -> InitConfig:
     process = config.get("process")
     if not isinstance(process, dict) or not process.get("args"):
@@ -81,7 +81,7 @@ def prepare(
     return InitConfig(
         config=config,
         rootfs=rootfs_path,
-        fifo=fifo,
+        fifo_fd=-1,
         namespaces=ns,
         mounts=mounts,
         caps=caps.parse(process.get("capabilities"), warnings.append),
@@ -201,7 +201,7 @@ def _child_main(ic: InitConfig, rfd: int, wfd: int, close: tuple[int, ...]) -> N
         os._exit(code)
 
 
-def _report(wfd: int, e: BaseException) -> None:
+def _report(wfd: int, e: BaseException, prefix: bytes = b"error ") -> bool:
     if isinstance(e, OciboxError):
         msg = e.message + (f" ({e.hint})" if e.hint else "")
     elif isinstance(e, OSError):
@@ -209,9 +209,10 @@ def _report(wfd: int, e: BaseException) -> None:
     else:
         msg = f"{type(e).__name__}: {e}"
     try:
-        os.write(wfd, b"error " + msg.replace("\n", "\\n").encode(errors="replace")[:3000] + b"\n")
+        os.write(wfd, prefix + msg.replace("\n", "\\n").encode(errors="replace")[:3000] + b"\n")
+        return True
     except OSError:
-        pass
+        return False
 
 
 def _read_line(fd: int) -> str:
@@ -247,7 +248,9 @@ def _intermediate(ic: InitConfig, rfd: int, wfd: int) -> None:
             os.close(rfd)
             _init(ic, wfd)
         except BaseException as e:  # noqa: B036 - see _child_main
-            _report(wfd, e)
+            # After "ready" the pipe is closed: the container's stderr is all that is left.
+            if not _report(wfd, e):
+                _report(2, e, prefix=b"ocibox-runtime: ")
         finally:
             os._exit(code)
     os.write(wfd, f"pid {pid}\n".encode())
@@ -270,8 +273,9 @@ def _init(ic: InitConfig, wfd: int) -> None:
         raise BundleError("config.json: hostname needs a uts namespace of its own")
     if "oomScoreAdj" in process:
         _write("/proc/self/oom_score_adj", str(process["oomScoreAdj"]), "oomScoreAdj")
-    # Handles that must outlive pivot_root: the fifo and a /proc to reopen it by.
-    fifo_fd = os.open(ic.fifo, os.O_PATH | os.O_CLOEXEC)
+    # Handles that must outlive pivot_root: the fifo (opened by the parent, which
+    # can reach the state directory) and a /proc to reopen it by.
+    fifo_fd = ic.fifo_fd
     proc_fd = os.open("/proc/self/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     rootfs.prepare(
         ic.rootfs,
@@ -295,7 +299,7 @@ def _init(ic: InitConfig, wfd: int) -> None:
         rootfs.readonly_root()
     rlimits.apply(process.get("rlimits") or [])
     _switch_user(process.get("user") or {}, ic.caps)
-    env = process.get("env") or []
+    env = _with_home(process.get("env") or [], process.get("user") or {})
     os.umask(process["user"].get("umask", 0o022) if process.get("user") else 0o022)
     try:
         os.chdir(cwd)
@@ -359,6 +363,23 @@ def _switch_user(user: dict, sets: dict[str, int]) -> None:
         raise BundleError(f"switching to user {uid}:{gid}: {e.strerror}") from None
     sc.prctl(sc.PR_SET_KEEPCAPS, 0)
     caps.apply(sets)
+
+
+def _with_home(env: list[str], user: dict) -> list[str]:
+    """HOME from the container's /etc/passwd when the config does not set it (as runc)."""
+    if any(e.startswith("HOME=") for e in env):
+        return env
+    uid, home = user.get("uid", 0), "/"
+    try:
+        with open("/etc/passwd") as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) > 5 and fields[2] == str(uid):
+                    home = fields[5] or "/"
+                    break
+    except OSError:
+        pass
+    return [*env, f"HOME={home}"]
 
 
 def _env_dict(env: list[str]) -> dict[str, str]:
