@@ -1,0 +1,224 @@
+"""What a container sees, under runc and under ocibox-runtime, from the same bundle."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.peer]
+
+
+def _both(runc, ours, bundle, script: str, edit=None) -> tuple[str, str]:
+    b = bundle.write(["sh", "-c", script], edit)
+    theirs = runc("run", "--bundle", b, runc.new_id(), check=False)
+    mine = ours("run", "--bundle", b, ours.new_id(), check=False)
+    assert theirs.returncode == 0, theirs.stderr
+    assert mine.returncode == 0, mine.stderr
+    return theirs.stdout, mine.stdout
+
+
+def test_default_environment(runc, ours, bundle):
+    script = (
+        "id; hostname; grep ^Cap /proc/self/status; grep NoNewPrivs /proc/self/status; "
+        "umask; ulimit -n; ulimit -Hn; echo $$; pwd; env | sort; ls -ln /dev | cut -c1-10,30-"
+    )
+    theirs, mine = _both(runc, ours, bundle, script)
+    assert mine == theirs
+
+
+def test_mount_points(runc, ours, bundle):
+    # Mount points, file system types and per-mount options (ids and order of
+    # siblings may differ); the root's source path is the bundle's on both.
+    def table(out: str) -> list[tuple[str, ...]]:
+        rows = []
+        for line in out.splitlines():
+            left, _, right = line.partition(" - ")
+            f = left.split()
+            rows.append((f[4], f[5], f[3], right.split()[0]))
+        return sorted(rows)
+
+    theirs, mine = _both(runc, ours, bundle, "cat /proc/self/mountinfo")
+    assert table(mine) == table(theirs)
+
+
+def test_user_and_groups(runc, ours, bundle):
+    def edit(cfg):
+        cfg["process"]["user"] = {
+            "uid": 1000,
+            "gid": 1001,
+            "additionalGids": [10, 20],
+            "umask": 0o27,
+        }
+
+    theirs, mine = _both(runc, ours, bundle, "id; umask; grep ^Cap /proc/self/status", edit)
+    assert mine == theirs
+    assert "uid=1000" in mine and "0027" in mine
+
+
+def test_all_capability_sets(runc, ours, bundle):
+    caps = ["CAP_CHOWN", "CAP_NET_RAW", "CAP_SYS_ADMIN", "CAP_KILL"]
+
+    def edit(cfg):
+        cfg["process"]["user"] = {"uid": 1000, "gid": 1000}
+        cfg["process"]["noNewPrivileges"] = False
+        cfg["process"]["capabilities"] = {
+            "bounding": caps,
+            "effective": caps[:3],
+            "permitted": caps[:3],
+            "inheritable": caps[:2],
+            "ambient": caps[:1],
+        }
+
+    theirs, mine = _both(runc, ours, bundle, "grep ^Cap /proc/self/status", edit)
+    assert mine == theirs
+    assert "CapAmb:\t0000000000000001" in mine
+
+
+def test_hostname_sysctl_oom_rlimits(runc, ours, bundle):
+    def edit(cfg):
+        cfg["hostname"] = "box-7"
+        cfg["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1", "kernel.shm_rmid_forced": "1"}
+        cfg["process"]["oomScoreAdj"] = 300
+        cfg["process"]["rlimits"] = [
+            {"type": "RLIMIT_NOFILE", "soft": 512, "hard": 800},
+            {"type": "RLIMIT_NPROC", "soft": 300, "hard": 400},
+        ]
+
+    script = (
+        "hostname; cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shm_rmid_forced; "
+        "cat /proc/self/oom_score_adj; ulimit -n; ulimit -Hn; ulimit -u"
+    )
+    theirs, mine = _both(runc, ours, bundle, script, edit)
+    assert mine == theirs
+    assert mine.split()[:5] == ["box-7", "1", "1", "300", "512"]
+
+
+def test_readonly_root_and_paths(runc, ours, bundle):
+    script = (
+        "touch /x 2>/dev/null && echo root-rw || echo root-ro; "
+        "touch /tmp/x 2>/dev/null && echo tmp-rw || echo tmp-ro; "
+        "echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo sys-rw || echo sys-ro; "
+        "cat /proc/timer_list | wc -c; ls /sys/firmware | wc -l"
+    )
+    theirs, mine = _both(runc, ours, bundle, script)
+    assert mine == theirs
+    assert mine.split()[:3] == ["root-ro", "tmp-ro", "sys-ro"]
+
+    def writable(cfg):
+        cfg["root"]["readonly"] = False
+
+    theirs, mine = _both(runc, ours, bundle, script, writable)
+    assert mine == theirs
+    assert mine.split()[0] == "root-rw"
+
+
+def test_bind_mounts_and_options(runc, ours, bundle, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "f").write_text("hello\n")
+    (tmp_path / "file").write_text("one file\n")
+
+    def edit(cfg):
+        cfg["mounts"] += [
+            {"destination": "/data", "type": "bind", "source": str(shared),
+             "options": ["rbind", "ro", "nosuid", "nodev"]},
+            {"destination": "/etc/one", "type": "none", "source": str(tmp_path / "file"),
+             "options": ["bind"]},
+            {"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+             "options": ["noexec", "size=1m", "mode=1777"]},
+        ]  # fmt: skip
+
+    script = (
+        "cat /data/f /etc/one; touch /data/g 2>/dev/null && echo rw || echo ro; "
+        "stat -c %a /scratch; grep -E ' /(data|scratch|etc/one) ' /proc/self/mountinfo | cut -d' ' -f5,6"
+    )
+    theirs, mine = _both(runc, ours, bundle, script, edit)
+    assert mine == theirs
+    assert "hello" in mine and "\nro\n" in mine
+
+
+def test_symlinked_destination_stays_in_rootfs(runc, ours, bundle, tmp_path):
+    """A symlink in the rootfs must not send a mount to the host."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (bundle.rootfs / "escape").symlink_to(str(outside))
+
+    def edit(cfg):
+        cfg["root"]["readonly"] = False
+        cfg["mounts"].append({"destination": "/escape/m", "type": "tmpfs", "source": "tmpfs"})
+
+    theirs, mine = _both(
+        runc, ours, bundle, "grep ' /escape/m ' /proc/self/mountinfo | wc -l", edit
+    )
+    assert mine == theirs
+    assert not (outside / "m").exists()
+    assert (bundle.rootfs / str(outside).lstrip("/") / "m").is_dir()
+    with open("/proc/self/mountinfo") as f:
+        assert str(outside) not in f.read()
+
+
+def test_cgroup_limits(runc, ours, bundle):
+    if not os.path.isdir("/sys/fs/cgroup/memory"):
+        pytest.skip("cgroup v1 memory hierarchy needed")
+
+    def edit(cfg):
+        cfg["linux"]["resources"].update(
+            memory={"limit": 64 * 1024 * 1024},
+            pids={"limit": 50},
+            cpu={"shares": 512, "quota": 50000, "period": 100000},
+        )
+
+    script = (
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max "
+        "/sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/cpu/cpu.cfs_quota_us; "
+        "cat /proc/self/cgroup | cut -d: -f3 | sort -u; "
+        "head -c1 /dev/zero | wc -c; echo x > /dev/null && echo null-ok"
+    )
+    theirs, mine = _both(runc, ours, bundle, script, edit)
+    assert mine == theirs
+    assert mine.split()[:4] == [str(64 * 1024 * 1024), "50", "512", "50000"]
+
+
+def test_namespaces_joined_by_path(runc, ours, bundle):
+    holder = subprocess.Popen(["unshare", "--net", "--uts", "sleep", "60"])
+    try:
+        time.sleep(0.2)
+        path = f"/proc/{holder.pid}/ns"
+
+        def edit(cfg):
+            joined = {"network": f"{path}/net", "uts": f"{path}/uts"}
+            cfg["linux"]["namespaces"] = [
+                {"type": n["type"], "path": joined[n["type"]]} if n["type"] in joined else n
+                for n in cfg["linux"]["namespaces"]
+            ]
+            del cfg["hostname"]  # a joined uts namespace keeps its name
+
+        script = "readlink /proc/self/ns/net; readlink /proc/self/ns/uts; ls /sys/class/net"
+        theirs, mine = _both(runc, ours, bundle, script, edit)
+        assert mine == theirs
+        assert mine.split()[:2] == [os.readlink(f"{path}/net"), os.readlink(f"{path}/uts")]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_user_namespace(runc, ours, bundle):
+    def edit(cfg):
+        cfg["linux"]["namespaces"].append({"type": "user"})
+        cfg["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        cfg["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        cfg["mounts"] = [m for m in cfg["mounts"] if m["destination"] != "/sys/fs/cgroup"]
+
+    os.chown(bundle.rootfs, 100000, 100000)
+    # The mapped root must be able to reach the rootfs through its parents.
+    for parent in [bundle.path, *bundle.path.parents]:
+        if str(parent) in ("/", "/tmp"):
+            break
+        os.chmod(parent, os.stat(parent).st_mode | 0o111)
+    script = "id; cat /proc/self/uid_map /proc/self/gid_map; ls -n /dev/null | cut -c1-10"
+    theirs, mine = _both(runc, ours, bundle, script, edit)
+    assert mine == theirs
+    assert "100000" in mine
