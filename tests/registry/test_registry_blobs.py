@@ -273,3 +273,10 @@ def test_invalid_names(client, name):
     assert r.status in (400, 404)
     if r.status == 400:
         assert r.codes == ["NAME_INVALID"]
+
+
+def test_patch_after_finish_is_unknown(client):
+    location = client.request("POST", f"/v2/{NAME}/blobs/uploads/").headers["Location"]
+    assert client.request("PUT", f"{location}?digest={sha256(b'done')}", b"done").status == 201
+    r = client.request("PATCH", location, b"more")
+    assert r.status == 404 and r.codes == ["BLOB_UPLOAD_UNKNOWN"]

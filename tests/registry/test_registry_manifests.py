@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -287,3 +288,11 @@ def test_referrers_include_tag_schema_index(client):
     assert r.body == index
     r = client.request("GET", f"/v2/{NAME}/referrers/{subject_digest}")
     assert [d["digest"] for d in r.json()["manifests"]] == [ref_digest]
+
+
+def test_tags_list_skips_writes_in_progress(server, client):
+    client.push_image(NAME, "v1")
+    tags_dir = os.path.join(server.config.root, "repositories", *NAME.split("/"), "_manifests", "tags")
+    with open(os.path.join(tags_dir, ".tmp-abc-v2"), "w") as f:
+        f.write("partial")
+    assert client.request("GET", f"/v2/{NAME}/tags/list").json()["tags"] == ["v1"]

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 from .. import digest as _digest
 from . import errors as E
 from .manifests import PushedManifest, referrer_descriptor
+from .names import is_tag
 from .storage.base import PathNotFound, StorageDriver
 
 REPOS = "repositories"
@@ -198,7 +199,8 @@ class RegistryStore:
         self.driver.delete(self.revision_link(name, digest))
 
     def tags(self, name: str) -> list[str]:
-        return self.driver.list(f"{REPOS}/{name}/_manifests/tags")
+        # temporary files of atomic writes start with "." and never match the tag grammar
+        return [t for t in self.driver.list(f"{REPOS}/{name}/_manifests/tags") if is_tag(t)]
 
     def revisions(self, name: str) -> list[str]:
         base = f"{REPOS}/{name}/_manifests/revisions"
@@ -217,6 +219,8 @@ class RegistryStore:
         found: dict[str, dict[str, Any]] = {}
         base = self.referrers_dir(name, subject)
         for entry in self.driver.list(base):
+            if entry.startswith("."):
+                continue  # a write in progress
             try:
                 desc = json.loads(self.driver.get_content(f"{base}/{entry}", 1 << 20))
             except (PathNotFound, ValueError):

@@ -89,6 +89,8 @@ class Uploads:
 
         May re-hash the whole partial file: run it off the event loop.
         """
+        if not self.store.upload_exists(upload.name, upload.uuid):
+            raise E.upload_unknown(upload.uuid)  # finished or cancelled while we waited
         appender = self.driver.appender(self.path(upload))
         if upload.hash is None or upload.hashed != appender.size:
             upload.hash, upload.hashed = self._rehash(upload, STREAM_ALGORITHM, appender.size)
