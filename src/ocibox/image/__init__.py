@@ -23,7 +23,25 @@ _EXPORTS = {
     "to_runtime_config": "convert",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "BlobStore",
+    "ConfigEdit",
+    "Descriptor",
+    "Image",
+    "ImageConfig",
+    "Index",
+    "Layout",
+    "Manifest",
+    "Platform",
+    "check_layout",
+    "describe",
+    "edit_config",
+    "import_rootfs",
+    "new_image",
+    "repack",
+    "to_runtime_config",
+    "unpack",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .bundle import repack, unpack
