@@ -157,3 +157,9 @@ def test_all_skips_unreadable(tmp_path):
     assert [c.id for c in found] == ["creating"]
     assert found[0].status() == "creating"
     assert os.path.isdir(tmp_path / "junk id")
+
+
+def test_state_version_is_the_spec_version():
+    from ocibox.runtime import container, spec
+
+    assert container.OCI_VERSION == spec.OCI_VERSION

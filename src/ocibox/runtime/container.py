@@ -29,6 +29,9 @@ import time
 from ..errors import AlreadyExists, NotFound, OciboxError, UsageError
 
 DEFAULT_ROOT = "/run/ocibox-runtime"
+# The runtime-spec version the state complies with; the same as spec.OCI_VERSION
+# (checked by a test), kept here so that create need not import typing.
+OCI_VERSION = "1.2.0"
 STATE_FILE = "state.json"
 FIFO = "exec.fifo"
 

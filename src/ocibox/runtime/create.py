@@ -7,8 +7,14 @@ import os
 
 from ..errors import BundleError, OciboxError
 from . import process
-from .container import FIFO, Container, now_rfc3339, proc_start_time, write_atomic
-from .spec import OCI_VERSION
+from .container import (
+    FIFO,
+    OCI_VERSION,
+    Container,
+    now_rfc3339,
+    proc_start_time,
+    write_atomic,
+)
 
 
 def load_config(bundle: str) -> dict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
 
 from ...errors import BundleError, NotImplementedYet
 from . import syscalls as sc
@@ -65,14 +64,19 @@ _RECURSIVE = {
 }  # fmt: skip
 
 
-@dataclass
 class Mount:
-    destination: str
-    type: str
-    source: str
-    flags: int = 0
-    propagation: list[int] = field(default_factory=list)
-    data: str = ""
+    """One parsed entry of config.json's mounts."""
+
+    __slots__ = ("destination", "type", "source", "flags", "propagation", "data")
+
+    def __init__(self, destination: str, type: str, source: str, flags: int = 0,
+                 propagation: list[int] | None = None, data: str = "") -> None:  # fmt: skip
+        self.destination = destination
+        self.type = type
+        self.source = source
+        self.flags = flags
+        self.propagation = propagation or []
+        self.data = data
 
     @property
     def is_bind(self) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from ...errors import BundleError
 from . import syscalls as sc
@@ -24,10 +23,12 @@ FLAGS = {
 _JOIN_ORDER = ("user", "pid", "network", "ipc", "uts", "cgroup", "time", "mount")
 
 
-@dataclass
 class Namespaces:
-    new: int  # CLONE_* flags to unshare
-    join: list[tuple[str, str]]  # (type, path), in join order
+    __slots__ = ("new", "join")
+
+    def __init__(self, new: int, join: list[tuple[str, str]]) -> None:
+        self.new = new  # CLONE_* flags to unshare
+        self.join = join  # (type, path), in join order
 
     def has(self, kind: str) -> bool:
         """Whether the container gets its own ``kind`` namespace (new or joined)."""
