@@ -167,3 +167,15 @@ def test_sigkill_during_concurrent_pushes(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_serve_auth_misconfigured_is_one_line(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('auth = "htpasswd"\n')
+    proc = subprocess.run([sys.executable, "-m", "ocibox.cli", "registry", "serve", "--config", str(config),
+                           "--root", str(tmp_path / "r")], capture_output=True, text=True)
+    assert proc.returncode != 0 and proc.stderr.startswith("ocibox: auth = \"htpasswd\" needs")
+    config.write_text(f'auth = "htpasswd"\nhtpasswd = "{tmp_path / "missing"}"\n')
+    proc = subprocess.run([sys.executable, "-m", "ocibox.cli", "registry", "serve", "--config", str(config),
+                           "--root", str(tmp_path / "r")], capture_output=True, text=True)
+    assert proc.returncode != 0 and "cannot read htpasswd file" in proc.stderr

@@ -38,8 +38,13 @@ def serve(addr: str | None, root: str | None, config_file: str | None, no_delete
     config.host_port()  # a bad address fails before anything starts
 
     def ready(port: int) -> None:
-        click.echo(f"ocibox registry: serving {config.root} on {config.host_port()[0]}:{port}", err=True)
+        scheme = "https" if config.tls_cert else "http"
+        click.echo(f"ocibox registry: serving {config.root} on {scheme}://{config.host_port()[0]}:{port}",
+                   err=True)
 
+    from ..registry.app import make_guard
+
+    make_guard(config)  # a bad auth setting (missing htpasswd file...) fails before listening
     run(config, ready)
 
 

@@ -9,7 +9,9 @@ blobs are answered with sendfile.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import re
 from collections.abc import Awaitable, Callable
 from urllib.parse import quote
@@ -18,8 +20,10 @@ from aiohttp import web
 
 from .. import digest as _digest
 from .. import mediatypes as mt
+from ..errors import UsageError
 from . import errors as E
 from . import manifests
+from .auth import Guard, Htpasswd, Scope, TokenIssuer
 from .config import RegistryConfig
 from .names import check_digest, check_name, check_reference, check_tag
 from .storage.base import StorageDriver
@@ -49,6 +53,20 @@ def _upload_headers(upload: Upload, size: int) -> dict[str, str]:
     }
 
 
+def make_guard(config: RegistryConfig) -> Guard | None:
+    if config.auth in ("", "none"):
+        return None
+    htpasswd = Htpasswd(config.htpasswd) if config.htpasswd else None
+    if config.auth == "htpasswd" and htpasswd is None:
+        raise UsageError('auth = "htpasswd" needs the htpasswd setting (a file of bcrypt entries)')
+    issuer = None
+    if config.auth == "token":
+        issuer = TokenIssuer(os.path.join(config.root, "auth", "token.key"), config.token_service,
+                             ttl=config.token_ttl)
+    return Guard(config.auth, htpasswd, anonymous_pull=config.anonymous_pull, issuer=issuer,
+                 realm=config.token_realm)
+
+
 async def _off_loop(fn, *args):
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
@@ -60,6 +78,7 @@ class Registry:
         self.config = config
         self.store = RegistryStore(driver or FilesystemDriver(config.root, durable=config.durable))
         self.uploads = Uploads(self.store)
+        self.guard = make_guard(config)
         self.routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
             (re.compile(r"/v2/?"), {"GET": self.base}),
             (re.compile(r"/v2/_catalog"), {"GET": self.catalog}),
@@ -91,8 +110,53 @@ class Registry:
             params = m.groupdict()
             if "name" in params:
                 check_name(params["name"])
+            if self.guard is not None:
+                await self._authorize(request, handler, params.get("name"))
             return await handler(request, **params)
         raise E.ApiError("UNSUPPORTED", "no such endpoint", detail={"path": path}, status=404)
+
+    def _needed(self, request: web.Request, handler: Handler, name: str | None) -> list[Scope]:
+        if handler == self.base:
+            return []
+        if handler == self.catalog:
+            return [Scope("registry", "catalog", frozenset({"*"}))]
+        if handler in (self.delete_manifest, self.delete_blob):
+            return [Scope("repository", name, frozenset({"delete"}))]
+        if request.method in ("GET", "HEAD") and handler != self.upload_status:
+            return [Scope("repository", name, frozenset({"pull"}))]
+        needed = [Scope("repository", name, frozenset({"pull", "push"}))]
+        source = request.query.get("from")
+        if handler == self.start_upload and "mount" in request.query and source and source != name:
+            needed.append(Scope("repository", check_name(source), frozenset({"pull"})))
+        return needed
+
+    async def _authorize(self, request: web.Request, handler: Handler, name: str | None) -> None:
+        needed = self._needed(request, handler, name)
+        base_url = f"{request.scheme}://{request.host}"
+        request["user"] = await _off_loop(self.guard.check, request.headers.get("Authorization"),
+                                          needed, base_url)
+
+    async def token(self, request: web.Request) -> web.Response:
+        """The token endpoint (GET, or POST with an OAuth2 password grant)."""
+        if request.method == "POST":
+            form = await request.post()
+            scopes_text = form.getall("scope", [])
+            authorization = request.headers.get("Authorization")
+            if form.get("grant_type") == "password":
+                raw = f"{form.get('username', '')}:{form.get('password', '')}".encode()
+                authorization = "Basic " + base64.b64encode(raw).decode()
+            elif form.get("grant_type") not in (None, "password"):
+                raise E.ApiError("UNSUPPORTED", "only the password grant is supported", status=400)
+        else:
+            scopes_text = request.query.getall("scope", [])
+            authorization = request.headers.get("Authorization")
+        scopes = [s for text in scopes_text for part in str(text).split()
+                  if (s := Scope.parse(part)) is not None]
+        for scope in scopes:
+            if scope.type == "repository":
+                check_name(scope.name)
+        body = await _off_loop(self.guard.token, authorization, scopes)
+        return web.json_response(body)
 
     async def base(self, request: web.Request) -> web.Response:
         return web.json_response({})
@@ -378,6 +442,9 @@ def make_app(config: RegistryConfig | None = None, driver: StorageDriver | None 
     app[STORE] = registry.store
     app[UPLOADS] = registry.uploads
     app.router.add_get("/healthz", _health)
+    if registry.guard is not None and registry.guard.mode == "token":
+        app.router.add_route("GET", "/token", registry.token)
+        app.router.add_route("POST", "/token", registry.token)
     app.router.add_route("*", "/v2", registry.dispatch)
     app.router.add_route("*", "/v2/{tail:.*}", registry.dispatch)
     app.on_response_prepare.append(_api_version)

@@ -11,6 +11,14 @@ names below (``-`` and ``_`` are interchangeable), all optional::
     upload_ttl = 86400       # seconds after its last write that an upload is stale
     gc_interval = 0          # run gc every N seconds while serving; 0 = never
     access_log = "-"         # "-" for stderr, a file path, or "" for none
+    auth = "htpasswd"        # "none" (default), "htpasswd" (basic) or "token" (bearer JWTs)
+    htpasswd = "/etc/ocibox/htpasswd"   # bcrypt entries (htpasswd -B)
+    anonymous_pull = true    # pulls without credentials
+    token_realm = ""         # the token endpoint clients are sent to; default <this server>/token
+    token_service = "ocibox"
+    token_ttl = 300
+    tls_cert = "/etc/ocibox/cert.pem"   # serve HTTPS when both are set
+    tls_key = "/etc/ocibox/key.pem"
 """
 
 from __future__ import annotations
@@ -46,6 +54,14 @@ class RegistryConfig:
     gc_interval: float = 0.0
     access_log: str = "-"
     durable: bool = True  # fsync content before it is named; off only for tests
+    auth: str = "none"
+    htpasswd: str = ""
+    anonymous_pull: bool = False
+    token_realm: str = ""
+    token_service: str = "ocibox"
+    token_ttl: int = 300
+    tls_cert: str = ""
+    tls_key: str = ""
 
     def host_port(self) -> tuple[str, int]:
         host, sep, port = self.addr.rpartition(":")

@@ -10,6 +10,7 @@ import sys
 
 from aiohttp import web
 
+from ..errors import UsageError
 from .app import STORE, make_app
 from .config import RegistryConfig
 from .gc import collect_garbage
@@ -29,6 +30,21 @@ def _access_logger(target: str) -> logging.Logger | None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         logger.addHandler(handler)
     return logger
+
+
+def _tls(config: RegistryConfig):
+    if not config.tls_cert and not config.tls_key:
+        return None
+    if not (config.tls_cert and config.tls_key):
+        raise UsageError("TLS needs both tls_cert and tls_key")
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.tls_cert, config.tls_key)
+    except (OSError, ssl.SSLError) as e:
+        raise UsageError(f"cannot load TLS certificate {config.tls_cert} / key {config.tls_key}: {e}") from None
+    return context
 
 
 async def _gc_loop(app: web.Application, config: RegistryConfig) -> None:
@@ -54,7 +70,7 @@ async def start(config: RegistryConfig, app: web.Application | None = None) -> t
     runner = web.AppRunner(app, access_log=logger, access_log_format=ACCESS_FORMAT)
     await runner.setup()
     host, port = config.host_port()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=_tls(config))
     await site.start()
     bound = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else port
     return runner, bound
