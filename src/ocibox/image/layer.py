@@ -18,6 +18,7 @@ O_EXCL|O_NOFOLLOW semantics.
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import os
 import shutil
@@ -171,6 +172,10 @@ class _Applier:
         self.created: set[str] = set()
         # dir -> (mode, atime_ns, mtime_ns), applied by finish()
         self.pending: dict[str, tuple[int, int, int]] = {}
+        # Lower-layer dirs this layer changes without an entry of their own:
+        # dir -> (atime_ns, mtime_ns) to restore, so an unpack does not depend
+        # on when it ran (and matches umoci's).
+        self.kept: dict[str, tuple[int, int]] = {}
 
     def abs(self, rel: str) -> str:
         return f"{self.root}/{rel}" if rel else self.root
@@ -192,6 +197,7 @@ class _Applier:
                 return
             where = self._dir(parent, m.name)
             assert where is not None
+            self._keep_times(where)
             self._create(m, join(where, base), data)
         except OSError as e:
             raise LayerError(f"cannot apply layer entry {m.name!r}: {e}") from None
@@ -349,6 +355,8 @@ class _Applier:
     def _whiteout(self, m: tarfile.TarInfo, parent: str, base: str) -> None:
         self.stats.whiteouts += 1
         where = self._dir(parent, m.name, create=False)
+        if where is not None:
+            self._keep_times(where)
         if base == OPAQUE:
             if where is not None:
                 self._clear_lower(where)
@@ -445,7 +453,18 @@ class _Applier:
                 raise LayerError(f"layer entry {entry!r}: {nxt!r} is not a directory")
         return cur
 
+    def _keep_times(self, rel: str) -> None:
+        if rel not in self.pending and rel not in self.kept and rel not in self.created:
+            st = os.lstat(self.abs(rel))
+            self.kept[rel] = (st.st_atime_ns, st.st_mtime_ns)
+
     def finish(self) -> None:
+        for rel, times in self.kept.items():
+            if rel in self.pending or rel in self.created:
+                continue  # this layer made it anew: its own times apply
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISDIR(os.lstat(self.abs(rel)).st_mode):
+                    os.utime(self.abs(rel), ns=times, follow_symlinks=False)
         for rel in sorted(self.pending, key=lambda r: r.count("/") + bool(r), reverse=True):
             mode, atime, mtime = self.pending[rel]
             path = self.abs(rel)
