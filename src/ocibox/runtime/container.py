@@ -194,6 +194,9 @@ class Container:
                     return
             if not self.init_alive():
                 raise ContainerStateError(f"cannot start container {self.id}: its init exited")
+            if not os.path.exists(os.path.join(self.dir, FIFO)):
+                # Another start won the race and has already let the init go.
+                raise ContainerStateError(f"cannot start container {self.id}: already started")
             if deadline is not None and time.monotonic() > deadline:
                 raise OciboxError(f"container {self.id}: timed out waiting for its init")
             # A writer that has not yet opened its end makes poll report POLLHUP

@@ -83,6 +83,10 @@ def prepare(
         raise NotImplementedYet("config.json: linux.seccomp is not supported yet")
     warnings: list[str] = []
     mounts = [mnt.parse(m, i) for i, m in enumerate(config.get("mounts") or [])]
+    for m in mounts:
+        if m.is_bind and m.source and not m.source.startswith("/"):
+            m.source = os.path.join(bundle, m.source)  # relative to the bundle, says the spec
+    rlimits.check(process.get("rlimits") or [])
     return InitConfig(
         config=config,
         rootfs=rootfs_path,

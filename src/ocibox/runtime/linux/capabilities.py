@@ -28,20 +28,18 @@ def last_cap() -> int:
 
 
 def parse(caps: dict | None, warn=None) -> dict[str, int]:
-    """Each set as a bit mask; names the kernel lacks are dropped with a warning."""
+    """Each set as a bit mask; names unknown here or to the kernel are dropped with a warning."""
     top = last_cap()
     out = {}
     for which in SETS:
         mask = 0
         for name in (caps or {}).get(which) or []:
             num = NUMBERS.get(name)
-            if num is None:
-                raise BundleError(
-                    f"config.json: process.capabilities.{which}: unknown capability {name!r}"
-                )
-            if num > top:
+            # Runtime-spec 1.1+: a capability that cannot be mapped or granted is
+            # a warning, not a failure.
+            if num is None or num > top:
                 if warn:
-                    warn(f"capability {name} is not supported by this kernel; ignored")
+                    warn(f"process.capabilities.{which}: ignoring unknown or unavailable {name}")
                 continue
             mask |= 1 << num
         out[which] = mask

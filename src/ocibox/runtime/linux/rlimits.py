@@ -7,6 +7,18 @@ import resource
 from ...errors import BundleError
 
 
+def check(rlimits: list[dict]) -> None:
+    """Refuse unknown and repeated types before anything is created."""
+    seen = set()
+    for i, r in enumerate(rlimits):
+        name = r.get("type", "")
+        if not (name.startswith("RLIMIT_") and hasattr(resource, name)):
+            raise BundleError(f"config.json: process.rlimits[{i}]: unknown type {name!r}")
+        if name in seen:
+            raise BundleError(f"config.json: process.rlimits[{i}]: {name} given twice")
+        seen.add(name)
+
+
 def apply(rlimits: list[dict]) -> None:
     for i, r in enumerate(rlimits):
         name = r.get("type", "")
