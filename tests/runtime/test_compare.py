@@ -222,3 +222,62 @@ def test_user_namespace(runc, ours, bundle):
     theirs, mine = _both(runc, ours, bundle, script, edit)
     assert mine == theirs
     assert "100000" in mine
+
+
+def test_devices_domainname_relative_bind(runc, ours, bundle):
+    (bundle.path / "extra").mkdir()
+    (bundle.path / "extra" / "note").write_text("relative\n")
+
+    def edit(cfg):
+        cfg["domainname"] = "example.test"
+        cfg["linux"]["devices"] = [
+            {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o640,
+             "uid": 0, "gid": 0},
+            {"path": "/dev/sub/myfifo", "type": "p", "fileMode": 0o600},
+        ]  # fmt: skip
+        cfg["mounts"].append({"destination": "/extra", "type": "bind", "source": "extra",
+                              "options": ["bind", "ro"]})  # fmt: skip
+
+    script = "cat /proc/sys/kernel/domainname; ls -ln /dev/fuse /dev/sub/myfifo | cut -c1-10; cat /extra/note"
+    theirs, mine = _both(runc, ours, bundle, script, edit)
+    # runc 1.1 predates domainname (runtime-spec 1.2) and leaves it unset.
+    assert mine.split()[1:] == theirs.split()[1:]
+    assert mine.split() == ["example.test", "crw-r-----", "prw-------", "relative"]
+
+
+def test_no_pivot(runc, ours, bundle):
+    b = bundle.write(["sh", "-c", "ls / | sort; grep -c ' / ' /proc/self/mountinfo"])
+    theirs = runc("run", "--no-pivot", "--bundle", b, runc.new_id())
+    mine = ours("run", "--no-pivot", "--bundle", b, ours.new_id())
+    assert mine.stdout == theirs.stdout
+
+
+def test_unknown_capability_is_a_warning(runc, ours, bundle):
+    def edit(cfg):
+        cfg["process"]["capabilities"]["bounding"].append("CAP_NOT_A_THING")
+
+    theirs, mine = _both(runc, ours, bundle, "grep CapBnd /proc/self/status", edit)
+    assert mine == theirs
+
+
+def test_preserve_fds(runc, ours, bundle, tmp_path):
+    data = tmp_path / "fd3"
+    data.write_text("through fd 3\n")
+    b = bundle.write(["sh", "-c", "cat <&3"])
+    outs = []
+    for rt in (runc, ours):
+        fd = os.open(data, os.O_RDONLY)
+        if fd != 3:
+            os.dup2(fd, 3, inheritable=True)
+            os.close(fd)
+        try:
+            p = subprocess.run(
+                [*rt.argv, "--root", str(rt.root), "run", "--preserve-fds", "1",
+                 "--bundle", b, rt.new_id()],
+                capture_output=True, text=True, pass_fds=(3,), timeout=30,
+            )  # fmt: skip
+        finally:
+            os.close(3)
+        assert p.returncode == 0, p.stderr
+        outs.append(p.stdout)
+    assert outs[0] == outs[1] == "through fd 3\n"

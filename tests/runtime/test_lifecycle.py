@@ -251,3 +251,23 @@ def test_signal_forwarding_in_foreground_run(both, bundle):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_bad_config_values_fail_before_anything_exists(ours, bundle):
+    bad = [
+        lambda c: c["process"].update(
+            rlimits=[{"type": "RLIMIT_NOFILE", "soft": 1, "hard": 1}] * 2
+        ),
+        lambda c: c["process"].update(rlimits=[{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]),
+        lambda c: c["linux"]["namespaces"].append({"type": "bogus"}),
+        lambda c: c["mounts"].append({"destination": "relative", "type": "tmpfs"}),
+        lambda c: c["process"].update(args=[]),
+    ]
+    for edit in bad:
+        bundle.config = __import__("ocibox.runtime.spec").runtime.spec.default_config()
+        cid = ours.new_id()
+        p = ours("create", "--bundle", bundle.write(["true"], edit), cid, check=False)
+        assert p.returncode == 1, p.stderr
+        assert p.stderr.startswith("ocibox-runtime: config.json: ")
+        assert len(p.stderr.strip().splitlines()) <= 2
+        assert not (ours.root / cid).exists()
