@@ -179,3 +179,16 @@ def test_serve_auth_misconfigured_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ocibox.cli", "registry", "serve", "--config", str(config),
                            "--root", str(tmp_path / "r")], capture_output=True, text=True)
     assert proc.returncode != 0 and "cannot read htpasswd file" in proc.stderr
+
+
+def test_metrics(server, client):
+    client.push_image("metrics/test", "v1")
+    client.request("GET", "/v2/metrics/test/manifests/v1")
+    client.request("GET", "/v2/metrics/test/manifests/missing")
+    text = client.request("GET", "/metrics").body.decode()
+    assert 'ocibox_registry_requests_total{endpoint="manifests",method="GET",status="200"} 1' in text
+    assert 'ocibox_registry_requests_total{endpoint="manifests",method="GET",status="404"} 1' in text
+    assert 'ocibox_registry_requests_total{endpoint="uploads",method="POST",status="201"}' in text
+    assert 'ocibox_registry_request_duration_seconds_bucket{endpoint="manifests",le="+Inf"} 3' in text
+    received = int(text.split("\nocibox_registry_received_bytes_total ")[1].split()[0])
+    assert received > 1000

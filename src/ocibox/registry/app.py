@@ -25,6 +25,7 @@ from . import errors as E
 from . import manifests
 from .auth import Guard, Htpasswd, Scope, TokenIssuer
 from .config import RegistryConfig
+from .metrics import Metrics
 from .names import check_digest, check_name, check_reference, check_tag
 from .storage.base import StorageDriver
 from .storage.filesystem import FilesystemDriver
@@ -38,6 +39,7 @@ Handler = Callable[..., Awaitable[web.StreamResponse]]
 CONFIG = web.AppKey("config", RegistryConfig)
 STORE = web.AppKey("store", RegistryStore)
 UPLOADS = web.AppKey("uploads", Uploads)
+METRICS = web.AppKey("metrics", Metrics)
 
 
 def _range(size: int) -> str:
@@ -433,6 +435,11 @@ async def _health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def _metrics(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[METRICS].render(), content_type="text/plain",
+                        headers={"Cache-Control": "no-store"})
+
+
 def make_app(config: RegistryConfig | None = None, driver: StorageDriver | None = None) -> web.Application:
     """The registry as an aiohttp application (serve it with ``ocibox.registry.serve``)."""
     config = config or RegistryConfig()
@@ -441,7 +448,10 @@ def make_app(config: RegistryConfig | None = None, driver: StorageDriver | None 
     app[CONFIG] = config
     app[STORE] = registry.store
     app[UPLOADS] = registry.uploads
+    app[METRICS] = Metrics()
     app.router.add_get("/healthz", _health)
+    if config.metrics:
+        app.router.add_get("/metrics", _metrics)
     if registry.guard is not None and registry.guard.mode == "token":
         app.router.add_route("GET", "/token", registry.token)
         app.router.add_route("POST", "/token", registry.token)

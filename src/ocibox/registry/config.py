@@ -11,6 +11,7 @@ names below (``-`` and ``_`` are interchangeable), all optional::
     upload_ttl = 86400       # seconds after its last write that an upload is stale
     gc_interval = 0          # run gc every N seconds while serving; 0 = never
     access_log = "-"         # "-" for stderr, a file path, or "" for none
+    metrics = true           # Prometheus metrics at /metrics
     auth = "htpasswd"        # "none" (default), "htpasswd" (basic) or "token" (bearer JWTs)
     htpasswd = "/etc/ocibox/htpasswd"   # bcrypt entries (htpasswd -B)
     anonymous_pull = true    # pulls without credentials
@@ -53,6 +54,7 @@ class RegistryConfig:
     upload_ttl: float = 86400.0
     gc_interval: float = 0.0
     access_log: str = "-"
+    metrics: bool = True  # Prometheus text format at /metrics
     durable: bool = True  # fsync content before it is named; off only for tests
     auth: str = "none"
     htpasswd: str = ""

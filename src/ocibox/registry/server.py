@@ -9,11 +9,14 @@ import signal
 import sys
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_log import AccessLogger
 
 from ..errors import UsageError
-from .app import STORE, make_app
+from .app import METRICS, STORE, make_app
 from .config import RegistryConfig
 from .gc import collect_garbage
+from .metrics import Metrics, endpoint_of
 
 ACCESS_FORMAT = '%a "%r" %s %b %Tfs "%{User-Agent}i"'
 log = logging.getLogger("ocibox.registry")
@@ -30,6 +33,24 @@ def _access_logger(target: str) -> logging.Logger | None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         logger.addHandler(handler)
     return logger
+
+
+def _observer_class(metrics: Metrics, logger: logging.Logger | None) -> type[AbstractAccessLogger]:
+    """aiohttp calls its access logger once a response is complete: count it there."""
+
+    class Observer(AbstractAccessLogger):
+        def __init__(self, log_to: logging.Logger, log_format: str) -> None:
+            super().__init__(log_to, log_format)
+            self._access = AccessLogger(logger, log_format) if logger is not None else None
+
+        def log(self, request, response, time: float) -> None:
+            received = getattr(request.content, "total_bytes", 0)
+            metrics.observe(endpoint_of(request.path), request.method, response.status, time,
+                            received, response.body_length)
+            if self._access is not None:
+                self._access.log(request, response, time)
+
+    return Observer
 
 
 def _tls(config: RegistryConfig):
@@ -67,7 +88,9 @@ async def start(config: RegistryConfig, app: web.Application | None = None) -> t
     if config.gc_interval > 0:
         app.cleanup_ctx.append(lambda app: _gc_task(app, config))
     logger = _access_logger(config.access_log)
-    runner = web.AppRunner(app, access_log=logger, access_log_format=ACCESS_FORMAT)
+    observer = _observer_class(app[METRICS], logger)
+    runner = web.AppRunner(app, access_log=logger or log, access_log_class=observer,
+                           access_log_format=ACCESS_FORMAT)
     await runner.setup()
     host, port = config.host_port()
     site = web.TCPSite(runner, host, port, ssl_context=_tls(config))
