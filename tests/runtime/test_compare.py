@@ -266,18 +266,12 @@ def test_preserve_fds(runc, ours, bundle, tmp_path):
     b = bundle.write(["sh", "-c", "cat <&3"])
     outs = []
     for rt in (runc, ours):
-        fd = os.open(data, os.O_RDONLY)
-        if fd != 3:
-            os.dup2(fd, 3, inheritable=True)
-            os.close(fd)
-        try:
-            p = subprocess.run(
-                [*rt.argv, "--root", str(rt.root), "run", "--preserve-fds", "1",
-                 "--bundle", b, rt.new_id()],
-                capture_output=True, text=True, pass_fds=(3,), timeout=30,
-            )  # fmt: skip
-        finally:
-            os.close(3)
+        # A shell opens fd 3 for the runtime: pytest's capturing owns fd 3 here.
+        argv = [*rt.argv, "--root", str(rt.root), "run", "--preserve-fds", "1", "--bundle", b]
+        p = subprocess.run(
+            ["sh", "-c", f'exec "$@" {rt.new_id()} 3<"{data}"', "sh", *argv],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
         assert p.returncode == 0, p.stderr
         outs.append(p.stdout)
     assert outs[0] == outs[1] == "through fd 3\n"
