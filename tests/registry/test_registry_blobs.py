@@ -280,3 +280,16 @@ def test_patch_after_finish_is_unknown(client):
     assert client.request("PUT", f"{location}?digest={sha256(b'done')}", b"done").status == 201
     r = client.request("PATCH", location, b"more")
     assert r.status == 404 and r.codes == ["BLOB_UPLOAD_UNKNOWN"]
+
+
+def test_blob_and_chunk_limits(make_server):
+    client = make_server(max_blob_size=1000, max_chunk_size=600).client
+    r = client.request("POST", f"/v2/{NAME}/blobs/uploads/?digest={sha256(b'x' * 700)}", b"x" * 700)
+    assert r.status == 413 and r.codes == ["SIZE_INVALID"]
+    location = client.request("POST", f"/v2/{NAME}/blobs/uploads/").headers["Location"]
+    assert client.request("PATCH", location, b"x" * 500, {"Content-Range": "0-499"}).status == 202
+    r = client.request("PATCH", location, b"x" * 501, {"Content-Range": "500-1000"})
+    assert r.status == 413
+    assert client.request("GET", location).headers["Range"] == "0-499"
+    assert client.request("PUT", f"{location}?digest={sha256(b'x' * 1000)}", b"x" * 500,
+                          {"Content-Range": "500-999"}).status == 201

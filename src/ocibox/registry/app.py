@@ -342,12 +342,23 @@ class Registry:
         return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}",
                                                  "Docker-Content-Digest": digest})
 
+    def _check_limits(self, request: web.Request, received: int, total: int) -> None:
+        chunk_max, blob_max = self.config.max_chunk_size, self.config.max_blob_size
+        if chunk_max and received > chunk_max:
+            raise E.ApiError("SIZE_INVALID", f"request body over the limit of {chunk_max} bytes",
+                             status=413, detail={"limit": chunk_max})
+        if blob_max and total > blob_max:
+            raise E.ApiError("SIZE_INVALID", f"blob over the limit of {blob_max} bytes",
+                             status=413, detail={"limit": blob_max})
+
     async def _receive(self, request: web.Request, upload: Upload, appender, limit: int | None = None) -> int:
+        self._check_limits(request, request.content_length or 0, appender.size + (request.content_length or 0))
         received = 0
         while chunk := await request.content.readany():
             received += len(chunk)
             if limit is not None and received > limit:
                 raise E.ApiError("SIZE_INVALID", "chunk is longer than its Content-Range")
+            self._check_limits(request, received, appender.size + len(chunk))
             self.uploads.append(upload, appender, chunk)
         return received
 

@@ -7,6 +7,8 @@ names below (``-`` and ``_`` are interchangeable), all optional::
     root = "/srv/registry"
     delete_enabled = false
     max_manifest_size = 4194304
+    max_blob_size = 0        # bytes, 0 = no limit (413 SIZE_INVALID above it)
+    max_chunk_size = 0       # bytes in one PATCH/PUT/POST body, 0 = no limit
     gc_grace = 3600          # seconds a fresh blob or upload is safe from gc
     upload_ttl = 86400       # seconds after its last write that an upload is stale
     gc_interval = 0          # run gc every N seconds while serving; 0 = never
@@ -49,6 +51,8 @@ class RegistryConfig:
     # cross-repository mount of a blob found in any repository when ``from`` is absent
     mount_without_from: bool = True
     max_manifest_size: int = 4 * MiB
+    max_blob_size: int = 0  # bytes; 0 = no limit
+    max_chunk_size: int = 0  # bytes in one request body; 0 = no limit
     max_page: int = 10000  # most tags or repositories in one page
     gc_grace: float = 3600.0
     upload_ttl: float = 86400.0
