@@ -119,6 +119,15 @@ class RegistryStore:
     def put_blob_bytes(self, digest: str, data: bytes) -> None:
         if self.blob_size(digest) is None:
             self.driver.put_content(blob_path(digest), data)
+        else:
+            self.refresh_blob(digest)
+
+    def refresh_blob(self, digest: str) -> None:
+        """Restart gc's grace period for a blob that is about to be named again."""
+        try:
+            self.driver.touch(blob_path(digest))
+        except PathNotFound:
+            pass
 
     # --- manifests ---------------------------------------------------------
 

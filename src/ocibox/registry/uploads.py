@@ -138,6 +138,8 @@ class Uploads:
         if self.store.blob_size(expected) is None:
             appender.sync()
             self.driver.move(self.path(upload), blob_path(expected))
+        # the data may have been written long ago: its age must not make gc take it now
+        self.store.refresh_blob(expected)
         self.store.link_blob(upload.name, expected)
         self.cancel(upload)
         return size
