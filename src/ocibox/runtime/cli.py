@@ -38,7 +38,13 @@ _COMMANDS: dict[str, tuple[dict[str, bool], int, int, str]] = {
     "list": ({"--format": True, "-f": True, "--quiet": False, "-q": False}, 0, 0,
              "list [--format table|json] [--quiet]"),
 }  # fmt: skip
-_LATER = ("exec", "ps", "pause", "resume", "update", "events", "features", "checkpoint", "restore")
+_COMMANDS.update({
+    "pause": ({}, 1, 1, "pause <container-id>"),
+    "resume": ({}, 1, 1, "resume <container-id>"),
+    "ps": ({"--format": True, "-f": True}, 1, 1000, "ps [--format table|json] <container-id> [ps options]"),
+    "features": ({}, 0, 0, "features"),
+})  # fmt: skip
+_LATER = ("exec", "update", "events", "checkpoint", "restore")
 
 _ALIASES = {"-b": "--bundle", "-d": "--detach", "-a": "--all", "-f": "--force", "-q": "--quiet"}
 _LIST_ALIASES = {**_ALIASES, "-f": "--format"}
@@ -151,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
             raise _Usage(f"no such command {cmd!r}")
         spec, lo, hi, usage = _COMMANDS[cmd]
         try:
-            aliases = _LIST_ALIASES if cmd == "list" else _ALIASES
-            flags, args = _parse(cargs, {**spec, "--help": False, "-h": False}, False, aliases)
+            aliases = _LIST_ALIASES if cmd in ("list", "ps") else _ALIASES
+            # ps passes what follows the id on to ps(1).
+            flags, args = _parse(
+                cargs, {**spec, "--help": False, "-h": False}, cmd == "ps", aliases
+            )
             if flags.get("--help"):
                 print(f"usage: {PROG} {usage}")
                 return 0
@@ -333,6 +342,64 @@ def _owner(root: str, cid: str) -> str:
         return "#?"
 
 
+def _cmd_pause(root: str, flags: dict, args: list[str], log: _Log) -> int:
+    from .container import Container
+
+    Container.load(root, args[0]).pause()
+    return 0
+
+
+def _cmd_resume(root: str, flags: dict, args: list[str], log: _Log) -> int:
+    from .container import Container
+
+    Container.load(root, args[0]).resume()
+    return 0
+
+
+def _cmd_ps(root: str, flags: dict, args: list[str], log: _Log) -> int:
+    from ..errors import UsageError
+    from .container import Container
+
+    fmt = str(flags.get("--format") or "table")
+    if fmt not in ("table", "json"):
+        raise UsageError(f"invalid format {fmt!r}: use table or json")
+    c = Container.load(root, args[0])
+    pids = c.processes() if c.status() != "stopped" else []
+    if fmt == "json":
+        import json
+
+        if len(args) > 1:
+            raise UsageError("ps options cannot be used with --format json")
+        sys.stdout.write(json.dumps(pids) + "\n")
+        return 0
+    import subprocess
+
+    out = subprocess.run(["ps", *(args[1:] or ["-ef"])], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise UsageError(f"ps {' '.join(args[1:])}: {out.stderr.strip()}")
+    lines = out.stdout.splitlines()
+    header = lines[0].split() if lines else []
+    if "PID" not in header:
+        raise UsageError("ps options must include the PID column")
+    col = header.index("PID")
+    wanted = set(pids)
+    sys.stdout.write(lines[0] + "\n")
+    for line in lines[1:]:
+        fields = line.split(None, col + 1)
+        if len(fields) > col and fields[col].isdigit() and int(fields[col]) in wanted:
+            sys.stdout.write(line + "\n")
+    return 0
+
+
+def _cmd_features(root: str, flags: dict, args: list[str], log: _Log) -> int:
+    import json
+
+    from .features import features
+
+    sys.stdout.write(json.dumps(features(), indent=2) + "\n")
+    return 0
+
+
 _COMMAND_FUNCS = {
     "spec": _cmd_spec,
     "create": _cmd_create,
@@ -342,6 +409,10 @@ _COMMAND_FUNCS = {
     "kill": _cmd_kill,
     "delete": _cmd_delete,
     "list": _cmd_list,
+    "pause": _cmd_pause,
+    "resume": _cmd_resume,
+    "ps": _cmd_ps,
+    "features": _cmd_features,
 }
 
 

@@ -36,6 +36,7 @@ STATE_FILE = "state.json"
 FIFO = "exec.fifo"
 
 CREATING, CREATED, RUNNING, STOPPED = "creating", "created", "running", "stopped"
+PAUSED = "paused"  # a runtime-defined status, as the spec allows (runc's name)
 
 
 class ContainerStateError(OciboxError):
@@ -132,9 +133,21 @@ class Container:
             return CREATING
         if not self.init_alive():
             return STOPPED
+        if self._freezer_state() == "FROZEN":
+            return PAUSED
         if os.path.exists(os.path.join(self.dir, FIFO)):
             return CREATED
         return RUNNING
+
+    def _freezer_state(self) -> str:
+        path = ((self.state or {}).get("cgroupPaths") or {}).get("freezer")
+        if not path:
+            return ""
+        try:
+            with open(os.path.join(path, "freezer.state")) as f:
+                return f.read().strip()
+        except OSError:
+            return ""
 
     def oci_state(self) -> dict:
         """The spec's state object (with runc's extra fields, which containerd reads)."""
@@ -143,7 +156,7 @@ class Container:
         out = {
             "ociVersion": s.get("ociVersion", ""),
             "id": self.id,
-            "pid": self.pid if status in (CREATED, RUNNING) else 0,
+            "pid": self.pid if status in (CREATED, RUNNING, PAUSED) else 0,
             "status": status,
             "bundle": s.get("bundle", ""),
             "rootfs": s.get("rootfs", ""),
@@ -205,7 +218,7 @@ class Container:
 
     def kill(self, sig: int, all_processes: bool = False) -> None:
         status = self.status()
-        if status not in (CREATED, RUNNING):
+        if status not in (CREATED, RUNNING, PAUSED):
             raise ContainerStateError(f"cannot kill container {self.id}: it is {status}",
                                       hint="only a created or running container takes signals")  # fmt: skip
         pids = self.processes() if all_processes else [self.pid]
@@ -236,6 +249,34 @@ class Container:
                     continue
         return out
 
+    def pause(self) -> None:
+        status = self.status()
+        if status not in (CREATED, RUNNING):
+            raise ContainerStateError(f"cannot pause container {self.id}: it is {status}")
+        self._freeze("FROZEN")
+
+    def resume(self) -> None:
+        status = self.status()
+        if status != PAUSED:
+            raise ContainerStateError(f"cannot resume container {self.id}: it is {status}")
+        self._freeze("THAWED")
+
+    def _freeze(self, want: str) -> None:
+        path = ((self.state or {}).get("cgroupPaths") or {}).get("freezer")
+        if not path:
+            from ..errors import NotImplementedYet
+
+            raise NotImplementedYet(f"container {self.id} has no freezer cgroup to pause it with")
+        deadline = time.monotonic() + 5.0
+        while True:
+            with open(os.path.join(path, "freezer.state"), "w") as f:
+                f.write(want)
+            if self._freezer_state() == want:
+                return
+            if time.monotonic() > deadline:
+                raise OciboxError(f"container {self.id}: freezer did not reach {want}")
+            time.sleep(0.001)
+
     def delete(self, force: bool = False) -> None:
         status = self.status()
         if status != STOPPED:
@@ -244,12 +285,14 @@ class Container:
                     f"cannot delete container {self.id}: it is {status}",
                     hint="stop it first, or use delete --force",
                 )
-            if status in (CREATED, RUNNING):
+            if status in (CREATED, RUNNING, PAUSED):
                 for pid in self.processes() or [self.pid]:
                     try:
                         os.kill(pid, 9)
                     except ProcessLookupError:
                         pass
+                if status == PAUSED:
+                    self._freeze("THAWED")  # frozen tasks die only once thawed
                 self._wait_stopped(5.0)
         self.destroy()
 
