@@ -271,3 +271,33 @@ def test_bad_config_values_fail_before_anything_exists(ours, bundle):
         assert p.stderr.startswith("ocibox-runtime: config.json: ")
         assert len(p.stderr.strip().splitlines()) <= 2
         assert not (ours.root / cid).exists()
+
+
+def test_pause_resume_ps(both, bundle):
+    if not os.path.isdir("/sys/fs/cgroup/freezer"):
+        pytest.skip("cgroup v1 freezer needed")
+    cid = both.new_id()
+    both("run", "-d", "--bundle", bundle.write(["sh", "-c", "sleep 30 & sleep 31; wait"]), cid)
+    time.sleep(0.2)
+    assert both("resume", cid, check=False).returncode != 0  # not paused
+    both("pause", cid)
+    st = both.state(cid)
+    assert st["status"] == "paused" and st["pid"] > 0
+    assert both("pause", cid, check=False).returncode != 0  # already paused
+    pids = __import__("json").loads(both("ps", "--format", "json", cid).stdout)
+    assert st["pid"] in pids and len(pids) == 3
+    table = both("ps", cid).stdout.splitlines()
+    assert table[0].split()[1] == "PID" and len(table) == 4
+    both("resume", cid)
+    assert both.state(cid)["status"] == "running"
+    both("pause", cid)
+    both("delete", "--force", cid)  # a paused container is thawed so that it can die
+    assert both("state", cid, check=False).returncode != 0
+
+
+def test_features(ours):
+    import json
+
+    f = json.loads(ours("features").stdout)
+    assert f["ociVersionMax"] == "1.2.0"
+    assert "rbind" in f["mountOptions"] and "pid" in f["linux"]["namespaces"]
