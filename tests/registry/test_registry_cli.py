@@ -192,3 +192,23 @@ def test_metrics(server, client):
     assert 'ocibox_registry_request_duration_seconds_bucket{endpoint="manifests",le="+Inf"} 3' in text
     received = int(text.split("\nocibox_registry_received_bytes_total ")[1].split()[0])
     assert received > 1000
+
+
+def test_serve_auth_flags(tmp_path):
+    import base64
+
+    import bcrypt
+
+    users = tmp_path / "htpasswd"
+    users.write_text("bob:" + bcrypt.hashpw(b"pw", bcrypt.gensalt(rounds=4)).decode() + "\n")
+    proc, port = start("--root", str(tmp_path / "data"), "--auth", "htpasswd", "--htpasswd", str(users),
+                       "--anonymous-pull")
+    try:
+        c = Client(port)
+        assert c.request("POST", "/v2/a/blobs/uploads/").status == 401
+        auth = {"Authorization": "Basic " + base64.b64encode(b"bob:pw").decode()}
+        assert c.request("POST", "/v2/a/blobs/uploads/", headers=auth).status == 202
+        assert c.request("GET", "/v2/").status == 200
+    finally:
+        proc.terminate()
+        proc.wait(10)

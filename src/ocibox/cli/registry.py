@@ -29,12 +29,25 @@ def registry() -> None:
 @config_option
 @click.option("--no-delete", is_flag=True, default=None,
               help="Refuse deletes of manifests, tags and blobs (405 UNSUPPORTED).")
-def serve(addr: str | None, root: str | None, config_file: str | None, no_delete: bool | None) -> None:
-    """Serve the registry until interrupted (SIGINT or SIGTERM)."""
+@click.option("--auth", type=click.Choice(["none", "htpasswd", "token"]),
+              help="Basic auth from --htpasswd, or bearer tokens from the built-in /token endpoint.")
+@click.option("--htpasswd", metavar="FILE", help="Users and bcrypt hashes (htpasswd -B).")
+@click.option("--anonymous-pull", is_flag=True, default=None, help="Allow pulls without credentials.")
+@click.option("--tls-cert", metavar="PEM", help="Serve HTTPS with this certificate (and --tls-key).")
+@click.option("--tls-key", metavar="PEM", help="The certificate's private key.")
+def serve(addr: str | None, root: str | None, config_file: str | None, no_delete: bool | None,
+          auth: str | None, htpasswd: str | None, anonymous_pull: bool | None,
+          tls_cert: str | None, tls_key: str | None) -> None:
+    """Serve the registry until interrupted (SIGINT or SIGTERM).
+
+    Settings come from the defaults, then --config FILE (TOML or JSON, keys as in
+    ocibox.registry.config), then these flags.
+    """
     from ..registry.server import serve as run
 
     config = _config(config_file, addr=addr, root=root,
-                     delete_enabled=False if no_delete else None)
+                     delete_enabled=False if no_delete else None, auth=auth, htpasswd=htpasswd,
+                     anonymous_pull=anonymous_pull, tls_cert=tls_cert, tls_key=tls_key)
     config.host_port()  # a bad address fails before anything starts
 
     def ready(port: int) -> None:
