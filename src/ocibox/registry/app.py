@@ -40,6 +40,7 @@ CONFIG = web.AppKey("config", RegistryConfig)
 STORE = web.AppKey("store", RegistryStore)
 UPLOADS = web.AppKey("uploads", Uploads)
 METRICS = web.AppKey("metrics", Metrics)
+USER = web.RequestKey("user", str)  # who made the request (absent: anonymous or no auth)
 
 
 def _range(size: int) -> str:
@@ -135,8 +136,9 @@ class Registry:
     async def _authorize(self, request: web.Request, handler: Handler, name: str | None) -> None:
         needed = self._needed(request, handler, name)
         base_url = f"{request.scheme}://{request.host}"
-        request["user"] = await _off_loop(self.guard.check, request.headers.get("Authorization"),
-                                          needed, base_url)
+        user = await _off_loop(self.guard.check, request.headers.get("Authorization"), needed, base_url)
+        if user is not None:
+            request[USER] = user
 
     async def token(self, request: web.Request) -> web.Response:
         """The token endpoint (GET, or POST with an OAuth2 password grant)."""
