@@ -296,3 +296,8 @@ def test_tags_list_skips_writes_in_progress(server, client):
     with open(os.path.join(tags_dir, ".tmp-abc-v2"), "w") as f:
         f.write("partial")
     assert client.request("GET", f"/v2/{NAME}/tags/list").json()["tags"] == ["v1"]
+
+
+def test_referrers_of_a_repository_not_yet_pushed(client):
+    r = client.request("GET", f"/v2/new/repo/referrers/{sha256(b'x')}")
+    assert r.status == 200 and r.json()["manifests"] == []

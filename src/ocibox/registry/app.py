@@ -200,8 +200,8 @@ class Registry:
 
     async def referrers(self, request: web.Request, name: str, digest: str) -> web.Response:
         check_digest(digest)
-        if not self.store.repo_exists(name):
-            raise E.name_unknown(name)
+        # "MUST NOT return a 404" to a referrers request: clients take a 404 to mean the API is
+        # missing and fall back to the tag schema, so a repository not yet pushed lists nothing.
         found = self.store.referrers(name, digest)
         headers = {}
         wanted = request.query.get("artifactType")
