@@ -44,9 +44,20 @@ _COMMANDS.update({
     "ps": ({"--format": True, "-f": True}, 1, 1000, "ps [--format table|json] <container-id> [ps options]"),
     "features": ({}, 0, 0, "features"),
 })  # fmt: skip
-_LATER = ("exec", "update", "events", "checkpoint", "restore")
+_COMMANDS["exec"] = (
+    {"--process": True, "-p": True, "--tty": False, "-t": False, "--detach": False, "-d": False,
+     "--pid-file": True, "--console-socket": True, "--cwd": True, "--env": True, "-e": True,
+     "--user": True, "-u": True, "--cap": True, "-c": True, "--no-new-privs": False,
+     "--additional-gids": True, "-g": True, "--preserve-fds": True, "--ignore-paused": False,
+     "--process-label": True, "--apparmor": True, "--cgroup": True},
+    1, 100000, "exec [--process FILE] [-d] [-e K=V] [-u UID[:GID]] [--cwd DIR] <container-id> [command...]",
+)  # fmt: skip
+_MULTI = {"--env", "--cap", "--additional-gids"}
+_LATER = ("update", "events", "checkpoint", "restore")
 
-_ALIASES = {"-b": "--bundle", "-d": "--detach", "-a": "--all", "-f": "--force", "-q": "--quiet"}
+_ALIASES = {"-b": "--bundle", "-d": "--detach", "-a": "--all", "-f": "--force", "-q": "--quiet",
+            "-p": "--process", "-t": "--tty", "-e": "--env", "-u": "--user", "-c": "--cap",
+            "-g": "--additional-gids"}  # fmt: skip
 _LIST_ALIASES = {**_ALIASES, "-f": "--format"}
 
 
@@ -79,7 +90,11 @@ def _parse(
                     if i >= len(argv):
                         raise _Usage(f"flag needs an argument: {name}")
                     value = argv[i]
-                flags[aliases.get(name, name)] = value
+                key = aliases.get(name, name)
+                if key in _MULTI:
+                    flags.setdefault(key, []).append(value)
+                else:
+                    flags[key] = value
             else:
                 flags[aliases.get(name, name)] = value.lower() not in ("false", "0") if eq else True
         else:
@@ -158,10 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         spec, lo, hi, usage = _COMMANDS[cmd]
         try:
             aliases = _LIST_ALIASES if cmd in ("list", "ps") else _ALIASES
-            # ps passes what follows the id on to ps(1).
-            flags, args = _parse(
-                cargs, {**spec, "--help": False, "-h": False}, cmd == "ps", aliases
-            )
+            # ps and exec pass on what follows the id (to ps(1), or as the command).
+            stop = cmd in ("ps", "exec")
+            flags, args = _parse(cargs, {**spec, "--help": False, "-h": False}, stop, aliases)
             if flags.get("--help"):
                 print(f"usage: {PROG} {usage}")
                 return 0
@@ -391,6 +405,36 @@ def _cmd_ps(root: str, flags: dict, args: list[str], log: _Log) -> int:
     return 0
 
 
+def _cmd_exec(root: str, flags: dict, args: list[str], log: _Log) -> int:
+    from ..errors import NotImplementedYet, UsageError
+    from .container import Container
+    from .exec import build_process, exec_process
+
+    if flags.get("--tty") or flags.get("--console-socket"):
+        raise NotImplementedYet("exec --tty: terminals are not supported yet")
+    for unsupported in ("--process-label", "--apparmor", "--cgroup"):
+        if flags.get(unsupported):
+            raise NotImplementedYet(f"exec {unsupported} is not supported yet")
+    fds = str(flags.get("--preserve-fds", "0"))
+    if not fds.isdigit():
+        raise UsageError(f"--preserve-fds: not a number: {fds!r}")
+    c = Container.load(root, args[0])
+    process = build_process(
+        c,
+        process_file=flags.get("--process") or None,
+        args=args[1:],
+        env=flags.get("--env", []),
+        cwd=flags.get("--cwd") or None,
+        user=flags.get("--user") or None,
+        caps_add=flags.get("--cap", []),
+        no_new_privs=bool(flags.get("--no-new-privs")),
+        additional_gids=flags.get("--additional-gids", []),
+    )
+    return exec_process(c, process, detach=bool(flags.get("--detach")),
+                        pid_file=flags.get("--pid-file") or None, preserve_fds=int(fds),
+                        warn=log.warn)  # fmt: skip
+
+
 def _cmd_features(root: str, flags: dict, args: list[str], log: _Log) -> int:
     import json
 
@@ -413,6 +457,7 @@ _COMMAND_FUNCS = {
     "resume": _cmd_resume,
     "ps": _cmd_ps,
     "features": _cmd_features,
+    "exec": _cmd_exec,
 }
 
 

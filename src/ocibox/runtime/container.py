@@ -34,6 +34,7 @@ DEFAULT_ROOT = "/run/ocibox-runtime"
 OCI_VERSION = "1.2.0"
 STATE_FILE = "state.json"
 FIFO = "exec.fifo"
+CONFIG_COPY = "config.json"
 
 CREATING, CREATED, RUNNING, STOPPED = "creating", "created", "running", "stopped"
 PAUSED = "paused"  # a runtime-defined status, as the spec allows (runc's name)
@@ -309,7 +310,7 @@ class Container:
             from .linux import cgroups
 
             cgroups.remove(self.state["cgroupPaths"])
-        for name in (STATE_FILE, FIFO):
+        for name in (STATE_FILE, FIFO, CONFIG_COPY):
             try:
                 os.unlink(os.path.join(self.dir, name))
             except FileNotFoundError:
@@ -338,6 +339,14 @@ class Container:
                 raise OciboxError(f"cannot create {path}: permission denied") from None
             raise
         return cls(root, cid)
+
+    def config(self) -> dict:
+        """The config.json the container was created from (a copy kept in its state dir)."""
+        try:
+            with open(os.path.join(self.dir, CONFIG_COPY), "rb") as f:
+                return json.loads(f.read())
+        except (OSError, ValueError):
+            return {}
 
     def save(self, state: dict) -> None:
         self.state = state

@@ -8,6 +8,7 @@ import os
 from ..errors import BundleError, OciboxError
 from . import process
 from .container import (
+    CONFIG_COPY,
     FIFO,
     OCI_VERSION,
     Container,
@@ -56,6 +57,8 @@ def create(
     cgroup_paths: dict[str, str] = {}
     init_pid = 0
     try:
+        # Later changes to the bundle's config.json must not affect the container.
+        write_atomic(os.path.join(c_dir, CONFIG_COPY), json.dumps(config).encode())
         fifo = os.path.join(c_dir, FIFO)
         os.mkfifo(fifo, 0o622)
         os.chmod(fifo, 0o622)  # past the umask: an init that is not root must open it

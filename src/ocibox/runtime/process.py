@@ -305,26 +305,7 @@ def _init(ic: InitConfig, wfd: int) -> None:
     rootfs.mask_paths(linux.get("maskedPaths") or [])
     if (cfg.get("root") or {}).get("readonly"):
         rootfs.readonly_root()
-    rlimits.apply(process.get("rlimits") or [])
-    _switch_user(process.get("user") or {}, ic.caps)
-    env = _with_home(process.get("env") or [], process.get("user") or {})
-    os.umask(process["user"].get("umask", 0o022) if process.get("user") else 0o022)
-    try:
-        os.chdir(cwd)
-    except OSError as e:
-        raise BundleError(f"process.cwd {cwd}: {e.strerror}") from None
-    args = process["args"]
-    exe = _lookup(args[0], env)
-    if process.get("noNewPrivileges"):
-        sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
-    for fd in range(3, 3 + ic.preserve_fds):
-        try:
-            os.set_inheritable(fd, True)
-        except OSError:
-            pass
-    # Python ignores SIGPIPE and SIGXFSZ; an ignored signal stays ignored across exec.
-    for s in (signal.SIGPIPE, signal.SIGXFSZ):
-        signal.signal(s, signal.SIG_DFL)
+    exe, args, env = apply_process(process, ic.caps, ic.preserve_fds)
     # As pid 1 of its namespace the init would ignore a default-action signal
     # even from the host; while it waits, a handler makes kill work as on runc.
     for s in (
@@ -341,10 +322,41 @@ def _init(ic: InitConfig, wfd: int) -> None:
     fd = os.open(str(fifo_fd), os.O_WRONLY | os.O_CLOEXEC, dir_fd=proc_fd)
     os.write(fd, b"0")
     try:
-        os.execve(exe, args, _env_dict(env))
+        os.execve(exe, args, env)
     except OSError as e:
         os.write(2, f"ocibox-runtime: exec {args[0]}: {e.strerror}\n".encode())
         os._exit(127)
+
+
+def apply_process(process: dict, cap_sets: dict[str, int], preserve_fds: int = 0):
+    """Apply process settings to the calling process; return (path, args, env) to exec.
+
+    Shared by the container's init and by exec'd processes: rlimits, user and
+    groups, capabilities, umask, cwd, noNewPrivileges, inherited fds, signals.
+    """
+    rlimits.apply(process.get("rlimits") or [])
+    user = process.get("user") or {}
+    _switch_user(user, cap_sets)
+    env = _with_home(process.get("env") or [], user)
+    os.umask(user.get("umask", 0o022))
+    cwd = process.get("cwd") or "/"
+    try:
+        os.chdir(cwd)
+    except OSError as e:
+        raise BundleError(f"process.cwd {cwd}: {e.strerror}") from None
+    args = process["args"]
+    exe = _lookup(args[0], env)
+    if process.get("noNewPrivileges"):
+        sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+    for fd in range(3, 3 + preserve_fds):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+    # Python ignores SIGPIPE and SIGXFSZ; an ignored signal stays ignored across exec.
+    for s in (signal.SIGPIPE, signal.SIGXFSZ):
+        signal.signal(s, signal.SIG_DFL)
+    return exe, args, _env_dict(env)
 
 
 def _die(signum: int, _frame) -> None:

@@ -1,0 +1,167 @@
+"""exec: run another process inside a created or running container.
+
+    runtime --fork--> joiner (enters the cgroups and namespaces of the init)
+                       --fork--> process (in the container's pid namespace) --exec-->
+
+The joiner reports the process's host pid; the process reports a failure
+before exec over a close-on-exec pipe, so an empty read means the exec
+happened. In the foreground the runtime is a child subreaper, waits for the
+process and returns its exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ..errors import BundleError, NotImplementedYet, OciboxError, UsageError
+from . import process as proc
+from .container import CREATED, PAUSED, RUNNING, Container, ContainerStateError, write_atomic
+from .linux import capabilities as caps
+from .linux import namespaces as nsmod
+from .linux import rlimits
+from .linux import syscalls as sc
+
+# Namespaces to enter, user first (it governs the rest), mount last.
+_ORDER = ("user", "cgroup", "ipc", "uts", "network", "pid", "time", "mount")
+_PROC_NAMES = {"network": "net", "mount": "mnt", "cgroup": "cgroup", "user": "user",
+               "ipc": "ipc", "uts": "uts", "pid": "pid", "time": "time"}  # fmt: skip
+
+
+def build_process(container: Container, *, process_file: str | None, args: list[str],
+                  env: list[str], cwd: str | None, user: str | None, caps_add: list[str],
+                  no_new_privs: bool, additional_gids: list[str]) -> dict:  # fmt: skip
+    """The process to run: from --process, or the container's own with the flags applied."""
+    if process_file:
+        try:
+            with open(process_file, "rb") as f:
+                p = json.loads(f.read())
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--process {process_file}: {e}") from None
+        if not isinstance(p, dict) or not p.get("args"):
+            raise UsageError(f"--process {process_file}: a process object with args is needed")
+        return p
+    if not args:
+        raise UsageError("exec needs a command, or --process FILE")
+    base = json.loads(json.dumps(container.config().get("process") or {}))
+    base["args"] = args
+    base["terminal"] = False
+    merged = {e.partition("=")[0]: e for e in base.get("env") or []}
+    for e in env:
+        merged[e.partition("=")[0]] = e
+    base["env"] = list(merged.values())
+    if cwd:
+        base["cwd"] = cwd
+    if user:
+        uid, _, gid = user.partition(":")
+        if not uid.isdigit() or (gid and not gid.isdigit()):
+            raise UsageError(f"--user {user!r}: use numeric uid[:gid]")
+        base["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+    if additional_gids:
+        if not all(g.isdigit() for g in additional_gids):
+            raise UsageError("--additional-gids takes numeric group ids")
+        base.setdefault("user", {})["additionalGids"] = [int(g) for g in additional_gids]
+    if caps_add:
+        sets = base.setdefault("capabilities", {})
+        for which in caps.SETS:
+            sets[which] = list(dict.fromkeys([*(sets.get(which) or []), *caps_add]))
+    if no_new_privs:
+        base["noNewPrivileges"] = True
+    return base
+
+
+def exec_process(container: Container, process: dict, *, detach: bool = False,
+                 pid_file: str | None = None, preserve_fds: int = 0, warn=None) -> int:  # fmt: skip
+    status = container.status()
+    if status == PAUSED:
+        raise ContainerStateError(f"cannot exec in container {container.id}: it is paused")
+    if status not in (CREATED, RUNNING):
+        raise ContainerStateError(f"cannot exec in container {container.id}: it is {status}")
+    if process.get("terminal"):
+        raise NotImplementedYet("exec with a terminal is not supported yet")
+    rlimits.check(process.get("rlimits") or [])
+    cap_sets = caps.parse(process.get("capabilities"), warn)
+    init = container.pid
+    ns_fds = _open_namespaces(init)
+    cgroup_paths = (container.state or {}).get("cgroupPaths") or {}
+    if not detach:
+        sc.prctl(proc.PR_SET_CHILD_SUBREAPER, 1)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            _joiner(cgroup_paths, ns_fds, process, cap_sets, preserve_fds, w)
+            code = 0
+        except BaseException as e:  # noqa: B036 - a forked child must never return
+            proc._report(w, e)
+        finally:
+            os._exit(code)
+    os.close(w)
+    for _, fd in ns_fds:
+        os.close(fd)
+    target, error = 0, None
+    for line in proc._lines(r):
+        verb, _, arg = line.partition(" ")
+        if verb == "pid":
+            target = int(arg)
+        elif verb == "error":
+            error = arg.replace("\\n", "\n")
+    os.close(r)
+    proc._reap(pid)
+    if error:
+        if target and not detach:
+            proc._reap(target)
+        raise BundleError(error)
+    if not target:
+        raise OciboxError(f"exec in container {container.id}: the process did not start")
+    if pid_file:
+        write_atomic(os.path.abspath(pid_file), str(target).encode())
+    if detach:
+        return 0
+    from .create import wait
+
+    return wait(target)
+
+
+def _open_namespaces(init: int) -> list[tuple[str, int]]:
+    """Open the init's namespaces that differ from ours, before anything is entered."""
+    fds = []
+    for kind in _ORDER:
+        name = _PROC_NAMES[kind]
+        try:
+            theirs = os.readlink(f"/proc/{init}/ns/{name}")
+        except FileNotFoundError:
+            continue  # a kernel without this namespace type
+        except OSError as e:
+            raise OciboxError(
+                f"cannot read the container's {kind} namespace: {e.strerror}"
+            ) from None
+        if theirs == os.readlink(f"/proc/self/ns/{name}"):
+            continue
+        fds.append((kind, os.open(f"/proc/{init}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)))
+    return fds
+
+
+def _joiner(cgroup_paths, ns_fds, process, cap_sets, preserve_fds, w) -> None:
+    for path in dict.fromkeys(cgroup_paths.values()):
+        try:
+            with open(os.path.join(path, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+        except OSError as e:
+            raise OciboxError(f"joining cgroup {path}: {e.strerror}") from None
+    nsmod.join(ns_fds)
+    if any(kind == "user" for kind, _ in ns_fds):
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            exe, args, env = proc.apply_process(process, cap_sets, preserve_fds)
+            os.execve(exe, args, env)
+        except BaseException as e:  # noqa: B036 - see above
+            proc._report(w, e)
+        finally:
+            os._exit(127)
+    os.write(w, f"pid {pid}\n".encode())
