@@ -301,3 +301,43 @@ def test_features(ours):
     f = json.loads(ours("features").stdout)
     assert f["ociVersionMax"] == "1.2.0"
     assert "rbind" in f["mountOptions"] and "pid" in f["linux"]["namespaces"]
+
+
+def test_exec(both, bundle, tmp_path):
+    cid = both.new_id()
+    both("run", "-d", "--bundle", bundle.write(["sleep", "30"]), cid)
+    script = "id; hostname; grep ^Cap /proc/self/status; pwd; echo $FOO; head -c5 /proc/1/cmdline; echo; exit 5"
+    p = both("exec", "-u", "1000:1000", "-e", "FOO=bar", "--cwd", "/tmp", cid, "sh", "-c", script,
+             check=False)  # fmt: skip
+    assert p.returncode == 5, p.stderr
+    assert p.stdout.splitlines() == [
+        "uid=1000 gid=1000", "ocibox" if both.name != "runc" else "ocibox",
+        "CapInh:\t0000000000000000", "CapPrm:\t0000000000000000", "CapEff:\t0000000000000000",
+        "CapBnd:\t0000000020000420", "CapAmb:\t0000000000000000",
+        "/tmp", "bar", "sleep",
+    ]  # fmt: skip
+    # As root it can see that it shares every namespace with the init.
+    same = "; ".join(
+        f"[ $(readlink /proc/1/ns/{n}) = $(readlink /proc/self/ns/{n}) ] && echo {n}"
+        for n in ("pid", "mnt", "net", "ipc", "uts", "cgroup")
+    )
+    p = both("exec", cid, "sh", "-c", same)
+    assert p.stdout.split() == ["pid", "mnt", "net", "ipc", "uts", "cgroup"]
+    # A process file, detached, with a pid file.
+    pf = tmp_path / "process.json"
+    pf.write_text(
+        '{"args": ["sleep", "7"], "cwd": "/", "user": {"uid": 0, "gid": 0}, "env": ["PATH=/bin"]}'
+    )
+    pidfile = tmp_path / "exec.pid"
+    both("exec", "-d", "--pid-file", str(pidfile), "-p", str(pf), cid)
+    pid = int(pidfile.read_text())
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        assert f.read() == b"sleep\x007\x00"
+    assert pid in __import__("json").loads(both("ps", "-f", "json", cid).stdout)
+    # Errors: an unknown program, then a stopped container.
+    bad = both("exec", cid, "no-such-program", check=False)
+    assert bad.returncode != 0 and "no-such-program" in bad.stderr
+    both("kill", "--all", cid, "KILL")
+    both.wait_status(cid, "stopped")
+    assert both("exec", cid, "true", check=False).returncode != 0
+    both("delete", cid)
