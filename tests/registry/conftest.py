@@ -115,13 +115,15 @@ class Client:
 class Server:
     """An ocibox registry served from a thread; stop() and start() again on the same root."""
 
-    def __init__(self, config: RegistryConfig) -> None:
+    def __init__(self, config: RegistryConfig, driver=None) -> None:
         self.config = config
+        self.driver = driver
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
     def start(self) -> Server:
+        from ocibox.registry.app import make_app
         from ocibox.registry.server import start
 
         ready = threading.Event()
@@ -129,7 +131,8 @@ class Server:
 
         def main() -> None:
             asyncio.set_event_loop(loop)
-            self._runner, self.port = loop.run_until_complete(start(self.config))
+            app = make_app(self.config, self.driver)
+            self._runner, self.port = loop.run_until_complete(start(self.config, app))
             if self.config.addr.endswith(":0"):
                 self.config = self.config.updated(addr=f"127.0.0.1:{self.port}")
             ready.set()
@@ -156,11 +159,11 @@ class Server:
 def make_server(tmp_path):
     servers: list[Server] = []
 
-    def make(**settings) -> Server:
+    def make(driver=None, **settings) -> Server:
         settings.setdefault("root", str(tmp_path / "registry"))
         settings.setdefault("durable", False)
         settings.setdefault("access_log", "")
-        server = Server(RegistryConfig(addr="127.0.0.1:0", **settings)).start()
+        server = Server(RegistryConfig(addr="127.0.0.1:0", **settings), driver).start()
         servers.append(server)
         return server
 

@@ -284,13 +284,31 @@ class Registry:
             return web.FileResponse(path, headers=headers)
         return await self._stream_blob(request, digest, size, headers)
 
-    async def _stream_blob(self, request, digest, size, headers) -> web.StreamResponse:
-        response = web.StreamResponse(headers=headers)
-        response.content_length = size
+    async def _stream_blob(self, request: web.Request, digest: str, size: int,
+                           headers: dict[str, str]) -> web.StreamResponse:
+        """Serve a blob from a driver without local files, honouring one byte range."""
+        start, stop, status = 0, size, 200
+        try:
+            rng = request.http_range
+        except ValueError:
+            rng = slice(None, None)
+        if rng.start is not None or rng.stop is not None:
+            start = rng.start if rng.start is not None else 0
+            stop = min(rng.stop if rng.stop is not None else size, size)
+            if start < 0:
+                start, stop = max(size + start, 0), size
+            if start >= stop:
+                return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
+            status = 206
+            headers = {**headers, "Content-Range": f"bytes {start}-{stop - 1}/{size}"}
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = stop - start
         await response.prepare(request)
         if request.method != "HEAD":
-            with self.store.open_blob(digest) as f:
-                while chunk := f.read(_digest.CHUNK):
+            with self.store.open_blob(digest, start) as f:
+                left = stop - start
+                while left > 0 and (chunk := f.read(min(_digest.CHUNK, left))):
+                    left -= len(chunk)
                     await response.write(chunk)
         await response.write_eof()
         return response

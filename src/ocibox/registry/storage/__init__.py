@@ -2,5 +2,6 @@
 
 from .base import Appender, FileInfo, PathNotFound, StorageDriver
 from .filesystem import FilesystemDriver
+from .memory import MemoryDriver
 
-__all__ = ["Appender", "FileInfo", "FilesystemDriver", "PathNotFound", "StorageDriver"]
+__all__ = ["Appender", "FileInfo", "FilesystemDriver", "MemoryDriver", "PathNotFound", "StorageDriver"]
