@@ -343,6 +343,7 @@ class Registry:
             ok = self.config.mount_without_from and self.store.blob_size(digest) is not None
         if not ok:
             return None  # fall back to an ordinary upload (202)
+        self.store.refresh_blob(digest)  # a gc running now keeps it, whichever repository it scanned
         self.store.link_blob(name, digest)
         return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}",
                                                  "Docker-Content-Digest": digest})
