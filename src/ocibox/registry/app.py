@@ -83,7 +83,7 @@ class Registry:
         self.uploads = Uploads(self.store)
         self.guard = make_guard(config)
         self.routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
-            (re.compile(r"/v2/?"), {"GET": self.base}),
+            (re.compile(r"/v2/?"), {"GET": self.base, "HEAD": self.base}),
             (re.compile(r"/v2/_catalog"), {"GET": self.catalog}),
             (re.compile(r"/v2/(?P<name>.+)/tags/list"), {"GET": self.tags_list}),
             (re.compile(r"/v2/(?P<name>.+)/manifests/(?P<reference>[^/]+)"),
