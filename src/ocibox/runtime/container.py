@@ -191,6 +191,15 @@ class Container:
             os.unlink(fifo)
         except FileNotFoundError:
             pass
+        if self.state and self.state.get("hooks"):
+            self._hooks("poststart", RUNNING)
+
+    def _hooks(self, kind: str, status: str, config: dict | None = None, warn=None) -> None:
+        from .hooks import run_warn
+
+        config = config if config is not None else self.config()
+        state = {**self.oci_state(), "status": status}
+        run_warn(config.get("hooks"), kind, state, warn or _stderr_warning)
 
     def _await_release(self, fd: int, timeout: float | None) -> None:
         import select
@@ -199,14 +208,11 @@ class Container:
         poller.register(fd, select.POLLIN)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            if poller.poll(50):
-                try:
-                    data = os.read(fd, 1)
-                except BlockingIOError:
-                    data = b""
-                if data:
-                    return
+            if poller.poll(50) and self._released(fd):
+                return
             if not self.init_alive():
+                if self._released(fd):  # it may have answered just before exiting
+                    return
                 raise ContainerStateError(f"cannot start container {self.id}: its init exited")
             if not os.path.exists(os.path.join(self.dir, FIFO)):
                 # Another start won the race and has already let the init go.
@@ -216,6 +222,17 @@ class Container:
             # A writer that has not yet opened its end makes poll report POLLHUP
             # at once; a short sleep keeps that from spinning.
             time.sleep(0.001)
+
+    def _released(self, fd: int) -> bool:
+        """Whether the init answered "0" on the fifo; an "E" answer is its error."""
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return False
+        if data[:1] == b"E":  # a startContainer hook failed; the init has exited
+            msg = data[1:].decode(errors="replace")
+            raise ContainerStateError(f"cannot start container {self.id}: {msg}")
+        return data[:1] == b"0"
 
     def kill(self, sig: int, all_processes: bool = False) -> None:
         status = self.status()
@@ -295,7 +312,10 @@ class Container:
                 if status == PAUSED:
                     self._freeze("THAWED")  # frozen tasks die only once thawed
                 self._wait_stopped(5.0)
+        config = self.config() if self.state and self.state.get("hooks") else None
         self.destroy()
+        if config and (config.get("hooks") or {}).get("poststop"):
+            self._hooks("poststop", STOPPED, config)
 
     def _wait_stopped(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -351,6 +371,12 @@ class Container:
     def save(self, state: dict) -> None:
         self.state = state
         write_atomic(os.path.join(self.dir, STATE_FILE), json.dumps(state).encode())
+
+
+def _stderr_warning(msg: str) -> None:
+    import sys
+
+    sys.stderr.write(f"ocibox-runtime: warning: {msg}\n")
 
 
 def _cgroup_pids(paths: dict[str, str]) -> list[int]:

@@ -72,7 +72,19 @@ def create(
             def on_intermediate(pid: int) -> None:
                 cgroup_paths.update(cgroups.apply(cid, cgroups_path, resources or {}, pid))
 
-        init_pid = process.spawn(ic, subreaper=subreaper, on_intermediate=on_intermediate)
+        hook_cfg = config.get("hooks") or {}
+
+        def on_hooks(pid: int) -> dict:
+            from . import hooks
+
+            state = {"ociVersion": OCI_VERSION, "id": cid, "status": "creating", "pid": pid,
+                     "bundle": bundle, "annotations": config.get("annotations") or {}}  # fmt: skip
+            hooks.run(hook_cfg, "prestart", state)
+            hooks.run(hook_cfg, "createRuntime", state)
+            return state
+
+        init_pid = process.spawn(ic, subreaper=subreaper, on_intermediate=on_intermediate,
+                                 on_hooks=on_hooks)  # fmt: skip
         found = proc_start_time(init_pid)
         if found is None:
             raise OciboxError(f"container {cid}: its init exited during create")
@@ -87,6 +99,7 @@ def create(
                 "created": now_rfc3339(),
                 "annotations": config.get("annotations") or {},
                 "cgroupPaths": cgroup_paths,
+                "hooks": bool(hook_cfg),
             }
         )
         os.close(ic.fifo_fd)

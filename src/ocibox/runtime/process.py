@@ -18,10 +18,12 @@ Two pipes carry the sync protocol, one short line per message:
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
 from ..errors import BundleError, NotImplementedYet, OciboxError
+from . import hooks
 from .linux import capabilities as caps
 from .linux import mounts as mnt
 from .linux import namespaces as nsmod
@@ -77,8 +79,7 @@ def prepare(
         raise BundleError(
             "config.json: a new user namespace needs linux.uidMappings and gidMappings"
         )
-    if config.get("hooks"):
-        raise NotImplementedYet("config.json: hooks are not supported yet")
+    hooks.check(config.get("hooks"))
     if linux.get("seccomp"):
         raise NotImplementedYet("config.json: linux.seccomp is not supported yet")
     warnings: list[str] = []
@@ -102,11 +103,13 @@ def prepare(
 # --- the parent's side ---------------------------------------------------------
 
 
-def spawn(ic: InitConfig, *, subreaper: bool = False, on_intermediate=None) -> int:
+def spawn(ic: InitConfig, *, subreaper: bool = False, on_intermediate=None, on_hooks=None) -> int:
     """Fork the container; return the init's host pid once it is ready and waiting.
 
     ``on_intermediate(pid)`` runs before the children go on (cgroups are joined
     there, so that a new cgroup namespace is rooted at the container's cgroup).
+    ``on_hooks(init_pid)`` runs the runtime-side create hooks when the init asks,
+    and returns the state to hand to the init's own hooks.
     """
     if subreaper:
         sc.prctl(PR_SET_CHILD_SUBREAPER, 1)
@@ -119,6 +122,7 @@ def spawn(ic: InitConfig, *, subreaper: bool = False, on_intermediate=None) -> i
     os.close(from_child_w)
     init_pid = 0
     ready = False
+    hooks_wanted = False
     error = None
     try:
         if on_intermediate:
@@ -131,11 +135,17 @@ def spawn(ic: InitConfig, *, subreaper: bool = False, on_intermediate=None) -> i
                 os.write(to_child_w, b"mapped\n")
             elif verb == "pid":
                 init_pid = int(arg)
+            elif verb == "hooks":
+                hooks_wanted = True
             elif verb == "ready":
                 ready = True
             elif verb == "error":
                 error = arg.replace("\\n", "\n")
                 break
+            if hooks_wanted and init_pid:
+                hooks_wanted = False
+                state = on_hooks(init_pid) if on_hooks else {}
+                os.write(to_child_w, b"hooked " + json.dumps(state).encode() + b"\n")
             if ready and init_pid:
                 break
         else:
@@ -253,8 +263,7 @@ def _intermediate(ic: InitConfig, rfd: int, wfd: int) -> None:
     if pid == 0:
         code = 1
         try:
-            os.close(rfd)
-            _init(ic, wfd)
+            _init(ic, wfd, rfd)
         except BaseException as e:  # noqa: B036 - see _child_main
             # After "ready" the pipe is closed: the container's stderr is all that is left.
             if not _report(wfd, e):
@@ -264,7 +273,7 @@ def _intermediate(ic: InitConfig, rfd: int, wfd: int) -> None:
     os.write(wfd, f"pid {pid}\n".encode())
 
 
-def _init(ic: InitConfig, wfd: int) -> None:
+def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
     """The container's init: build the environment, wait for start, exec."""
     cfg = ic.config
     process = cfg["process"]
@@ -296,6 +305,22 @@ def _init(ic: InitConfig, wfd: int) -> None:
     if not cwd.startswith("/"):
         raise BundleError(f"config.json: process.cwd must be absolute, not {cwd!r}")
     os.makedirs(mnt.secure_join(ic.rootfs, cwd), 0o755, exist_ok=True)
+    hook_cfg = cfg.get("hooks") or {}
+    state: dict = {}
+    if any(
+        hook_cfg.get(k) for k in ("prestart", "createRuntime", "createContainer", "startContainer")
+    ):
+        # The runtime runs its hooks now, in its own namespaces; ours follow, in
+        # the container's, while host paths are still reachable.
+        os.write(wfd, b"hooks\n")
+        verb, _, arg = _read_line(rfd).partition(" ")
+        if verb != "hooked":
+            raise OciboxError("unexpected message from the runtime")
+        state = json.loads(arg)
+        hooks.run(hook_cfg, "createContainer", state)
+        # After pivot_root the host's Python library is out of reach: import now.
+        import subprocess  # noqa: F401
+    os.close(rfd)
     if ic.no_pivot:
         rootfs.chroot(ic.rootfs)
     else:
@@ -320,6 +345,12 @@ def _init(ic: InitConfig, wfd: int) -> None:
     os.write(wfd, b"ready\n")
     os.close(wfd)
     fd = os.open(str(fifo_fd), os.O_WRONLY | os.O_CLOEXEC, dir_fd=proc_fd)
+    if hook_cfg.get("startContainer"):
+        try:
+            hooks.run(hook_cfg, "startContainer", {**state, "status": "created"})
+        except OciboxError as e:
+            os.write(fd, b"E" + e.message.encode(errors="replace")[:3000])
+            os._exit(1)
     os.write(fd, b"0")
     try:
         os.execve(exe, args, env)
