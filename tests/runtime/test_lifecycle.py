@@ -341,3 +341,79 @@ def test_exec(both, bundle, tmp_path):
     both.wait_status(cid, "stopped")
     assert both("exec", cid, "true", check=False).returncode != 0
     both("delete", cid)
+
+
+def _hooked(bundle, logdir):
+    """Every kind of hook appends its name and the state's status and pid to logdir/order."""
+    logdir.mkdir(exist_ok=True)
+    os.chmod(logdir, 0o777)
+
+    def hook(kind, where):
+        script = (
+            f'read -r s; st=${{s#*\\"status\\":\\"}}; p=${{s#*\\"pid\\":}}; '
+            f'p=${{p%%,*}}; echo "{kind} ${{st%%\\"*}} ${{p%%\\}}*}}" >> {where}/order'
+        )
+        return {"path": "/bin/sh", "args": ["sh", "-c", script]}
+
+    def edit(cfg):
+        cfg["mounts"].append({"destination": "/hooklog", "type": "bind", "source": str(logdir),
+                              "options": ["bind"]})  # fmt: skip
+        cfg["hooks"] = {
+            k: [hook(k, "/hooklog" if k == "startContainer" else str(logdir))]
+            for k in ("prestart", "createRuntime", "createContainer", "startContainer",
+                      "poststart", "poststop")
+        }  # fmt: skip
+
+    return edit
+
+
+def test_hooks_order_and_state(ours, bundle, tmp_path):
+    # Ours only: runc 1.1 runs poststart before start returns yet without waiting
+    # for startContainer, and gives createContainer the pid as seen in the container.
+    both = ours
+    logdir = tmp_path / "hooks"
+    b = bundle.write(["sleep", "30"], _hooked(bundle, logdir))
+    cid = both.new_id()
+    both("create", "--bundle", b, cid)
+    pid = both.state(cid)["pid"]
+    after_create = (logdir / "order").read_text().split("\n")
+    both("start", cid)
+    both("kill", cid, "KILL")
+    both.wait_status(cid, "stopped")
+    both("delete", cid)
+    lines = [line.split() for line in (logdir / "order").read_text().splitlines()]
+    kinds = [line[0] for line in lines]
+    assert kinds == ["prestart", "createRuntime", "createContainer", "startContainer",
+                     "poststart", "poststop"]  # fmt: skip
+    assert len([x for x in after_create if x]) == 3
+    # Every hook but poststop gets the init's host pid, even those run in the container.
+    assert all(int(line[2]) == pid for line in lines[:5])
+    statuses = {line[0]: line[1] for line in lines}
+    assert statuses["createRuntime"] == statuses["createContainer"] == "creating"
+    assert statuses["startContainer"] == "created" and statuses["poststart"] == "running"
+    assert statuses["poststop"] == "stopped"
+
+
+def test_failing_hooks(ours, bundle, tmp_path):
+    fail = {"path": "/bin/sh", "args": ["sh", "-c", "echo boom >&2; exit 3"]}
+    for kind in ("prestart", "createRuntime", "createContainer"):
+        bundle.config.pop("hooks", None)
+        b = bundle.write(["sleep", "30"], lambda c, k=kind: c.update(hooks={k: [fail]}))
+        cid = ours.new_id()
+        p = ours("create", "--bundle", b, cid, check=False)
+        assert p.returncode == 1
+        assert f"{kind} hook 0 (/bin/sh) failed with exit status 3: boom" in p.stderr
+        assert not (ours.root / cid).exists()
+    # startContainer: start fails and the container stops.
+    fail_in = {"path": "/bin/sh", "args": ["sh", "-c", "exit 4"]}
+    b = bundle.write(["sleep", "30"], lambda c: c.update(hooks={"startContainer": [fail_in]}))
+    cid = ours.new_id()
+    ours("create", "--bundle", b, cid)
+    p = ours("start", cid, check=False)
+    assert p.returncode == 1 and "startContainer hook 0" in p.stderr
+    assert ours.wait_status(cid, "stopped")["status"] == "stopped"
+    ours("delete", cid)
+    # poststart and poststop failures are warnings.
+    b = bundle.write(["true"], lambda c: c.update(hooks={"poststart": [fail], "poststop": [fail]}))
+    p = ours("run", "--bundle", b, ours.new_id())
+    assert p.stderr.count("warning") == 2
