@@ -246,8 +246,6 @@ def _cmd_spec(root: str, flags: dict, args: list[str], log: _Log) -> int:
 def _create_kwargs(flags: dict) -> dict:
     from ..errors import NotImplementedYet, UsageError
 
-    if flags.get("--console-socket"):
-        raise NotImplementedYet("--console-socket: terminals are not supported yet")
     if flags.get("--pidfd-socket"):
         raise NotImplementedYet("--pidfd-socket is not supported yet")
     fds = str(flags.get("--preserve-fds", "0"))
@@ -255,6 +253,7 @@ def _create_kwargs(flags: dict) -> dict:
         raise UsageError(f"--preserve-fds: not a number: {fds!r}")
     return {
         "pid_file": flags.get("--pid-file") or None,
+        "console_socket": flags.get("--console-socket") or None,
         "no_pivot": bool(flags.get("--no-pivot")),
         "preserve_fds": int(fds),
     }
@@ -410,8 +409,8 @@ def _cmd_exec(root: str, flags: dict, args: list[str], log: _Log) -> int:
     from .container import Container
     from .exec import build_process, exec_process
 
-    if flags.get("--tty") or flags.get("--console-socket"):
-        raise NotImplementedYet("exec --tty: terminals are not supported yet")
+    if bool(flags.get("--tty")) != bool(flags.get("--console-socket")):
+        raise NotImplementedYet("exec --tty needs --console-socket (and only then is it used)")
     for unsupported in ("--process-label", "--apparmor", "--cgroup"):
         if flags.get(unsupported):
             raise NotImplementedYet(f"exec {unsupported} is not supported yet")
@@ -429,9 +428,11 @@ def _cmd_exec(root: str, flags: dict, args: list[str], log: _Log) -> int:
         caps_add=flags.get("--cap", []),
         no_new_privs=bool(flags.get("--no-new-privs")),
         additional_gids=flags.get("--additional-gids", []),
+        tty=bool(flags.get("--tty")),
     )
     return exec_process(c, process, detach=bool(flags.get("--detach")),
                         pid_file=flags.get("--pid-file") or None, preserve_fds=int(fds),
+                        console_socket=flags.get("--console-socket") or None,
                         warn=log.warn)  # fmt: skip
 
 

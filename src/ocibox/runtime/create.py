@@ -42,6 +42,7 @@ def create(
     pid_file: str | None = None,
     no_pivot: bool = False,
     preserve_fds: int = 0,
+    console_socket: str | None = None,
     subreaper: bool = False,
     warn=None,
 ) -> Container:
@@ -49,7 +50,8 @@ def create(
     bundle = os.path.abspath(bundle)
     config = load_config(bundle)
     c_dir = os.path.join(root, cid)
-    ic = process.prepare(config, bundle, no_pivot=no_pivot, preserve_fds=preserve_fds)
+    ic = process.prepare(config, bundle, no_pivot=no_pivot, preserve_fds=preserve_fds,
+                         console_socket=console_socket and os.path.abspath(console_socket))  # fmt: skip
     for w in ic.warnings:
         if warn:
             warn(w)

@@ -30,7 +30,8 @@ _PROC_NAMES = {"network": "net", "mount": "mnt", "cgroup": "cgroup", "user": "us
 
 def build_process(container: Container, *, process_file: str | None, args: list[str],
                   env: list[str], cwd: str | None, user: str | None, caps_add: list[str],
-                  no_new_privs: bool, additional_gids: list[str]) -> dict:  # fmt: skip
+                  no_new_privs: bool, additional_gids: list[str],
+                  tty: bool = False) -> dict:  # fmt: skip
     """The process to run: from --process, or the container's own with the flags applied."""
     if process_file:
         try:
@@ -45,7 +46,7 @@ def build_process(container: Container, *, process_file: str | None, args: list[
         raise UsageError("exec needs a command, or --process FILE")
     base = json.loads(json.dumps(container.config().get("process") or {}))
     base["args"] = args
-    base["terminal"] = False
+    base["terminal"] = tty
     merged = {e.partition("=")[0]: e for e in base.get("env") or []}
     for e in env:
         merged[e.partition("=")[0]] = e
@@ -71,14 +72,20 @@ def build_process(container: Container, *, process_file: str | None, args: list[
 
 
 def exec_process(container: Container, process: dict, *, detach: bool = False,
-                 pid_file: str | None = None, preserve_fds: int = 0, warn=None) -> int:  # fmt: skip
+                 pid_file: str | None = None, preserve_fds: int = 0, warn=None,
+                 console_socket: str | None = None) -> int:  # fmt: skip
     status = container.status()
     if status == PAUSED:
         raise ContainerStateError(f"cannot exec in container {container.id}: it is paused")
     if status not in (CREATED, RUNNING):
         raise ContainerStateError(f"cannot exec in container {container.id}: it is {status}")
+    sock = None
     if process.get("terminal"):
-        raise NotImplementedYet("exec with a terminal is not supported yet")
+        if not console_socket:
+            raise NotImplementedYet("exec with a terminal needs --console-socket")
+        from .linux import console
+
+        sock = console.connect(console_socket)
     rlimits.check(process.get("rlimits") or [])
     cap_sets = caps.parse(process.get("capabilities"), warn)
     init = container.pid
@@ -92,13 +99,15 @@ def exec_process(container: Container, process: dict, *, detach: bool = False,
         code = 1
         try:
             os.close(r)
-            _joiner(cgroup_paths, ns_fds, process, cap_sets, preserve_fds, w)
+            _joiner(cgroup_paths, ns_fds, process, cap_sets, preserve_fds, w, sock)
             code = 0
         except BaseException as e:  # noqa: B036 - a forked child must never return
             proc._report(w, e)
         finally:
             os._exit(code)
     os.close(w)
+    if sock is not None:
+        sock.close()
     for _, fd in ns_fds:
         os.close(fd)
     target, error = 0, None
@@ -144,7 +153,7 @@ def _open_namespaces(init: int) -> list[tuple[str, int]]:
     return fds
 
 
-def _joiner(cgroup_paths, ns_fds, process, cap_sets, preserve_fds, w) -> None:
+def _joiner(cgroup_paths, ns_fds, process, cap_sets, preserve_fds, w, sock) -> None:
     for path in dict.fromkeys(cgroup_paths.values()):
         try:
             with open(os.path.join(path, "cgroup.procs"), "w") as f:
@@ -158,6 +167,11 @@ def _joiner(cgroup_paths, ns_fds, process, cap_sets, preserve_fds, w) -> None:
     pid = os.fork()
     if pid == 0:
         try:
+            if sock is not None:
+                from .linux import console
+
+                os.setsid()
+                console.setup(sock, process.get("consoleSize"))
             exe, args, env = proc.apply_process(process, cap_sets, preserve_fds)
             os.execve(exe, args, env)
         except BaseException as e:  # noqa: B036 - see above

@@ -42,7 +42,8 @@ class InitConfig:
 
     def __init__(self, config: dict, rootfs: str, namespaces: nsmod.Namespaces,
                  mounts: list[mnt.Mount], caps: dict[str, int], *, no_pivot: bool = False,
-                 preserve_fds: int = 0, warnings: list[str] | None = None) -> None:  # fmt: skip
+                 preserve_fds: int = 0, warnings: list[str] | None = None,
+                 console_socket: str | None = None) -> None:  # fmt: skip
         self.config = config
         self.rootfs = rootfs
         self.fifo_fd = -1  # O_PATH handle on exec.fifo, inherited through the forks
@@ -52,19 +53,27 @@ class InitConfig:
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
         self.warnings = warnings or []
+        self.console_socket = console_socket
 
 
 def prepare(
-    config: dict, bundle: str, *, no_pivot: bool = False, preserve_fds: int = 0
+    config: dict,
+    bundle: str,
+    *,
+    no_pivot: bool = False,
+    preserve_fds: int = 0,
+    console_socket: str | None = None,
 ) -> InitConfig:
     process = config.get("process")
     if not isinstance(process, dict) or not process.get("args"):
         raise BundleError("config.json: process.args is missing; there is nothing to run")
-    if process.get("terminal"):
+    if process.get("terminal") and not console_socket:
         raise NotImplementedYet(
-            "config.json: process.terminal is true, but terminals are not supported yet",
-            hint='set "terminal": false in config.json',
+            "config.json: process.terminal is true: a terminal needs --console-socket",
+            hint='pass --console-socket, or set "terminal": false in config.json',
         )
+    if console_socket and not process.get("terminal"):
+        raise BundleError("--console-socket is only for a process with terminal: true")
     root = config.get("root") or {}
     path = root.get("path") or "rootfs"
     rootfs_path = os.path.realpath(os.path.join(bundle, path))
@@ -97,6 +106,7 @@ def prepare(
         no_pivot=no_pivot,
         preserve_fds=preserve_fds,
         warnings=warnings,
+        console_socket=console_socket,
     )
 
 
@@ -321,6 +331,11 @@ def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
         # After pivot_root the host's Python library is out of reach: import now.
         import subprocess  # noqa: F401
     os.close(rfd)
+    console_sock = None
+    if process.get("terminal"):
+        from .linux import console  # and socket with it, while the host's library is reachable
+
+        console_sock = console.connect(ic.console_socket)
     if ic.no_pivot:
         rootfs.chroot(ic.rootfs)
     else:
@@ -330,6 +345,8 @@ def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
     rootfs.mask_paths(linux.get("maskedPaths") or [])
     if (cfg.get("root") or {}).get("readonly"):
         rootfs.readonly_root()
+    if console_sock is not None:
+        console.setup(console_sock, process.get("consoleSize"))
     exe, args, env = apply_process(process, ic.caps, ic.preserve_fds)
     # As pid 1 of its namespace the init would ignore a default-action signal
     # even from the host; while it waits, a handler makes kill work as on runc.
