@@ -126,7 +126,19 @@ class Bundle:
 @pytest.fixture
 def bundle(busybox_rootfs: Path) -> Bundle:
     # busybox_rootfs is <tmp_path>/rootfs: the bundle is its parent.
-    for applet in ("hostname", "grep", "ps", "cut", "stat", "head", "wc", "sort", "readlink"):
+    for applet in (
+        "hostname",
+        "grep",
+        "ps",
+        "cut",
+        "stat",
+        "head",
+        "wc",
+        "sort",
+        "readlink",
+        "tty",
+        "stty",
+    ):
         link = busybox_rootfs / "bin" / applet
         if not link.exists():
             link.symlink_to("busybox")

@@ -417,3 +417,60 @@ def test_failing_hooks(ours, bundle, tmp_path):
     b = bundle.write(["true"], lambda c: c.update(hooks={"poststart": [fail], "poststop": [fail]}))
     p = ours("run", "--bundle", b, ours.new_id())
     assert p.stderr.count("warning") == 2
+
+
+def _console_output(rt, cid: str, sockpath, create_args: list[str]) -> str:
+    import socket
+
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(sockpath))
+    server.listen(1)
+    try:
+        rt(*create_args)
+        conn, _ = server.accept()
+        _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+        conn.close()
+    finally:
+        server.close()
+    master = fds[0]
+    if create_args[0] == "create":
+        rt("start", cid)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO once the last slave fd is closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return out.decode()
+
+
+def test_console_socket(both, bundle, tmp_path):
+    def edit(cfg):
+        cfg["process"]["terminal"] = True
+        cfg["process"]["consoleSize"] = {"height": 30, "width": 100}
+
+    b = bundle.write(["sh", "-c", "tty; stty size; echo done"], edit)
+    cid = both.new_id()
+    sock = tmp_path / f"console-{both.name}.sock"
+    out = _console_output(
+        both, cid, sock, ["create", "--console-socket", str(sock), "--bundle", b, cid]
+    )
+    assert out.split() == ["/dev/pts/0", "30", "100", "done"]
+    both.wait_status(cid, "stopped")
+    both("delete", cid)
+    # A terminal without a console socket is refused by create.
+    assert both("create", "--bundle", b, both.new_id(), check=False).returncode != 0
+
+
+def test_exec_with_console_socket(both, bundle, tmp_path):
+    cid = both.new_id()
+    both("run", "-d", "--bundle", bundle.write(["sleep", "30"]), cid)
+    sock = tmp_path / f"exec-{both.name}.sock"
+    out = _console_output(both, cid, sock, ["exec", "-t", "--console-socket", str(sock), "-d", cid,
+                                             "sh", "-c", "tty; echo ok"])  # fmt: skip
+    assert out.split()[-1] == "ok" and out.split()[0].startswith("/dev/pts/")
+    both("delete", "--force", cid)
