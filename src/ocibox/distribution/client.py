@@ -1,0 +1,706 @@
+"""A client of the OCI Distribution Specification (v1.1), on aiohttp.
+
+One ``Registry`` talks to one registry host: it pings ``/v2/``, answers
+authentication challenges (Basic, or Bearer tokens fetched per scope and
+cached until they expire), retries 5xx, 429 and dropped connections with
+backoff, and offers the specification's operations on manifests, blobs,
+uploads, tags and referrers. Everything is checked: manifests are returned as
+the exact bytes the registry sent and verified against the digest asked for or
+announced; blob bodies are streamed into a verifying sink and resumed with
+``Range`` after a dropped connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import ssl
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from .. import digest as _digest
+from .. import mediatypes as mt
+from ..errors import BlobNotFound, InvalidObject, NotFound, OciboxError, ReferenceNotFound
+from .auth import AuthError, Challenge, Credentials, lookup, parse_challenges
+from .reference import check_repository
+
+MANIFEST_MAX = 4 << 20  # distribution refuses manifests above 4 MiB; so do we
+CHUNK = 1 << 20
+ACCEPT_MANIFESTS = ", ".join([mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST_LIST,
+                              mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_V1_SIGNED])
+USER_AGENT = "ocibox"
+_RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_NET_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError,
+               ConnectionError)
+
+
+class RegistryError(OciboxError):
+    """A registry answered with an error, or could not be reached."""
+
+    def __init__(self, message: str, *, status: int | None = None, codes: tuple[str, ...] = (),
+                 hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.status = status
+        self.codes = codes
+
+
+class TLSError(RegistryError):
+    pass
+
+
+@dataclass
+class Options:
+    """How to reach a registry (skopeo's per-side flags)."""
+
+    tls_verify: bool = True
+    cert_dir: str | None = None
+    creds: Credentials | None = None
+    plain_http: bool | None = None  # None: HTTPS, falling back to HTTP for localhost or no TLS verify
+    retries: int = 3
+    backoff: float = 0.2
+    timeout: float = 300.0
+    no_auth_lookup: bool = False
+
+
+def _is_local(host: str) -> bool:
+    h = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    return h in ("localhost", "127.0.0.1", "[::1]") or h.startswith("127.")
+
+
+def _ssl_context(host: str, options: Options) -> ssl.SSLContext | bool:
+    if not options.tls_verify:
+        return False
+    dirs = [options.cert_dir] if options.cert_dir else [
+        f"/etc/containers/certs.d/{host}", f"/etc/docker/certs.d/{host}",
+        os.path.expanduser(f"~/.config/containers/certs.d/{host}")]
+    ctx = ssl.create_default_context()
+    for d in dirs:
+        if not d or not os.path.isdir(d):
+            continue
+        for name in sorted(os.listdir(d)):
+            path = os.path.join(d, name)
+            if name.endswith(".crt"):
+                ctx.load_verify_locations(cafile=path)
+            elif name.endswith(".cert"):
+                key = path[: -len(".cert")] + ".key"
+                ctx.load_cert_chain(path, key if os.path.exists(key) else None)
+    return ctx
+
+
+def _error_message(status: int, body: bytes) -> tuple[str, tuple[str, ...]]:
+    try:
+        errors = json.loads(body).get("errors") or []
+        codes = tuple(str(e.get("code")) for e in errors)
+        text = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
+        return text or f"HTTP {status}", codes
+    except (ValueError, AttributeError, TypeError):
+        snippet = body[:120].decode(errors="replace").strip()
+        return f"HTTP {status}" + (f": {snippet}" if snippet else ""), ()
+
+
+@dataclass
+class _Token:
+    header: str
+    expires: float
+
+
+@dataclass
+class Fetched:
+    """A manifest or index as fetched: exact bytes, media type, digest."""
+
+    data: bytes
+    media_type: str
+    digest: str
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass
+class Registry:
+    host: str
+    options: Options = field(default_factory=Options)
+
+    def __post_init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._base: str | None = None
+        self._tokens: dict[str, _Token] = {}
+        self._challenge: Challenge | None = None
+        self._creds_cache: dict[str, Credentials | None] = {}
+        self._ping_lock = asyncio.Lock()
+
+    # --- plumbing ----------------------------------------------------------
+
+    async def __aenter__(self) -> Registry:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _sess(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=32, ssl=_ssl_context(self.host, self.options))
+            self._session = aiohttp.ClientSession(
+                connector=connector, headers={"User-Agent": USER_AGENT},
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=30,
+                                              sock_read=self.options.timeout),
+                auto_decompress=False)
+        return self._session
+
+    def _creds(self, repository: str | None) -> Credentials | None:
+        if self.options.creds is not None:
+            return self.options.creds
+        if self.options.no_auth_lookup:
+            return None
+        key = repository or ""
+        if key not in self._creds_cache:
+            self._creds_cache[key] = lookup(self.host, repository)
+        return self._creds_cache[key]
+
+    async def ping(self) -> str:
+        """Find the scheme that works and the auth the registry asks for; returns the base URL."""
+        async with self._ping_lock:
+            if self._base is not None:
+                return self._base
+            o = self.options
+            if o.plain_http:
+                schemes = ["http"]
+            elif not o.tls_verify or _is_local(self.host):
+                schemes = ["https", "http"]
+            else:
+                schemes = ["https"]
+            last: Exception | None = None
+            for scheme in schemes:
+                base = f"{scheme}://{self.host}"
+                try:
+                    for attempt in range(o.retries + 1):
+                        async with self._sess().get(f"{base}/v2/", allow_redirects=False) as r:
+                            await r.read()
+                        if r.status not in _RETRY_STATUS or attempt == o.retries:
+                            break
+                        await asyncio.sleep(o.backoff * 2 ** attempt)
+                    if r.status == 401:
+                        self._challenge = self._pick_challenge(r.headers.get("WWW-Authenticate"))
+                    elif r.status >= 400 and r.status != 404:
+                        raise RegistryError(f"{self.host}: /v2/ answered HTTP {r.status}",
+                                            status=r.status)
+                    self._base = base
+                    return base
+                except aiohttp.ClientConnectorCertificateError as e:
+                    raise TLSError(f"{self.host}: TLS certificate not trusted: {e.certificate_error}",
+                                   hint="pass --cert-dir with the CA's .crt, or --tls-verify=false") from None
+                except (TimeoutError, aiohttp.ClientSSLError, aiohttp.ClientConnectionError) as e:
+                    last = e
+            what = f"{type(last).__name__}: {last}" if last else "no scheme"
+            raise RegistryError(f"{self.host}: registry unreachable ({what})",
+                                hint="check the address; use --tls-verify=false for a plain-HTTP registry")
+
+    @staticmethod
+    def _pick_challenge(header: str | None) -> Challenge | None:
+        challenges = parse_challenges(header or "")
+        for c in challenges:
+            if c.scheme == "bearer":
+                return c
+        return challenges[0] if challenges else None
+
+    async def _auth_header(self, scopes: list[str], repository: str | None,
+                           force: bool = False) -> str | None:
+        c = self._challenge
+        if c is None:
+            return None
+        creds = self._creds(repository)
+        if c.scheme == "basic":
+            if creds is None:
+                raise AuthError(f"{self.host}: registry needs credentials",
+                                hint=f"run: ocibox login {self.host}, or pass --creds USER:PASSWORD")
+            return creds.basic()
+        if c.scheme != "bearer":
+            raise AuthError(f"{self.host}: unsupported authentication scheme {c.scheme!r}")
+        key = " ".join(sorted(scopes))
+        token = self._tokens.get(key)
+        if token is not None and not force and token.expires > time.monotonic():
+            return token.header
+        token = await self._fetch_token(c, scopes, creds)
+        self._tokens[key] = token
+        return token.header
+
+    async def _fetch_token(self, c: Challenge, scopes: list[str], creds: Credentials | None) -> _Token:
+        realm = c.params.get("realm")
+        if not realm:
+            raise AuthError(f"{self.host}: Bearer challenge without a realm")
+        query: list[tuple[str, str]] = []
+        if c.params.get("service"):
+            query.append(("service", c.params["service"]))
+        for s in scopes:
+            query.append(("scope", s))
+        headers = {"Authorization": creds.basic()} if creds else {}
+        try:
+            async with self._sess().get(realm, params=query, headers=headers) as r:
+                body = await r.read()
+        except _NET_ERRORS as e:
+            raise RegistryError(f"{self.host}: token server {realm} unreachable: {e}") from None
+        if r.status in (401, 403):
+            who = f"user {creds.username!r}" if creds else "anonymous access"
+            raise AuthError(f"{self.host}: authentication failed for {who} (token server said {r.status})",
+                            hint=f"check the credentials (ocibox login {self.host}, or --creds)")
+        if r.status != 200:
+            raise AuthError(f"{self.host}: token server {realm} answered HTTP {r.status}")
+        try:
+            d = json.loads(body)
+            tok = d.get("token") or d["access_token"]
+            expires_in = int(d.get("expires_in") or 60)
+        except (ValueError, KeyError, TypeError):
+            raise AuthError(f"{self.host}: token server sent a malformed answer") from None
+        # renew a little early; the spec's minimum lifetime is 60 s
+        return _Token(f"Bearer {tok}", time.monotonic() + max(expires_in - 10, 5))
+
+    async def request(self, method: str, path: str, *, repository: str | None = None,
+                      actions: str = "pull", extra_scopes: tuple[str, ...] = (),
+                      headers: dict[str, str] | None = None, data: Any = None,
+                      params: Any = None, ok: tuple[int, ...] = (200,),
+                      retry: bool = True, stream: bool = False,
+                      allow_redirects: bool = True) -> aiohttp.ClientResponse:
+        """One request with auth and retries; ``data`` may be a zero-arg callable
+        returning a fresh body (so that a retry can resend it).
+
+        The response is returned unread when ``stream`` is true (caller releases
+        it), otherwise read. Statuses outside ``ok`` raise ``RegistryError``.
+        """
+        base = await self.ping()
+        url = path if path.startswith(("http://", "https://")) else base + path
+        scopes = ([f"repository:{repository}:{actions}"] if repository else []) + list(extra_scopes)
+        attempts = self.options.retries + 1 if retry else 1
+        forced = False
+        for attempt in range(attempts):
+            h = dict(headers or {})
+            auth = await self._auth_header(scopes, repository, force=forced)
+            if auth:
+                h["Authorization"] = auth
+            body = data() if callable(data) else data
+            try:
+                r = await self._sess().request(method, url, headers=h, data=body, params=params,
+                                               allow_redirects=allow_redirects)
+            except aiohttp.ClientConnectorCertificateError as e:
+                raise TLSError(f"{self.host}: TLS certificate not trusted: {e.certificate_error}") from None
+            except _NET_ERRORS as e:
+                if attempt + 1 < attempts:
+                    await asyncio.sleep(self.options.backoff * 2 ** attempt)
+                    continue
+                raise RegistryError(f"{self.host}: {method} {path}: connection failed: {e or type(e).__name__}") from None
+            if r.status == 401:
+                body_bytes = await r.read()
+                r.release()
+                challenge = self._pick_challenge(r.headers.get("WWW-Authenticate"))
+                if not forced and challenge is not None:
+                    self._challenge = challenge
+                    forced = True
+                    continue
+                who = self._creds(repository)
+                msg, _ = _error_message(401, body_bytes)
+                raise AuthError(
+                    f"{self.host}: {method} {path}: unauthorized"
+                    + (f" as {who.username!r}" if who else " (no credentials)") + f": {msg}",
+                    hint=f"check the credentials (ocibox login {self.host}, or --creds USER:PASSWORD)")
+            if r.status in _RETRY_STATUS and attempt + 1 < attempts:
+                delay = self.options.backoff * 2 ** attempt
+                if r.status == 429 and (ra := r.headers.get("Retry-After", "")).isdigit():
+                    delay = min(float(ra), 30.0)
+                r.release()
+                await asyncio.sleep(delay)
+                continue
+            if r.status not in ok:
+                body_bytes = await r.read()
+                r.release()
+                msg, codes = _error_message(r.status, body_bytes)
+                cls = RegistryError
+                raise cls(f"{self.host}: {method} {path}: {msg}", status=r.status, codes=codes)
+            if not stream:
+                await r.read()
+                r.release()
+            return r
+        raise RegistryError(f"{self.host}: {method} {path}: gave up after {attempts} attempts")
+
+    # --- manifests ---------------------------------------------------------
+
+    async def get_manifest(self, repository: str, reference: str, *,
+                           accept: str = ACCEPT_MANIFESTS) -> Fetched:
+        check_repository(repository)
+        path = f"/v2/{repository}/manifests/{reference}"
+        try:
+            r = await self.request("GET", path, repository=repository,
+                                   headers={"Accept": accept}, stream=True)
+        except RegistryError as e:
+            if e.status == 404:
+                raise ReferenceNotFound(f"{self.host}/{repository}:{reference}: manifest unknown",
+                                        hint="check the name and tag (ocibox list-tags)") from None
+            raise
+        try:
+            if (r.content_length or 0) > MANIFEST_MAX:
+                raise InvalidObject(f"{self.host}/{repository}@{reference}", "size",
+                                    f"{r.content_length} bytes is over the {MANIFEST_MAX >> 20} MiB limit")
+            data = await r.content.read(MANIFEST_MAX + 1)
+            if len(data) > MANIFEST_MAX:
+                raise InvalidObject(f"{self.host}/{repository}@{reference}", "size",
+                                    f"over the {MANIFEST_MAX >> 20} MiB limit")
+        finally:
+            r.release()
+        media_type = (r.headers.get("Content-Type") or "").split(";")[0].strip()
+        if not media_type or media_type in ("application/json", "text/plain"):
+            try:
+                media_type = json.loads(data).get("mediaType") or ""
+            except (ValueError, AttributeError):
+                media_type = ""
+        what = f"manifest {self.host}/{repository}@{reference}"
+        if _digest.is_valid(reference):
+            _digest.verify_bytes(data, reference, what=what)
+            dig = reference
+        else:
+            dig = _digest.of_bytes(data)
+            announced = r.headers.get("Docker-Content-Digest")
+            if announced and _digest.is_valid(announced) and announced != dig:
+                _digest.verify_bytes(data, announced, what=what)
+                dig = announced if _digest.parse(announced)[0] == "sha256" else dig
+        return Fetched(data, media_type, dig)
+
+    async def head_manifest(self, repository: str, reference: str) -> tuple[str, int, str] | None:
+        """(digest, size, media type) of a manifest, or None when it does not exist."""
+        try:
+            r = await self.request("HEAD", f"/v2/{repository}/manifests/{reference}",
+                                   repository=repository, headers={"Accept": ACCEPT_MANIFESTS})
+        except RegistryError as e:
+            if e.status == 404:
+                return None
+            raise
+        dig = r.headers.get("Docker-Content-Digest", "")
+        return dig, int(r.headers.get("Content-Length") or 0), r.headers.get("Content-Type", "")
+
+    async def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str:
+        dig = _digest.of_bytes(data)
+        try:
+            await self.request("PUT", f"/v2/{repository}/manifests/{reference}",
+                               repository=repository, actions="pull,push",
+                               headers={"Content-Type": media_type}, data=data, ok=(200, 201, 202))
+        except RegistryError as e:
+            if e.status == 400 and "MANIFEST_INVALID" in e.codes or e.status == 415:
+                raise RegistryError(f"{e.message}", status=e.status, codes=e.codes,
+                                    hint=f"the registry refused media type {media_type}") from None
+            raise
+        return dig
+
+    async def delete_manifest(self, repository: str, reference: str) -> None:
+        try:
+            await self.request("DELETE", f"/v2/{repository}/manifests/{reference}",
+                               repository=repository, actions="delete", ok=(200, 202))
+        except RegistryError as e:
+            if e.status == 404:
+                raise ReferenceNotFound(f"{self.host}/{repository}@{reference}: not found") from None
+            if e.status == 405:
+                raise RegistryError(f"{self.host}: deletes are disabled on this registry",
+                                    status=405) from None
+            raise
+
+    # --- blobs -------------------------------------------------------------
+
+    async def blob_size(self, repository: str, dig: str) -> int | None:
+        """Size of a blob the repository has, or None."""
+        try:
+            r = await self.request("HEAD", f"/v2/{repository}/blobs/{dig}", repository=repository)
+        except RegistryError as e:
+            if e.status == 404:
+                return None
+            raise
+        return int(r.headers.get("Content-Length") or -1)
+
+    async def blob_chunks(self, repository: str, dig: str, size: int | None = None,
+                          offset: int = 0) -> AsyncIterator[bytes]:
+        """The blob's bytes from ``offset``, resuming with ``Range`` after a dropped
+        connection (a server that ignores Range is skipped forward instead)."""
+        position = offset
+        failures = 0
+        path = f"/v2/{repository}/blobs/{dig}"
+        while True:
+            headers = {"Range": f"bytes={position}-"} if position else {}
+            try:
+                r = await self.request("GET", path, repository=repository, headers=headers,
+                                       stream=True, ok=(200, 206))
+            except RegistryError as e:
+                if e.status == 404:
+                    raise BlobNotFound(f"{self.host}/{repository}: blob {dig} not found") from None
+                if e.status == 416 and size is not None and position >= size:
+                    return
+                raise
+            try:
+                skip = 0
+                if position and r.status == 200:
+                    skip = position  # Range ignored: discard what we already have
+                elif position and r.status == 206:
+                    cr = r.headers.get("Content-Range", "")
+                    if not cr.startswith(f"bytes {position}-"):
+                        raise RegistryError(f"{self.host}: blob {dig}: bad Content-Range {cr!r}")
+                async for chunk in r.content.iter_chunked(CHUNK):
+                    if skip:
+                        if len(chunk) <= skip:
+                            skip -= len(chunk)
+                            continue
+                        chunk = chunk[skip:]
+                        skip = 0
+                    position += len(chunk)
+                    if size is not None and position > size:
+                        raise _digest.SizeMismatch(f"blob {dig}", size, position)
+                    yield chunk
+                    failures = 0
+                if size is None or position >= size:
+                    return
+                # fewer bytes than promised and a clean end: treat as a drop
+                raise aiohttp.ClientPayloadError("response ended early")
+            except _NET_ERRORS as e:
+                failures += 1
+                if failures > self.options.retries:
+                    raise RegistryError(f"{self.host}: blob {dig}: download failed at byte {position}: {e}") from None
+                await asyncio.sleep(self.options.backoff * 2 ** (failures - 1))
+            finally:
+                r.release()
+
+    async def fetch_blob(self, repository: str, dig: str, size: int | None, sink,
+                         progress: Callable[[int], None] | None = None) -> None:
+        """Stream a blob into ``sink`` (``write`` method); the caller verifies/commits."""
+        async for chunk in self.blob_chunks(repository, dig, size):
+            sink.write(chunk)
+            if progress:
+                progress(len(chunk))
+
+    async def read_blob(self, repository: str, dig: str, size: int | None, limit: int = MANIFEST_MAX) -> bytes:
+        """A small blob (a config) whole, verified."""
+        if size is not None and size > limit:
+            raise InvalidObject(f"blob {dig}", "size", f"{size} bytes is over the {limit >> 20} MiB limit")
+        parts = []
+        total = 0
+        async for chunk in self.blob_chunks(repository, dig, size):
+            total += len(chunk)
+            if total > limit:
+                raise InvalidObject(f"blob {dig}", "size", f"over the {limit >> 20} MiB limit")
+            parts.append(chunk)
+        data = b"".join(parts)
+        _digest.verify_bytes(data, dig, size=size, what=f"blob {dig} from {self.host}/{repository}")
+        return data
+
+    async def delete_blob(self, repository: str, dig: str) -> None:
+        await self.request("DELETE", f"/v2/{repository}/blobs/{dig}", repository=repository,
+                           actions="delete", ok=(202, 200))
+
+    # --- uploads -----------------------------------------------------------
+
+    def _location(self, r: aiohttp.ClientResponse, path: str) -> str:
+        loc = r.headers.get("Location")
+        if not loc:
+            raise RegistryError(f"{self.host}: upload answer without a Location header")
+        return urllib.parse.urljoin(str(r.url), loc)
+
+    async def mount_blob(self, repository: str, dig: str, source_repository: str) -> bool:
+        """Cross-repository mount; True when the registry linked the blob."""
+        path = f"/v2/{repository}/blobs/uploads/"
+        r = await self.request("POST", path, repository=repository, actions="pull,push",
+                               extra_scopes=(f"repository:{source_repository}:pull",),
+                               params={"mount": dig, "from": source_repository}, ok=(201, 202))
+        if r.status == 201:
+            return True
+        # 202: not mounted; cancel the upload session it opened
+        try:
+            await self.request("DELETE", self._location(r, path), repository=repository,
+                               actions="pull,push", ok=(204, 200, 202, 404), retry=False)
+        except OciboxError:
+            pass
+        return False
+
+    async def upload_blob(self, repository: str, dig: str, size: int,
+                          open_at: Callable[[int], AsyncIterator[bytes]],
+                          *, chunk_size: int | None = None,
+                          progress: Callable[[int], None] | None = None) -> None:
+        """Upload a blob whose digest and size are known.
+
+        ``open_at(offset)`` yields the blob's bytes from ``offset``; after a
+        failure the upload continues from the offset the registry reports.
+        ``chunk_size`` selects chunked uploads (PATCH); otherwise one PUT.
+        """
+        path = f"/v2/{repository}/blobs/uploads/"
+        r = await self.request("POST", path, repository=repository, actions="pull,push", ok=(202,))
+        # distribution renews the Location (its _state) after every chunk: keep the latest
+        state = {"location": self._location(r, path)}
+        offset = 0
+        failures = 0
+        while True:
+            try:
+                if chunk_size:
+                    await self._upload_chunks(repository, state, offset, open_at, chunk_size, progress)
+                    await self._finish(repository, state["location"], dig, None, 0, progress)
+                else:
+                    await self._finish(repository, state["location"], dig, open_at(offset),
+                                       size - offset, progress)
+                return
+            except (RegistryError, *_NET_ERRORS) as e:
+                if isinstance(e, RegistryError) and e.status is not None and e.status < 500 \
+                        and e.status not in (408, 416, 429):
+                    raise
+                failures += 1
+                if failures > self.options.retries:
+                    raise RegistryError(f"{self.host}/{repository}: upload of {dig} failed: {e}") from None
+                await asyncio.sleep(self.options.backoff * 2 ** (failures - 1))
+                offset, state["location"] = await self._upload_status(repository, state["location"])
+                if progress and offset == 0:
+                    progress(0)
+
+    async def _upload_status(self, repository: str, location: str) -> tuple[int, str]:
+        r = await self.request("GET", location, repository=repository, actions="pull,push",
+                               ok=(204, 200))
+        rng = r.headers.get("Range", "")
+        loc = self._location(r, location) if r.headers.get("Location") else location
+        if rng.startswith("bytes="):
+            rng = rng[6:]
+        if "-" in rng:
+            end = int(rng.split("-", 1)[1])
+            return end + 1, loc
+        return 0, loc
+
+    async def _upload_chunks(self, repository: str, state: dict[str, str], offset: int,
+                             open_at, chunk_size: int, progress) -> None:
+        buf = bytearray()
+        position = offset
+
+        async def send(data: bytes) -> None:
+            nonlocal position
+            end = position + len(data) - 1
+            location = state["location"]
+            r = await self.request("PATCH", location, repository=repository, actions="pull,push",
+                                   headers={"Content-Type": "application/octet-stream",
+                                            "Content-Range": f"{position}-{end}",
+                                            "Content-Length": str(len(data))},
+                                   data=bytes(data), ok=(202,), retry=False)
+            position = end + 1
+            if progress:
+                progress(len(data))
+            state["location"] = self._location(r, location)
+
+        async for chunk in open_at(offset):
+            buf += chunk
+            while len(buf) >= chunk_size:
+                await send(bytes(buf[:chunk_size]))
+                del buf[:chunk_size]
+        if buf:
+            await send(bytes(buf))
+
+    async def _finish(self, repository: str, location: str, dig: str,
+                      body: AsyncIterator[bytes] | None, length: int, progress) -> None:
+        sep = "&" if "?" in location else "?"
+        url = f"{location}{sep}digest={urllib.parse.quote(dig)}"
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
+        data = None
+        if body is not None:
+            async def counted():
+                async for chunk in body:
+                    if progress:
+                        progress(len(chunk))
+                    yield chunk
+            data = counted()
+        try:
+            await self.request("PUT", url, repository=repository, actions="pull,push",
+                               headers=headers, data=data, ok=(201, 204), retry=False)
+        except RegistryError as e:
+            if "DIGEST_INVALID" in e.codes or "SIZE_INVALID" in e.codes:
+                raise _digest.DigestMismatch(f"upload of {dig} to {self.host}/{repository}",
+                                             dig, "something else (the registry refused it)") from None
+            raise
+
+    # --- tags and referrers --------------------------------------------------
+
+    async def list_tags(self, repository: str, page_size: int | None = None) -> list[str]:
+        tags: list[str] = []
+        path: str | None = f"/v2/{repository}/tags/list"
+        params: dict[str, str] | None = {"n": str(page_size)} if page_size else None
+        for _ in range(10000):
+            if path is None:
+                break
+            try:
+                r = await self.request("GET", path, repository=repository, params=params, stream=True)
+            except RegistryError as e:
+                if e.status == 404:
+                    raise NotFound(f"{self.host}/{repository}: repository not found") from None
+                raise
+            try:
+                body = await r.content.read(MANIFEST_MAX * 4)
+            finally:
+                r.release()
+            try:
+                tags.extend(json.loads(body).get("tags") or [])
+            except (ValueError, AttributeError):
+                raise RegistryError(f"{self.host}/{repository}: malformed tag list") from None
+            path, params = _next_link(r.headers.get("Link")), None
+        return tags
+
+    async def referrers(self, repository: str, dig: str, artifact_type: str | None = None) -> list[dict]:
+        """Descriptors of manifests whose subject is ``dig``: the referrers API,
+        or the ``<alg>-<hex>`` tag schema where the registry lacks it."""
+        params = {"artifactType": artifact_type} if artifact_type else None
+        try:
+            r = await self.request("GET", f"/v2/{repository}/referrers/{dig}",
+                                   repository=repository, params=params, stream=True)
+            body = await r.content.read(MANIFEST_MAX + 1)
+            r.release()
+            if (r.headers.get("Content-Type") or "").startswith(mt.OCI_INDEX):
+                manifests = json.loads(body).get("manifests") or []
+                if artifact_type and "OCI-Filters-Applied" not in r.headers:
+                    manifests = [m for m in manifests if m.get("artifactType") == artifact_type]
+                return manifests
+        except RegistryError as e:
+            if e.status not in (404, 405):
+                raise
+        alg, hexpart = _digest.parse(dig)
+        try:
+            fetched = await self.get_manifest(repository, f"{alg}-{hexpart}", accept=mt.OCI_INDEX)
+        except ReferenceNotFound:
+            return []
+        manifests = json.loads(fetched.data).get("manifests") or []
+        if artifact_type:
+            manifests = [m for m in manifests if m.get("artifactType") == artifact_type]
+        return manifests
+
+
+def _next_link(header: str | None) -> str | None:
+    """The URL of ``Link: <url>; rel="next"``."""
+    if not header:
+        return None
+    for part in header.split(","):
+        if 'rel="next"' in part or "rel=next" in part:
+            start, end = part.find("<"), part.find(">")
+            if start != -1 and end > start:
+                return part[start + 1:end]
+    return None
+
+
+async def gather_bounded(limit: int, jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
+    """Run coroutine factories with at most ``limit`` at once; the first error cancels the rest."""
+    sem = asyncio.Semaphore(max(1, limit))
+
+    async def one(job):
+        async with sem:
+            return await job()
+
+    tasks = [asyncio.ensure_future(one(j)) for j in jobs]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

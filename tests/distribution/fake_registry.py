@@ -1,0 +1,160 @@
+"""A small misbehaving registry for fault tests, serving one image from a layout.
+
+It runs in a thread with its own event loop. ``faults`` switches behaviours on:
+``drop`` (close the connection half-way through every full blob GET; ranged GETs
+are served), ``wrong`` (blob bytes of the right length but other content),
+``basic`` (Basic auth, user/secret), ``bearer`` (token flow with scopes),
+``mediatype`` (manifests served with an unknown Content-Type), ``flaky`` (the
+first two requests of each path answer 503), ``norange`` (Range ignored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import threading
+from collections import Counter
+
+from aiohttp import web
+
+from ocibox.image.layout import Layout
+
+
+class FakeRegistry:
+    def __init__(self, layout_path: str, tag: str = "v1", faults: set[str] | None = None) -> None:
+        self.layout = Layout.open(layout_path)
+        self.tag = tag
+        self.faults = set(faults or ())
+        self.log: list[tuple[str, str, str]] = []  # (method, path, range)
+        self.hits: Counter = Counter()
+        self.tokens_issued: list[list[str]] = []
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    def __enter__(self) -> FakeRegistry:
+        self._thread.start()
+        self._started.wait(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        app = web.Application()
+        app.router.add_route("*", "/token", self.token)
+        app.router.add_route("*", "/{tail:.*}", self.handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        self._started.set()
+        await self._stop.wait()
+        await runner.cleanup()
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    # --- auth --------------------------------------------------------------------
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        if "basic" in self.faults:
+            return header == "Basic " + base64.b64encode(b"user:secret").decode()
+        if "bearer" in self.faults:
+            return header == "Bearer good-token"
+        return True
+
+    def _challenge(self) -> web.Response:
+        if "basic" in self.faults:
+            value = 'Basic realm="fake"'
+        else:
+            value = f'Bearer realm="http://{self.host}/token",service="fake"'
+        return web.json_response({"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
+                                 status=401, headers={"WWW-Authenticate": value})
+
+    async def token(self, request: web.Request) -> web.Response:
+        self.tokens_issued.append(request.query.getall("scope", []))
+        if request.headers.get("Authorization") != "Basic " + base64.b64encode(b"user:secret").decode():
+            return web.json_response({"details": "bad credentials"}, status=401)
+        return web.json_response({"token": "good-token", "expires_in": 300})
+
+    # --- registry ----------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        self.log.append((request.method, path, request.headers.get("Range", "")))
+        self.hits[path] += 1
+        if "flaky" in self.faults and self.hits[path] <= 2:
+            return web.Response(status=503)
+        if not self._authorized(request):
+            return self._challenge()
+        if path == "/v2/":
+            return web.json_response({})
+        parts = path.split("/")
+        if len(parts) >= 5 and parts[-2] == "manifests":
+            return self._manifest(request, parts[-1])
+        if len(parts) >= 5 and parts[-2] == "blobs":
+            return await self._blob(request, parts[-1])
+        if path.endswith("/tags/list"):
+            return web.json_response({"name": "x", "tags": [self.tag]})
+        return web.json_response({"errors": [{"code": "UNSUPPORTED", "message": "no"}]}, status=404)
+
+    def _manifest(self, request: web.Request, ref: str) -> web.Response:
+        desc = self.layout.resolve(self.tag) if ref == self.tag else None
+        if desc is None:
+            desc = next((m for m in self.layout.index().manifests if m.digest == ref), None)
+        if desc is None and self.layout.blobs.has(ref) if ref.startswith("sha256:") else False:
+            data = self.layout.blobs.read(ref)
+            media_type = json.loads(data).get("mediaType")
+        elif desc is None:
+            return web.json_response({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "unknown"}]},
+                                     status=404)
+        else:
+            data = self.layout.blobs.read(desc.digest)
+            media_type = desc.media_type
+        if "mediatype" in self.faults:
+            media_type = "application/vnd.example.unknown+json"
+        headers = {"Content-Type": media_type, "Docker-Content-Digest": desc.digest if desc else ref}
+        body = b"" if request.method == "HEAD" else data
+        return web.Response(body=body, headers=headers)
+
+    async def _blob(self, request: web.Request, dig: str) -> web.StreamResponse:
+        if not self.layout.blobs.has(dig):
+            return web.json_response({"errors": [{"code": "BLOB_UNKNOWN", "message": "unknown"}]}, status=404)
+        with self.layout.blobs.open(dig) as f:
+            data = f.read()
+        if "wrong" in self.faults and len(data) > 1000:
+            data = bytes(len(data))
+        if request.method == "HEAD":
+            return web.Response(headers={"Content-Length": str(len(data)), "Docker-Content-Digest": dig})
+        rng = request.headers.get("Range", "")
+        start = 0
+        if rng.startswith("bytes=") and "norange" not in self.faults:
+            start = int(rng[6:].split("-")[0])
+        resp = web.StreamResponse(status=206 if start else 200)
+        resp.content_length = len(data) - start
+        resp.content_type = "application/octet-stream"
+        if start:
+            resp.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        await resp.prepare(request)
+        body = data[start:]
+        if "drop" in self.faults and start == 0 and len(data) > 1000:
+            await resp.write(body[: len(body) // 2])
+            request.transport.close()
+            return resp
+        await resp.write(body)
+        await resp.write_eof()
+        return resp
