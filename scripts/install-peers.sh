@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the tests and the demo drive, when missing.
 set -euo pipefail
-packages=(skopeo umoci oci-image-tool busybox-static runc attr docker-registry)
+packages=(skopeo umoci oci-image-tool busybox-static runc attr docker-registry podman wrk)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
