@@ -89,6 +89,12 @@ def exec_process(container: Container, process: dict, *, detach: bool = False,
     rlimits.check(process.get("rlimits") or [])
     cap_sets = caps.parse(process.get("capabilities"), warn)
     init = container.pid
+    profile = (container.config().get("linux") or {}).get("seccomp")
+    sfilter = None
+    if profile:
+        from .linux import seccomp
+
+        sfilter = seccomp.Filter(profile)  # before any fork: libseccomp is a host library
     ns_fds = _open_namespaces(init)
     cgroup_paths = (container.state or {}).get("cgroupPaths") or {}
     if not detach:
@@ -99,7 +105,7 @@ def exec_process(container: Container, process: dict, *, detach: bool = False,
         code = 1
         try:
             os.close(r)
-            _joiner(cgroup_paths, ns_fds, process, cap_sets, preserve_fds, w, sock)
+            _joiner(cgroup_paths, ns_fds, process, cap_sets, preserve_fds, w, sock, sfilter)
             code = 0
         except BaseException as e:  # noqa: B036 - a forked child must never return
             proc._report(w, e)
@@ -153,7 +159,7 @@ def _open_namespaces(init: int) -> list[tuple[str, int]]:
     return fds
 
 
-def _joiner(cgroup_paths, ns_fds, process, cap_sets, preserve_fds, w, sock) -> None:
+def _joiner(cgroup_paths, ns_fds, process, cap_sets, preserve_fds, w, sock, sfilter) -> None:
     for path in dict.fromkeys(cgroup_paths.values()):
         try:
             with open(os.path.join(path, "cgroup.procs"), "w") as f:
@@ -172,7 +178,7 @@ def _joiner(cgroup_paths, ns_fds, process, cap_sets, preserve_fds, w, sock) -> N
 
                 os.setsid()
                 console.setup(sock, process.get("consoleSize"))
-            exe, args, env = proc.apply_process(process, cap_sets, preserve_fds)
+            exe, args, env = proc.apply_process(process, cap_sets, preserve_fds, sfilter)
             os.execve(exe, args, env)
         except BaseException as e:  # noqa: B036 - see above
             proc._report(w, e)

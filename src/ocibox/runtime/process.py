@@ -27,7 +27,7 @@ from . import hooks
 from .linux import capabilities as caps
 from .linux import mounts as mnt
 from .linux import namespaces as nsmod
-from .linux import rlimits, rootfs
+from .linux import rlimits, rootfs, seccomp
 from .linux import syscalls as sc
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -89,8 +89,6 @@ def prepare(
             "config.json: a new user namespace needs linux.uidMappings and gidMappings"
         )
     hooks.check(config.get("hooks"))
-    if linux.get("seccomp"):
-        raise NotImplementedYet("config.json: linux.seccomp is not supported yet")
     warnings: list[str] = []
     mounts = [mnt.parse(m, i) for i, m in enumerate(config.get("mounts") or [])]
     for m in mounts:
@@ -331,6 +329,8 @@ def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
         # After pivot_root the host's Python library is out of reach: import now.
         import subprocess  # noqa: F401
     os.close(rfd)
+    # libseccomp is loaded and the profile compiled while the host's libraries are reachable.
+    sfilter = seccomp.Filter(linux["seccomp"]) if linux.get("seccomp") else None
     console_sock = None
     if process.get("terminal"):
         from .linux import console  # and socket with it, while the host's library is reachable
@@ -347,7 +347,7 @@ def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
         rootfs.readonly_root()
     if console_sock is not None:
         console.setup(console_sock, process.get("consoleSize"))
-    exe, args, env = apply_process(process, ic.caps, ic.preserve_fds)
+    exe, args, env = apply_process(process, ic.caps, ic.preserve_fds, sfilter)
     # As pid 1 of its namespace the init would ignore a default-action signal
     # even from the host; while it waits, a handler makes kill work as on runc.
     for s in (
@@ -376,13 +376,16 @@ def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
         os._exit(127)
 
 
-def apply_process(process: dict, cap_sets: dict[str, int], preserve_fds: int = 0):
+def apply_process(process: dict, cap_sets: dict[str, int], preserve_fds: int = 0, sfilter=None):
     """Apply process settings to the calling process; return (path, args, env) to exec.
 
     Shared by the container's init and by exec'd processes: rlimits, user and
     groups, capabilities, umask, cwd, noNewPrivileges, inherited fds, signals.
     """
     rlimits.apply(process.get("rlimits") or [])
+    nnp = bool(process.get("noNewPrivileges"))
+    if sfilter is not None and not nnp:
+        sfilter.load()  # needs CAP_SYS_ADMIN without no_new_privs: before the drop
     user = process.get("user") or {}
     _switch_user(user, cap_sets)
     env = _with_home(process.get("env") or [], user)
@@ -394,8 +397,10 @@ def apply_process(process: dict, cap_sets: dict[str, int], preserve_fds: int = 0
         raise BundleError(f"process.cwd {cwd}: {e.strerror}") from None
     args = process["args"]
     exe = _lookup(args[0], env)
-    if process.get("noNewPrivileges"):
+    if nnp:
         sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
+        if sfilter is not None:
+            sfilter.load()
     for fd in range(3, 3 + preserve_fds):
         try:
             os.set_inheritable(fd, True)
