@@ -275,3 +275,34 @@ def test_preserve_fds(runc, ours, bundle, tmp_path):
         assert p.returncode == 0, p.stderr
         outs.append(p.stdout)
     assert outs[0] == outs[1] == "through fd 3\n"
+
+
+def test_seccomp_profile(runc, ours, bundle):
+    def edit(cfg):
+        cfg["process"]["user"] = {"uid": 1000, "gid": 1000}
+        cfg["linux"]["seccomp"] = {
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_AARCH64"],
+            "syscalls": [
+                {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+                {"names": ["kill"], "action": "SCMP_ACT_ERRNO",
+                 "args": [{"index": 1, "value": 0, "op": "SCMP_CMP_EQ"}]},
+                {"names": ["no_such_syscall"], "action": "SCMP_ACT_KILL"},
+            ],
+        }  # fmt: skip
+
+    script = (
+        "mkdir /tmp/x 2>&1; kill -0 $$ 2>&1 && echo kill0-ok || echo kill0-denied; "
+        "kill -CONT $$ && echo cont-ok; grep Seccomp: /proc/self/status"
+    )
+    theirs, mine = _both(runc, ours, bundle, script, edit)
+    assert mine == theirs
+    assert "Permission denied" in mine and "kill0-denied" in mine and "cont-ok" in mine
+    assert "Seccomp:\t2" in mine
+
+    def no_nnp(cfg):
+        edit(cfg)
+        cfg["process"]["noNewPrivileges"] = False
+
+    theirs, mine = _both(runc, ours, bundle, script, no_nnp)
+    assert mine == theirs and "Seccomp:\t2" in mine

@@ -474,3 +474,25 @@ def test_exec_with_console_socket(both, bundle, tmp_path):
                                              "sh", "-c", "tty; echo ok"])  # fmt: skip
     assert out.split()[-1] == "ok" and out.split()[0].startswith("/dev/pts/")
     both("delete", "--force", cid)
+
+
+def test_seccomp_applies_to_exec_and_bad_profiles_fail(ours, bundle):
+    profile = {"defaultAction": "SCMP_ACT_ALLOW",
+               "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}  # fmt: skip
+    cid = ours.new_id()
+    b = bundle.write(["sleep", "30"], lambda c: c["linux"].update(seccomp=profile))
+    ours("run", "-d", "--bundle", b, cid)
+    p = ours("exec", cid, "sh", "-c", "mkdir /tmp/y; grep Seccomp: /proc/self/status", check=False)
+    assert "Operation not permitted" in p.stderr + p.stdout and "Seccomp:\t2" in p.stdout
+    ours("delete", "--force", cid)
+    for bad, msg in (
+        ({"defaultAction": "SCMP_ACT_NOPE"}, "unknown seccomp action"),
+        ({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_VAX"]}, "unknown architecture"),
+        ({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
+          "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_SOMETIMES"}]}]}, "unknown operator"),
+    ):  # fmt: skip
+        b = bundle.write(["true"], lambda c, bad=bad: c["linux"].update(seccomp=bad))
+        cid = ours.new_id()
+        p = ours("create", "--bundle", b, cid, check=False)
+        assert p.returncode == 1 and msg in p.stderr and "Traceback" not in p.stderr
+        assert not (ours.root / cid).exists()
