@@ -1,0 +1,307 @@
+"""``ocibox copy``, ``inspect``, ``list-tags``, ``delete``, ``login``, ``logout``,
+``manifest-digest``: skopeo's commands, with skopeo's flags where they apply."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from ..errors import UsageError
+
+
+def _bool_option(name: str, help: str):
+    # skopeo style: --src-tls-verify, --src-tls-verify=false
+    return click.option(name, type=click.BOOL, default=None, is_flag=False, flag_value=True,
+                        metavar="BOOL", help=help)
+
+
+def _side_options(prefix: str, side: str):
+    """--{prefix}tls-verify, --{prefix}creds, --{prefix}cert-dir, --{prefix}no-creds."""
+    def deco(f):
+        for opt in reversed([
+            _bool_option(f"--{prefix}tls-verify", f"Require HTTPS and verify certificates ({side})."),
+            click.option(f"--{prefix}creds", metavar="USER[:PASSWORD]", help=f"Credentials ({side})."),
+            click.option(f"--{prefix}cert-dir", metavar="DIR",
+                         help=f"CA certificates (*.crt) and client keys (*.cert, *.key) ({side})."),
+            click.option(f"--{prefix}no-creds", is_flag=True, help=f"Access the registry anonymously ({side})."),
+        ]):
+            f = opt(f)
+        return f
+    return deco
+
+
+def _options(tls_verify, creds, cert_dir, no_creds):
+    from ..distribution.auth import Credentials
+    from ..distribution.client import Options
+
+    if creds and no_creds:
+        raise UsageError("--creds and --no-creds cannot be used together")
+    return Options(
+        tls_verify=True if tls_verify is None else tls_verify,
+        creds=Credentials.parse(creds) if creds else None,
+        cert_dir=cert_dir,
+        no_auth_lookup=no_creds,
+    )
+
+
+def _authfile(path: str | None) -> None:
+    if path:
+        os.environ["REGISTRY_AUTH_FILE"] = path
+
+
+authfile_option = click.option("--authfile", metavar="FILE",
+                               help="Credentials file (default: containers auth.json, then ~/.docker/config.json).")
+
+
+def _platform(platform, os_name, arch, variant):
+    from ..image.models import Platform
+
+    if platform:
+        return Platform.parse(platform)
+    if os_name or arch or variant:
+        host = Platform.host()
+        return Platform(os=os_name or host.os, architecture=arch or host.architecture,
+                        variant=variant or (host.variant if not arch else None))
+    return None
+
+
+def _platform_options(f):
+    for opt in reversed([
+        click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Image to pick from a multi-arch index."),
+        click.option("--override-os", metavar="OS", help="As skopeo: the OS to pick."),
+        click.option("--override-arch", metavar="ARCH", help="As skopeo: the architecture to pick."),
+        click.option("--override-variant", metavar="VARIANT", help="As skopeo: the variant to pick."),
+    ]):
+        f = opt(f)
+    return f
+
+
+class _Lines:
+    """A line per finished blob on a pipe or a terminal (stderr)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+
+    def __call__(self, line: str) -> None:
+        if not self.quiet:
+            click.echo(line, err=True)
+
+
+# --- copy --------------------------------------------------------------------------
+
+
+@click.command("copy")
+@click.argument("source")
+@click.argument("destination")
+@_side_options("src-", "source")
+@_side_options("dest-", "destination")
+@authfile_option
+@click.option("-a", "--all", "all_images", is_flag=True, help="Copy every image of an index, and the index.")
+@_platform_options
+@click.option("-f", "--format", "fmt", type=click.Choice(["oci", "v2s2"]),
+              help="Manifest format at the destination.")
+@click.option("--dest-compress-format", type=click.Choice(["gzip", "zstd"]),
+              help="Recompress layers that are compressed otherwise.")
+@click.option("--preserve-digests", is_flag=True, help="Fail rather than change any digest.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=6, show_default=True,
+              help="Blobs copied at once.")
+@click.option("--digestfile", metavar="FILE", help="Write the digest of the copied manifest to FILE.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def copy_cmd(source, destination, src_tls_verify, src_creds, src_cert_dir, src_no_creds,
+             dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds, authfile, all_images,
+             platform, override_os, override_arch, override_variant, fmt, dest_compress_format,
+             preserve_digests, jobs, digestfile, quiet):
+    """Copy an image from SOURCE to DESTINATION (docker://, oci:, oci-archive:, docker-archive:, dir:)."""
+    from ..transport.copy import CopyOptions, copy
+
+    _authfile(authfile)
+    report = _Lines(quiet)
+    options = CopyOptions(
+        all_images=all_images,
+        platform=_platform(platform, override_os, override_arch, override_variant),
+        format=fmt, compress=dest_compress_format, preserve_digests=preserve_digests, jobs=jobs,
+        report=report,
+        src_options=_options(src_tls_verify, src_creds, src_cert_dir, src_no_creds),
+        dst_options=_options(dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds),
+    )
+    result = copy(source, destination, options)
+    if digestfile:
+        with open(digestfile, "w") as f:
+            f.write(result.digest)
+    report(f"Copied {result.digest} ({result.blobs_copied} blobs copied, {result.blobs_skipped} present)")
+
+
+# --- inspect -------------------------------------------------------------------------
+
+
+@click.command("inspect")
+@click.argument("image")
+@_side_options("", "registry")
+@authfile_option
+@_platform_options
+@click.option("--raw", is_flag=True, help="Print the manifest (or index) bytes as they are.")
+@click.option("--config", "show_config", is_flag=True, help="Print the image's config.")
+@click.option("-n", "--no-tags", is_flag=True, help="Do not list the repository's tags.")
+def inspect_cmd(image, tls_verify, creds, cert_dir, no_creds, authfile, platform, override_os,
+                override_arch, override_variant, raw, show_config, no_tags):
+    """Show an image's manifest, config and metadata (skopeo inspect)."""
+    import asyncio
+
+    from ..transport.inspect import inspect
+
+    _authfile(authfile)
+    out = asyncio.run(inspect(_with_transport(image), _options(tls_verify, creds, cert_dir, no_creds),
+                              platform=_platform(platform, override_os, override_arch, override_variant),
+                              raw=raw, config=show_config, tags=not no_tags))
+    if isinstance(out, bytes):
+        sys.stdout.buffer.write(out)
+        sys.stdout.flush()
+    else:
+        click.echo(json.dumps(out, indent=4))
+
+
+def _with_transport(image: str) -> str:
+    from ..transport.locations import TRANSPORTS
+
+    if image.partition(":")[0] in TRANSPORTS:
+        return image
+    return f"docker://{image}"
+
+
+def _docker_ref(image: str, command: str):
+    from ..distribution.reference import Reference
+
+    image = _with_transport(image)
+    if not image.startswith("docker://"):
+        raise UsageError(f"{command} works on registries: expected docker://REFERENCE, got {image!r}")
+    return Reference.parse(image[len("docker://"):])
+
+
+# --- list-tags ---------------------------------------------------------------------
+
+
+@click.command("list-tags")
+@click.argument("repository")
+@_side_options("", "registry")
+@authfile_option
+@click.option("--page-size", type=int, metavar="N", help="Ask for N tags per page.")
+def list_tags_cmd(repository, tls_verify, creds, cert_dir, no_creds, authfile, page_size):
+    """List a repository's tags (skopeo list-tags)."""
+    import asyncio
+
+    from ..distribution.client import Registry
+
+    _authfile(authfile)
+    ref = _docker_ref(repository, "list-tags")
+    if ref.tag or ref.digest:
+        raise UsageError(f"{repository}: list-tags takes a repository, without a tag or digest")
+
+    async def run():
+        async with Registry(ref.api_host, _options(tls_verify, creds, cert_dir, no_creds)) as reg:
+            return await reg.list_tags(ref.repository, page_size)
+
+    tags = asyncio.run(run())
+    click.echo(json.dumps({"Repository": ref.name, "Tags": tags}, indent=4))
+
+
+# --- delete ------------------------------------------------------------------------
+
+
+@click.command("delete")
+@click.argument("image")
+@_side_options("", "registry")
+@authfile_option
+def delete_cmd(image, tls_verify, creds, cert_dir, no_creds, authfile):
+    """Delete an image's manifest from a registry (skopeo delete)."""
+    import asyncio
+
+    from ..distribution.client import Registry
+    from ..errors import ReferenceNotFound
+
+    _authfile(authfile)
+    ref = _docker_ref(image, "delete").defaulted()
+
+    async def run():
+        async with Registry(ref.api_host, _options(tls_verify, creds, cert_dir, no_creds)) as reg:
+            dig = ref.digest
+            if dig is None:
+                head = await reg.head_manifest(ref.repository, ref.tag)
+                if head is None:
+                    raise ReferenceNotFound(f"{ref}: manifest unknown")
+                dig = head[0] or (await reg.get_manifest(ref.repository, ref.tag)).digest
+            await reg.delete_manifest(ref.repository, dig)
+            return dig
+
+    click.echo(asyncio.run(run()), err=True)
+
+
+# --- login / logout -----------------------------------------------------------------
+
+
+@click.command("login")
+@click.argument("registry")
+@click.option("-u", "--username", metavar="USER")
+@click.option("-p", "--password", metavar="PASSWORD")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@_bool_option("--tls-verify", "Require HTTPS and verify certificates.")
+@click.option("--cert-dir", metavar="DIR", help="CA certificates and client keys.")
+@authfile_option
+def login_cmd(registry, username, password, password_stdin, tls_verify, cert_dir, authfile):
+    """Check credentials against REGISTRY and store them in the containers auth.json."""
+    import asyncio
+
+    from ..distribution.auth import Credentials, store
+    from ..distribution.client import Options, Registry
+
+    _authfile(authfile)
+    host = registry.removeprefix("docker://").removeprefix("https://").removeprefix("http://").split("/")[0]
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    if not username:
+        username = click.prompt("Username")
+    if password is None:
+        password = click.prompt("Password", hide_input=True)
+    creds = Credentials(username, password)
+    options = Options(tls_verify=True if tls_verify is None else tls_verify, cert_dir=cert_dir, creds=creds)
+
+    async def check():
+        async with Registry("registry-1.docker.io" if host == "docker.io" else host, options) as reg:
+            await reg.request("GET", "/v2/")
+
+    asyncio.run(check())
+    path = store(host, creds)
+    click.echo(f"Login Succeeded! (credentials stored in {path})", err=True)
+
+
+@click.command("logout")
+@click.argument("registry")
+@authfile_option
+def logout_cmd(registry, authfile):
+    """Remove stored credentials for REGISTRY."""
+    from ..distribution.auth import auth_file_for_writing, remove
+    from ..errors import NotFound
+
+    _authfile(authfile)
+    host = registry.removeprefix("docker://").split("/")[0]
+    if not remove(host):
+        raise NotFound(f"not logged in to {host} (in {auth_file_for_writing()})")
+    click.echo(f"Removed login credentials for {host}", err=True)
+
+
+# --- manifest-digest ----------------------------------------------------------------
+
+
+@click.command("manifest-digest")
+@click.argument("manifest", type=click.Path(dir_okay=False))
+def manifest_digest_cmd(manifest):
+    """Print the digest of a manifest file."""
+    from .. import digest as _digest
+    from ..image.docker import check_not_schema1
+
+    with open(manifest, "rb") as f:
+        data = f.read(4 << 20)
+    check_not_schema1(data, None, manifest)
+    click.echo(_digest.of_bytes(data))

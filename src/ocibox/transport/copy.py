@@ -1,0 +1,328 @@
+"""Copy images between locations, as ``skopeo copy`` does.
+
+Blobs move in parallel (up to ``jobs`` at once) and stream: no layer is held
+in memory. Each blob is verified where it lands; manifests go after the blobs
+they name, children before their index, and the name (tag) last. Conversion
+(``format``) and recompression (``compress``) write new manifests; with
+``preserve_digests`` anything that would change a digest is refused instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from .. import digest as _digest
+from .. import mediatypes as mt
+from ..distribution.client import Options, gather_bounded
+from ..errors import InvalidObject, ReferenceNotFound, UnsupportedMediaType, UsageError
+from ..image import docker as _docker
+from ..image.models import Descriptor, Index, Manifest, Platform, load_json
+from .locations import (
+    DockerArchiveLocation,
+    Location,
+    OCIArchiveLocation,
+    OCILocation,
+    file_chunks,
+    parse_location,
+)
+
+Report = Callable[[str], None]
+
+
+@dataclass
+class CopyOptions:
+    all_images: bool = False
+    platform: Platform | None = None
+    format: str | None = None  # "oci" or "v2s2"; None keeps the source's (OCI for oci: destinations)
+    compress: str | None = None  # "gzip", "zstd" or None (keep)
+    preserve_digests: bool = False
+    jobs: int = 6
+    report: Report | None = None
+    progress: Callable[[str, Descriptor, int], None] | None = None  # (event, blob, bytes)
+    src_options: Options = field(default_factory=Options)
+    dst_options: Options = field(default_factory=Options)
+
+
+@dataclass
+class CopyResult:
+    digest: str
+    media_type: str
+    blobs_copied: int = 0
+    blobs_skipped: int = 0
+    bytes_copied: int = 0
+
+
+def copy(src: str | Location, dst: str | Location, options: CopyOptions | None = None) -> CopyResult:
+    """Copy the image at ``src`` to ``dst`` (``TRANSPORT:...`` strings or locations)."""
+    return asyncio.run(copy_async(src, dst, options or CopyOptions()))
+
+
+async def copy_async(src: str | Location, dst: str | Location, options: CopyOptions) -> CopyResult:
+    o = options
+    if o.format not in (None, "oci", "v2s2"):
+        raise UsageError(f"unknown format {o.format!r}: use oci or v2s2")
+    if o.compress not in (None, "gzip", "zstd"):
+        raise UsageError(f"unknown compression {o.compress!r}: use gzip or zstd")
+    if o.compress == "zstd" and o.format == "v2s2":
+        raise UsageError("Docker schema2 (v2s2) cannot carry zstd layers")
+    source = parse_location(src, o.src_options) if isinstance(src, str) else src
+    dest = parse_location(dst, o.dst_options) if isinstance(dst, str) else dst
+    if o.format is None and isinstance(dest, OCILocation | OCIArchiveLocation):
+        o.format = "oci"  # an OCI layout holds OCI manifests, as skopeo writes them
+    ok = False
+    await source.open(writing=False)
+    try:
+        await dest.open(writing=True)
+        try:
+            result = await _Copier(source, dest, o).run()
+            ok = True
+            return result
+        finally:
+            await dest.close(ok)
+    finally:
+        await source.close(True)
+
+
+class _Copier:
+    def __init__(self, source: Location, dest: Location, o: CopyOptions) -> None:
+        self.src, self.dst, self.o = source, dest, o
+        self.result = CopyResult("", "")
+        self._done: dict[str, Descriptor] = {}  # source blob digest -> destination descriptor
+        self._inflight: dict[str, asyncio.Future] = {}
+
+    def report(self, line: str) -> None:
+        if self.o.report:
+            self.o.report(line)
+
+    async def run(self) -> CopyResult:
+        top = await self.src.top()
+        _check_manifest_type(top.media_type, top.data, self.src.name)
+        if top.media_type in mt.INDEXES:
+            if self.o.all_images:
+                data, media_type = await self._index(top.data, top.media_type)
+            else:
+                index = Index.from_bytes(top.data, f"{self.src.name}: index")
+                child = _pick(list(index.manifests), self.o.platform or Platform.host(), self.src.name)
+                raw = await self.src.manifest(child)
+                _check_manifest_type(child.media_type, raw, self.src.name)
+                if child.media_type in mt.INDEXES:
+                    raise UnsupportedMediaType(f"{self.src.name}: nested index {child.digest}; use --all")
+                data, media_type = await self._image(raw, child.media_type)
+        else:
+            data, media_type = await self._image(top.data, top.media_type)
+        self.report("Writing manifest to image destination")
+        await self.dst.put_manifest(data, media_type, top=True)
+        self.result.digest = _digest.of_bytes(data)
+        self.result.media_type = media_type
+        return self.result
+
+    # --- manifests -----------------------------------------------------------
+
+    async def _index(self, data: bytes, media_type: str) -> tuple[bytes, str]:
+        index = Index.from_bytes(data, f"{self.src.name}: index")
+        children: dict[str, Descriptor] = {}
+        for child in index.manifests:
+            raw = await self.src.manifest(child)
+            if child.media_type in mt.INDEXES:
+                new, new_type = await self._index(raw, child.media_type)
+            elif child.media_type in mt.MANIFESTS:
+                new, new_type = await self._image(raw, child.media_type)
+            else:
+                new, new_type = raw, child.media_type  # an artifact manifest of another kind
+                await self._blobs_of(raw)
+            await self.dst.put_manifest(new, new_type, top=False)
+            if new != raw:
+                children[child.digest] = Descriptor.of(new_type, new)
+        want = self._target_format(media_type)
+        if want == "oci":
+            out = _docker.index_to_oci(data, children=children)
+        elif want == "v2s2":
+            out = _docker.index_from_oci(data, children=children)
+        elif children:
+            out = _docker.index_to_oci(data, children=children) if media_type == mt.OCI_INDEX \
+                else _docker.index_from_oci(data, children=children)
+        else:
+            out = data
+        if out != data and self.o.preserve_digests:
+            raise UsageError(f"{self.src.name}: the copy would change the index digest",
+                             hint="drop --preserve-digests, --format or --dest-compress-format")
+        out_type = load_json(out, "index").get("mediaType") or media_type
+        return out, out_type
+
+    def _target_format(self, media_type: str) -> str | None:
+        if self.o.format == "oci" and _docker.is_docker(media_type):
+            return "oci"
+        if self.o.format == "v2s2" and not _docker.is_docker(media_type):
+            return "v2s2"
+        return None
+
+    async def _blobs_of(self, raw: bytes) -> None:
+        m = Manifest.from_bytes(raw, f"{self.src.name}: manifest")
+        await gather_bounded(self.o.jobs, [lambda d=d: self._blob(d) for d in (m.config, *m.layers)])
+
+    async def _image(self, raw: bytes, media_type: str) -> tuple[bytes, str]:
+        what = f"{self.src.name}: manifest"
+        _docker.check_not_schema1(raw, media_type, what)
+        m = Manifest.from_bytes(raw, what)
+        config = await self._blob(m.config)
+        layers = await gather_bounded(self.o.jobs, [lambda d=d: self._layer(d) for d in m.layers])
+        out = raw
+        if any(new != old for new, old in zip(layers, m.layers, strict=True)):
+            d = load_json(raw, what)
+            by_digest = {old.digest: new for old, new in zip(m.layers, layers, strict=True)}
+            for x in d["layers"]:
+                new = by_digest[x["digest"]]
+                x.update(mediaType=new.media_type, digest=new.digest, size=new.size)
+            out = json.dumps(d, indent=2).encode()
+        want = self._target_format(media_type)
+        if want == "oci":
+            out = _docker.manifest_to_oci(out, config=_as(config, mt.OCI_CONFIG))
+            media_type = mt.OCI_MANIFEST
+        elif want == "v2s2":
+            out = _docker.manifest_from_oci(out, config=_as(config, mt.DOCKER_CONFIG))
+            media_type = mt.DOCKER_MANIFEST
+        if out != raw and self.o.preserve_digests:
+            raise UsageError(f"{self.src.name}: the copy would change the manifest digest",
+                             hint="drop --preserve-digests, --format or --dest-compress-format")
+        return out, media_type
+
+    # --- blobs -----------------------------------------------------------------
+
+    async def _layer(self, desc: Descriptor) -> Descriptor:
+        want = self.o.compress
+        if not want or not mt.is_layer(desc.media_type) or mt.layer_compression(desc.media_type) == want:
+            return await self._blob(desc)
+        if self.o.preserve_digests:
+            raise UsageError(f"{self.src.name}: recompressing layer {desc.digest} to {want} "
+                             "would change its digest", hint="drop --preserve-digests or --dest-compress-format")
+        return await self._recompress(desc, want)
+
+    async def _blob(self, desc: Descriptor) -> Descriptor:
+        """Copy one blob once, however many manifests name it."""
+        if desc.digest in self._done:
+            return self._done[desc.digest]
+        if desc.digest in self._inflight:
+            return await self._inflight[desc.digest]
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._inflight[desc.digest] = fut
+        try:
+            if desc.urls and desc.media_type in (mt.DOCKER_LAYER_FOREIGN_GZIP, mt.OCI_LAYER_NONDIST_GZIP,
+                                                 mt.OCI_LAYER_NONDIST, mt.OCI_LAYER_NONDIST_ZSTD):
+                self.report(f"Skipping foreign blob {desc.digest}")
+            elif await self.dst.has_blob(desc):
+                self.report(f"Copying blob {_short(desc.digest)} skipped: already exists")
+                self.result.blobs_skipped += 1
+                self._event("skip", desc, 0)
+            else:
+                self._event("start", desc, 0)
+                await self.dst.put_blob(desc, self.src, lambda n: self._event("bytes", desc, n))
+                self.result.blobs_copied += 1
+                self.result.bytes_copied += desc.size
+                self._event("done", desc, desc.size)
+                self.report(f"Copying blob {_short(desc.digest)} done ({_human(desc.size)})")
+            self._done[desc.digest] = desc
+            fut.set_result(desc)
+            return desc
+        except BaseException as e:
+            fut.set_exception(e)
+            fut.exception()  # mark retrieved; the raise below reports it
+            raise
+        finally:
+            del self._inflight[desc.digest]
+
+    def _event(self, event: str, desc: Descriptor, n: int) -> None:
+        if self.o.progress:
+            self.o.progress(event, desc, n)
+
+    async def _recompress(self, desc: Descriptor, want: str) -> Descriptor:
+        """Decompress and compress again through a temporary file; the diff_id is unchanged."""
+        from ..image import compression as comp
+
+        have = mt.layer_compression(desc.media_type)
+        fd, tmp = tempfile.mkstemp(prefix=".ocibox-layer-")
+        try:
+            loop = asyncio.get_running_loop()
+            with os.fdopen(fd, "w+b") as raw:
+                async for chunk in self.src.blob(desc):
+                    raw.write(chunk)
+                raw.flush()
+                raw.seek(0)
+                ok_digest, ok_size = _digest.of_file(raw)
+                if (ok_digest, ok_size) != (desc.digest, desc.size):
+                    raise _digest.DigestMismatch(f"{self.src.name}: blob", desc.digest, ok_digest)
+                raw.seek(0)
+                out_path = tmp + ".out"
+
+                def work() -> tuple[str, int]:
+                    with open(out_path, "wb") as out:
+                        reader = comp.open_reader(raw, have)
+                        writer = comp.open_writer(out, want)
+                        while chunk := reader.read(1 << 20):
+                            writer.write(chunk)
+                        writer.close()
+                    with open(out_path, "rb") as f:
+                        return _digest.of_file(f)
+
+                new_digest, new_size = await loop.run_in_executor(None, work)
+            if _docker.is_docker(desc.media_type):
+                media_type = mt.DOCKER_LAYER_GZIP if want == "gzip" else mt.OCI_LAYER_ZSTD
+            else:
+                media_type = mt.OCI_LAYER_FOR_COMPRESSION[want]
+            new = Descriptor(media_type=media_type, digest=new_digest, size=new_size)
+            if not await self.dst.has_blob(new):
+                await self.dst.put_blob(new, _FileSource(out_path, new))
+                self.result.blobs_copied += 1
+            self.report(f"Copying blob {_short(desc.digest)} done (recompressed to {want}: {_short(new_digest)})")
+            return new
+        finally:
+            for p in (tmp, tmp + ".out"):
+                if os.path.exists(p):
+                    os.unlink(p)
+
+
+class _FileSource(Location):
+    def __init__(self, path: str, desc: Descriptor) -> None:
+        self.path, self.desc, self.name = path, desc, path
+
+    def blob(self, desc: Descriptor, offset: int = 0) -> AsyncIterator[bytes]:
+        return file_chunks(self.path, offset)
+
+
+def _as(desc: Descriptor, media_type: str) -> Descriptor:
+    return Descriptor(media_type=media_type, digest=desc.digest, size=desc.size)
+
+
+def _check_manifest_type(media_type: str, data: bytes, where: str) -> None:
+    _docker.check_not_schema1(data, media_type, f"{where}: manifest")
+    if media_type not in mt.MANIFESTS | mt.INDEXES:
+        raise UnsupportedMediaType(f"{where}: unsupported manifest media type {media_type!r}",
+                                   hint="ocibox copies OCI and Docker schema2 images and indexes")
+
+
+def _pick(candidates: list[Descriptor], want: Platform, name: str) -> Descriptor:
+    for d in candidates:
+        if d.platform is not None and want.matches(d.platform) and d.media_type in mt.MANIFESTS:
+            return d
+    have = ", ".join(str(d.platform) for d in candidates if d.platform) or "none"
+    raise ReferenceNotFound(f"{name}: no image for platform {want} (has: {have})",
+                            hint="choose one with --platform OS/ARCH[/VARIANT], or copy all with --all")
+
+
+def _short(dig: str) -> str:
+    return dig.split(":", 1)[-1][:12]
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+__all__ = ["CopyOptions", "CopyResult", "DockerArchiveLocation", "InvalidObject", "copy", "copy_async"]
