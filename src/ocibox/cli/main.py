@@ -19,6 +19,13 @@ from .. import __version__
 GROUPS = {
     "layout": ("ocibox.cli.layout", "layout", "OCI image layouts: init, unpack, repack, config, gc (umoci)."),
     "registry": ("ocibox.cli.registry", "registry", "Serve an OCI registry; collect its garbage (distribution, zot)."),
+    "copy": ("ocibox.cli.images", "copy_cmd", "Copy an image between registries, layouts, archives and dirs (skopeo)."),
+    "inspect": ("ocibox.cli.images", "inspect_cmd", "Show an image's manifest, config and tags (skopeo inspect)."),
+    "list-tags": ("ocibox.cli.images", "list_tags_cmd", "List a repository's tags (skopeo list-tags)."),
+    "delete": ("ocibox.cli.images", "delete_cmd", "Delete an image from a registry (skopeo delete)."),
+    "login": ("ocibox.cli.images", "login_cmd", "Store credentials for a registry (containers auth.json)."),
+    "logout": ("ocibox.cli.images", "logout_cmd", "Remove stored credentials for a registry."),
+    "manifest-digest": ("ocibox.cli.images", "manifest_digest_cmd", "Print the digest of a manifest file."),
 }
 
 
