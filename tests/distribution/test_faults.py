@@ -1,0 +1,146 @@
+"""A misbehaving registry: dropped connections, wrong bytes, bad credentials,
+unknown media types, 503s. Each failure is one clear line and a non-zero exit;
+nothing appears at the destination."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fake_registry import FakeRegistry
+
+from conftest import ocibox_cmd
+from ocibox.image.layout import Layout
+
+
+def _copy(fake: FakeRegistry, dest, *extra: str):
+    return ocibox_cmd("copy", "-q", *extra, f"docker://{fake.host}/test/app:v1", f"oci:{dest}:v1",
+                      check=False)
+
+
+def _one_line(proc) -> str:
+    lines = [x for x in proc.stderr.splitlines() if not x.startswith("  hint:")]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return lines[0]
+
+
+def _same_image(src, dest) -> None:
+    a, b = Layout.open(str(src)), Layout.open(str(dest))
+    assert a.resolve("v1").digest == b.resolve("v1").digest
+    for d in a.reachable():
+        assert b.blobs.read(d) == a.blobs.read(d)
+
+
+def test_dropped_connection_resumes_with_range(image_layout, tmp_path, no_auth_files):
+    dest = tmp_path / "dest"
+    with FakeRegistry(str(image_layout), faults={"drop"}) as fake:
+        proc = _copy(fake, dest)
+    assert proc.returncode == 0, proc.stderr
+    _same_image(image_layout, dest)
+    ranged = [r for (m, p, r) in fake.log if m == "GET" and "/blobs/" in p and r]
+    assert ranged, "the copy should have resumed with a Range request"
+
+
+def test_dropped_connection_without_range_support(image_layout, tmp_path, no_auth_files):
+    dest = tmp_path / "dest"
+    with FakeRegistry(str(image_layout), faults={"drop", "norange"}) as fake:
+        proc = _copy(fake, dest)
+    # every full GET drops half-way, so a server ignoring Range never delivers: clear failure
+    assert proc.returncode != 0
+    assert "download failed" in _one_line(proc)
+    assert not dest.exists()
+
+
+def test_wrong_bytes_detected_nothing_written(image_layout, tmp_path, no_auth_files):
+    dest = tmp_path / "dest"
+    with FakeRegistry(str(image_layout), faults={"wrong"}) as fake:
+        proc = _copy(fake, dest)
+    assert proc.returncode != 0
+    line = _one_line(proc)
+    assert "digest mismatch" in line and "sha256:" in line
+    assert not dest.exists()
+
+
+def test_wrong_bytes_into_existing_layout_leave_no_tag(image_layout, tmp_path, no_auth_files):
+    dest = tmp_path / "dest"
+    Layout.init(str(dest))
+    with FakeRegistry(str(image_layout), faults={"wrong"}) as fake:
+        proc = _copy(fake, dest)
+    assert proc.returncode != 0
+    assert Layout.open(str(dest)).refs() == []
+    assert list(Layout.open(str(dest)).blobs.temporaries()) == []
+
+
+def test_bad_basic_credentials(image_layout, tmp_path, no_auth_files):
+    with FakeRegistry(str(image_layout), faults={"basic"}) as fake:
+        proc = _copy(fake, tmp_path / "dest", "--src-creds", "user:wrong")
+        assert proc.returncode != 0
+        assert "unauthorized as 'user'" in _one_line(proc)
+        ok = _copy(fake, tmp_path / "dest2", "--src-creds", "user:secret")
+        assert ok.returncode == 0, ok.stderr
+        missing = _copy(fake, tmp_path / "dest3")
+        assert "needs credentials" in _one_line(missing)
+
+
+def test_bearer_token_flow_and_bad_credentials(image_layout, tmp_path, no_auth_files):
+    with FakeRegistry(str(image_layout), faults={"bearer"}) as fake:
+        bad = _copy(fake, tmp_path / "dest", "--src-creds", "user:wrong")
+        assert bad.returncode != 0
+        assert "authentication failed for user 'user'" in _one_line(bad)
+        ok = _copy(fake, tmp_path / "dest2", "--src-creds", "user:secret")
+        assert ok.returncode == 0, ok.stderr
+    assert ["repository:test/app:pull"] in fake.tokens_issued
+    # one token for the whole copy: it is cached per scope
+    assert fake.tokens_issued.count(["repository:test/app:pull"]) == 2  # one failed, one good
+
+
+def test_credentials_from_auth_json(image_layout, tmp_path, no_auth_files, monkeypatch):
+    import base64
+
+    with FakeRegistry(str(image_layout), faults={"bearer"}) as fake:
+        auth = tmp_path / "auth.json"
+        auth.write_text(json.dumps({"auths": {fake.host: {
+            "auth": base64.b64encode(b"user:secret").decode()}}}))
+        monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth))
+        proc = _copy(fake, tmp_path / "dest")
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_unknown_media_type(image_layout, tmp_path, no_auth_files):
+    with FakeRegistry(str(image_layout), faults={"mediatype"}) as fake:
+        proc = _copy(fake, tmp_path / "dest")
+    assert proc.returncode != 0
+    assert "unsupported manifest media type 'application/vnd.example.unknown+json'" in _one_line(proc)
+
+
+def test_503_retried(image_layout, tmp_path, no_auth_files):
+    dest = tmp_path / "dest"
+    with FakeRegistry(str(image_layout), faults={"flaky"}) as fake:
+        proc = _copy(fake, dest)
+    assert proc.returncode == 0, proc.stderr
+    _same_image(image_layout, dest)
+
+
+def test_missing_tag(image_layout, tmp_path, no_auth_files):
+    with FakeRegistry(str(image_layout)) as fake:
+        proc = ocibox_cmd("copy", f"docker://{fake.host}/test/app:nope", f"oci:{tmp_path}/d:v1",
+                          check=False)
+    assert proc.returncode != 0
+    assert "manifest unknown" in [x for x in proc.stderr.splitlines() if x.startswith("ocibox:")][0]
+
+
+def test_unreachable_registry(tmp_path, no_auth_files):
+    from conftest import free_port
+
+    proc = ocibox_cmd("copy", "-q", f"docker://127.0.0.1:{free_port()}/a:b", f"oci:{tmp_path}/d", check=False)
+    assert proc.returncode != 0
+    assert "unreachable" in _one_line(proc)
+
+
+@pytest.mark.parametrize("text", ["docker://UPPER/Case", "oci", "nothing:x", "docker:/x"])
+def test_bad_locations(text, tmp_path):
+    proc = ocibox_cmd("copy", text, f"oci:{tmp_path}/d", check=False)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("ocibox: ")
