@@ -43,6 +43,7 @@ def create(
     no_pivot: bool = False,
     preserve_fds: int = 0,
     console_socket: str | None = None,
+    console_fd: int | None = None,
     subreaper: bool = False,
     warn=None,
 ) -> Container:
@@ -51,7 +52,8 @@ def create(
     config = load_config(bundle)
     c_dir = os.path.join(root, cid)
     ic = process.prepare(config, bundle, no_pivot=no_pivot, preserve_fds=preserve_fds,
-                         console_socket=console_socket and os.path.abspath(console_socket))  # fmt: skip
+                         console_socket=console_socket and os.path.abspath(console_socket),
+                         console_fd=console_fd)  # fmt: skip
     for w in ic.warnings:
         if warn:
             warn(w)
@@ -127,23 +129,54 @@ _FORWARDED = ("HUP", "INT", "QUIT", "TERM", "USR1", "USR2", "WINCH", "ALRM", "CO
 
 
 def run(root: str, cid: str, bundle: str, *, detach: bool = False, keep: bool = False, **kw) -> int:
-    """create + start, and unless detached wait for the container and return its exit code."""
-    container = create(root, cid, bundle, subreaper=not detach, **kw)
+    """create + start, and unless detached wait for the container and return its exit code.
+
+    A process with a terminal and no --console-socket gets one from us: the
+    runtime holds the pty master and copies between it and its own stdio.
+    """
+    console = None
+    if not detach and not kw.get("console_socket"):
+        config = load_config(os.path.abspath(bundle))
+        if (config.get("process") or {}).get("terminal"):
+            import socket
+
+            console, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            kw["console_fd"] = theirs.detach()
     try:
+        container = create(root, cid, bundle, subreaper=not detach, **kw)
+    finally:
+        if kw.get("console_fd") is not None:
+            os.close(kw["console_fd"])
+    try:
+        master = _receive_master(console) if console is not None else None
         container.start()
     except BaseException:
         container.delete(force=True)
         raise
     if detach:
         return 0
-    code = wait(container.pid)
+    if master is not None:
+        from .linux.console import proxy
+
+        code = proxy(master, container.pid, _forward_signals)
+    else:
+        code = wait(container.pid)
     if not keep:
         container.delete(force=True)
     return code
 
 
-def wait(pid: int) -> int:
-    """Wait for ``pid`` (our child, thanks to the subreaper flag), forwarding signals to it."""
+def _receive_master(sock) -> int:
+    import socket
+
+    _, fds, _, _ = socket.recv_fds(sock, 4096, 1)
+    sock.close()
+    if not fds:
+        raise OciboxError("the container's init sent no terminal")
+    return fds[0]
+
+
+def _forward_signals(pid: int, skip: tuple[str, ...] = ()) -> None:
     import signal
 
     from .signals import NUMBERS
@@ -155,15 +188,21 @@ def wait(pid: int) -> int:
             pass
 
     for name in _FORWARDED:
-        signal.signal(NUMBERS[name], forward)
+        if name not in skip:
+            signal.signal(NUMBERS[name], forward)
+
+
+def exit_code(status: int) -> int:
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+def wait(pid: int) -> int:
+    """Wait for ``pid`` (our child, thanks to the subreaper flag), forwarding signals to it."""
+    _forward_signals(pid)
     while True:
         try:
             got, status = os.waitpid(-1, 0)
         except ChildProcessError:
             return 255
         if got == pid:
-            return (
-                os.waitstatus_to_exitcode(status)
-                if os.WIFEXITED(status)
-                else 128 + os.WTERMSIG(status)
-            )
+            return exit_code(status)

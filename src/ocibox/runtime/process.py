@@ -43,7 +43,8 @@ class InitConfig:
     def __init__(self, config: dict, rootfs: str, namespaces: nsmod.Namespaces,
                  mounts: list[mnt.Mount], caps: dict[str, int], *, no_pivot: bool = False,
                  preserve_fds: int = 0, warnings: list[str] | None = None,
-                 console_socket: str | None = None) -> None:  # fmt: skip
+                 console_socket: str | None = None,
+                 console_fd: int | None = None) -> None:  # fmt: skip
         self.config = config
         self.rootfs = rootfs
         self.fifo_fd = -1  # O_PATH handle on exec.fifo, inherited through the forks
@@ -54,6 +55,7 @@ class InitConfig:
         self.preserve_fds = preserve_fds
         self.warnings = warnings or []
         self.console_socket = console_socket
+        self.console_fd = console_fd  # a connected socket of the runtime's own (run)
 
 
 def prepare(
@@ -63,11 +65,12 @@ def prepare(
     no_pivot: bool = False,
     preserve_fds: int = 0,
     console_socket: str | None = None,
+    console_fd: int | None = None,
 ) -> InitConfig:
     process = config.get("process")
     if not isinstance(process, dict) or not process.get("args"):
         raise BundleError("config.json: process.args is missing; there is nothing to run")
-    if process.get("terminal") and not console_socket:
+    if process.get("terminal") and not console_socket and console_fd is None:
         raise NotImplementedYet(
             "config.json: process.terminal is true: a terminal needs --console-socket",
             hint='pass --console-socket, or set "terminal": false in config.json',
@@ -105,6 +108,7 @@ def prepare(
         preserve_fds=preserve_fds,
         warnings=warnings,
         console_socket=console_socket,
+        console_fd=console_fd,
     )
 
 
@@ -335,7 +339,12 @@ def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
     if process.get("terminal"):
         from .linux import console  # and socket with it, while the host's library is reachable
 
-        console_sock = console.connect(ic.console_socket)
+        if ic.console_fd is not None:
+            import socket
+
+            console_sock = socket.socket(fileno=ic.console_fd)
+        else:
+            console_sock = console.connect(ic.console_socket)
     if ic.no_pivot:
         rootfs.chroot(ic.rootfs)
     else:

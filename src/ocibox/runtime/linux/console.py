@@ -49,3 +49,71 @@ def setup(sock: socket.socket, size: dict | None) -> None:
         os.dup2(slave, fd)
     if slave > 2:
         os.close(slave)
+
+
+def proxy(master: int, pid: int, forward_signals) -> int:
+    """Copy our stdio to and from the pty ``master`` until ``pid`` exits; return its exit code.
+
+    Our terminal (if stdin is one) goes raw meanwhile and lends its size to the pty.
+    """
+    import select
+    import signal
+    import tty
+
+    from ..create import exit_code
+
+    saved = None
+    if os.isatty(0):
+        saved = termios.tcgetattr(0)
+        tty.setraw(0)
+
+        def resize(_signum=None, _frame=None) -> None:
+            try:
+                fcntl.ioctl(
+                    master, termios.TIOCSWINSZ, fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
+                )
+            except OSError:
+                pass
+
+        resize()
+        forward_signals(pid, skip=("WINCH",))
+        signal.signal(signal.SIGWINCH, resize)
+    else:
+        forward_signals(pid)
+    inputs = [master, 0]
+    code = None
+    try:
+        while True:
+            if code is None:
+                try:
+                    got, status = os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    got, status = pid, 255 << 8
+                if got == pid:
+                    code = exit_code(status)
+            ready, _, _ = select.select(inputs, [], [], 0.05 if code is None else 0)
+            if not ready and code is not None:
+                break
+            for fd in ready:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:  # EIO: the last slave is closed
+                    data = b""
+                if fd == master:
+                    if not data:
+                        inputs.remove(master)
+                        if code is not None:
+                            break
+                        continue
+                    os.write(1, data)
+                elif data:
+                    os.write(master, data)
+                else:
+                    inputs.remove(0)  # our stdin is at its end; keep the output flowing
+            if master not in inputs and code is not None:
+                break
+    finally:
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        os.close(master)
+    return code if code is not None else 255
