@@ -7,9 +7,14 @@ only ours.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
+import select
 import signal
+import struct
 import subprocess
+import termios
 import time
 
 import pytest
@@ -496,3 +501,39 @@ def test_seccomp_applies_to_exec_and_bad_profiles_fail(ours, bundle):
         p = ours("create", "--bundle", b, cid, check=False)
         assert p.returncode == 1 and msg in p.stderr and "Traceback" not in p.stderr
         assert not (ours.root / cid).exists()
+
+
+def test_run_with_terminal_in_foreground(both, bundle):
+    """`spec` asks for a terminal; `run` without --console-socket then proxies a pty itself."""
+
+    def edit(cfg):
+        cfg["process"]["terminal"] = True
+
+    b = bundle.write(["sh", "-c", "tty; stty size; read x; echo got-$x; exit 3"], edit)
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 120, 0, 0))
+    proc = subprocess.Popen([*both.argv, "--root", str(both.root), "run", "--bundle", b, both.new_id()],
+                            stdin=slave, stdout=slave, stderr=slave)  # fmt: skip
+    os.close(slave)
+    out = b""
+    sent = False
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([master], [], [], 0.1)
+        if r:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+        if b"120" in out and not sent:
+            os.write(master, b"hello\r")
+            sent = True
+        if proc.poll() is not None and not r:
+            break
+    os.close(master)
+    assert proc.wait(timeout=10) == 3
+    text = out.decode(errors="replace")
+    assert "/dev/pts/0" in text and "33 120" in text and "got-hello" in text
