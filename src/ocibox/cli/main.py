@@ -26,6 +26,7 @@ GROUPS = {
     "login": ("ocibox.cli.images", "login_cmd", "Store credentials for a registry (containers auth.json)."),
     "logout": ("ocibox.cli.images", "logout_cmd", "Remove stored credentials for a registry."),
     "manifest-digest": ("ocibox.cli.images", "manifest_digest_cmd", "Print the digest of a manifest file."),
+    "sync": ("ocibox.cli.images", "sync_cmd", "Copy the images a registry or directory lacks (skopeo sync)."),
 }
 
 
