@@ -305,3 +305,52 @@ def manifest_digest_cmd(manifest):
         data = f.read(4 << 20)
     check_not_schema1(data, None, manifest)
     click.echo(_digest.of_bytes(data))
+
+
+# --- sync ----------------------------------------------------------------------------
+
+
+@click.command("sync")
+@click.option("--src", "src_kind", type=click.Choice(["docker", "dir", "yaml"]), required=True,
+              help="What SOURCE is: a repository, a directory of dir: images, or a YAML file.")
+@click.option("--dest", "dst_kind", type=click.Choice(["docker", "dir"]), required=True,
+              help="What DESTINATION is: a registry prefix or a directory.")
+@click.argument("source")
+@click.argument("destination")
+@_side_options("src-", "source")
+@_side_options("dest-", "destination")
+@authfile_option
+@click.option("-a", "--all", "all_images", is_flag=True, help="Copy every image of an index, and the index.")
+@_platform_options
+@click.option("-f", "--format", "fmt", type=click.Choice(["oci", "v2s2"]), help="Manifest format at the destination.")
+@click.option("--preserve-digests", is_flag=True, help="Fail rather than change any digest.")
+@click.option("--scoped", is_flag=True, help="Keep the source's whole repository path under the destination, not only its last part.")
+@click.option("--keep-going", is_flag=True, help="Go on after an image fails; exit non-zero at the end.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), default=6, show_default=True, help="Blobs at once.")
+@click.option("--images", type=click.IntRange(1, 32), default=2, show_default=True, help="Images at once.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def sync_cmd(src_kind, dst_kind, source, destination, src_tls_verify, src_creds, src_cert_dir,
+             src_no_creds, dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds, authfile,
+             all_images, platform, override_os, override_arch, override_variant, fmt,
+             preserve_digests, scoped, keep_going, jobs, images, quiet):
+    """Copy every image of SOURCE that DESTINATION lacks (skopeo sync)."""
+    from ..errors import OciboxError
+    from ..transport.copy import CopyOptions
+    from ..transport.sync import SyncOptions, sync
+
+    _authfile(authfile)
+    report = _Lines(quiet)
+    copy_options = CopyOptions(
+        all_images=all_images, platform=_platform(platform, override_os, override_arch, override_variant),
+        format=fmt, preserve_digests=preserve_digests, jobs=jobs,
+        src_options=_options(src_tls_verify, src_creds, src_cert_dir, src_no_creds),
+        dst_options=_options(dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds))
+    items = sync(src_kind, source, dst_kind, destination,
+                 SyncOptions(copy=copy_options, scoped=scoped, images=images, keep_going=keep_going,
+                             report=report))
+    copied = sum(i.status == "copied" for i in items)
+    skipped = sum(i.status == "skipped" for i in items)
+    failed = [i for i in items if i.status.startswith("failed")]
+    report(f"Synced {len(items)} images: {copied} copied, {skipped} up to date, {len(failed)} failed")
+    if failed:
+        raise OciboxError(f"{len(failed)} of {len(items)} images failed to sync (first: {failed[0].source})")

@@ -87,6 +87,35 @@ async def file_chunks(path: str, offset: int = 0) -> AsyncIterator[bytes]:
             yield chunk
 
 
+async def pump(chunks: AsyncIterator[bytes], write: Callable[[bytes], object], size: int,
+               what: str, progress: Progress = None) -> None:
+    """Feed ``chunks`` to ``write`` in a worker thread, 1 MiB at a time, one write in
+    flight while the next megabyte arrives: hashing and disk writes overlap the network."""
+    loop = asyncio.get_running_loop()
+    pending: asyncio.Future | None = None
+    buf: list[bytes] = []
+    buffered = total = 0
+    async for chunk in chunks:
+        total += len(chunk)
+        if total > size:
+            raise _digest.SizeMismatch(what, size, total)
+        buf.append(chunk)
+        buffered += len(chunk)
+        if progress:
+            progress(len(chunk))
+        if buffered >= CHUNK:
+            data = b"".join(buf)
+            buf.clear()
+            buffered = 0
+            if pending is not None:
+                await pending
+            pending = loop.run_in_executor(None, write, data)
+    if pending is not None:
+        await pending
+    if buf:
+        write(b"".join(buf))
+
+
 class _HashingFile:
     """A temporary file beside ``final`` that becomes it only once verified."""
 
@@ -174,13 +203,15 @@ class Location:
 class DockerLocation(Location):
     ref: Reference
     options: Options
+    shared: Registry | None = None  # a client shared by many copies (sync); not closed here
 
     def __post_init__(self) -> None:
         self.name = f"docker://{self.ref}"
-        self.registry = Registry(self.ref.api_host, self.options)
+        self.registry = self.shared or Registry(self.ref.api_host, self.options)
 
     async def close(self, ok: bool) -> None:
-        await self.registry.close()
+        if self.shared is None:
+            await self.registry.close()
 
     async def top(self) -> Fetched:
         return await self.registry.get_manifest(self.ref.repository, self.ref.reference)
@@ -284,14 +315,11 @@ class OCILocation(Location):
 
     async def put_blob(self, desc: Descriptor, source: Location, progress: Progress = None) -> None:
         assert self.layout is not None
+        what = f"{source.name}: blob {desc.digest}"
         with self.layout.blobs.writer(_digest.parse(desc.digest)[0]) as w:
-            async for chunk in source.blob(desc):
-                w.write(chunk)
-                if w.size > desc.size:
-                    raise _digest.SizeMismatch(f"{source.name}: blob {desc.digest}", desc.size, w.size)
-                if progress:
-                    progress(len(chunk))
-            w.commit(desc.digest, desc.size, what=f"{source.name}: blob {desc.digest}", durable=False)
+            await pump(source.blob(desc), w.write, desc.size, what, progress)
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: w.commit(desc.digest, desc.size, what=what))
 
     async def put_manifest(self, data: bytes, media_type: str, top: bool) -> None:
         assert self.layout is not None
@@ -413,14 +441,10 @@ class DirLocation(Location):
 
     async def put_blob(self, desc: Descriptor, source: Location, progress: Progress = None) -> None:
         f = _HashingFile(self._blob_path(desc.digest))
+        what = f"{source.name}: blob {desc.digest}"
         try:
-            async for chunk in source.blob(desc):
-                f.write(chunk)
-                if f.size > desc.size:
-                    raise _digest.SizeMismatch(f"{source.name}: blob {desc.digest}", desc.size, f.size)
-                if progress:
-                    progress(len(chunk))
-            f.commit(desc.digest, desc.size, f"{source.name}: blob {desc.digest}")
+            await pump(source.blob(desc), f.write, desc.size, what, progress)
+            f.commit(desc.digest, desc.size, what)
         finally:
             f.abort()
 
