@@ -68,20 +68,34 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-@pytest.fixture
-def ocibox_registry(tmp_path):
+def start_ocibox_registry(tmp_path: Path, **settings) -> Server:
+    """ocibox's registry in a subprocess; ``settings`` go to its JSON config file."""
+    import json
+
     port = free_port()
     root = tmp_path / "ocibox-registry"
     log = tmp_path / "ocibox-registry.log"
+    config = tmp_path / "ocibox-registry.json"
+    config.write_text(json.dumps({"access_log": "", **settings}))
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "ocibox.cli", "registry", "serve",
+        proc = subprocess.Popen([sys.executable, "-m", "ocibox.cli", "registry", "serve", "--config", str(config),
                                  "--addr", f"127.0.0.1:{port}", "--root", str(root)],
                                 stdout=out, stderr=subprocess.STDOUT)
     try:
         wait_port(port, proc, log)
-        yield Server("ocibox", port, root, proc)
-    finally:
+    except BaseException:
         _stop(proc)
+        raise
+    return Server("ocibox", port, root, proc)
+
+
+@pytest.fixture
+def ocibox_registry(tmp_path):
+    server = start_ocibox_registry(tmp_path)
+    try:
+        yield server
+    finally:
+        _stop(server.proc)
 
 
 DOCKER_REGISTRY_CONFIG = """\
@@ -96,6 +110,10 @@ storage:
 http:
   addr: 127.0.0.1:{port}
 {auth}"""
+
+
+def stop(server: Server) -> None:
+    _stop(server.proc)
 
 
 def start_docker_registry(tmp_path: Path, auth: str = "") -> Server:
