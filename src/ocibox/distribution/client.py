@@ -535,11 +535,16 @@ class Registry:
         ``chunk_size`` selects chunked uploads (PATCH); otherwise one PUT.
         """
         path = f"/v2/{repository}/blobs/uploads/"
-        r = await self.request("POST", path, repository=repository, actions="pull,push", ok=(202,))
+
+        async def start() -> str:
+            r = await self.request("POST", path, repository=repository, actions="pull,push", ok=(202,))
+            return self._location(r, path)
+
         # distribution renews the Location (its _state) after every chunk: keep the latest
-        state = {"location": self._location(r, path)}
+        state = {"location": await start()}
         offset = 0
         failures = 0
+        restarted = False
         while True:
             try:
                 if chunk_size:
@@ -549,6 +554,13 @@ class Registry:
                     await self._finish(repository, state["location"], dig, open_at(offset),
                                        size - offset, progress)
                 return
+            except _digest.DigestMismatch:
+                # A resumed upload whose start the registry kept wrongly (a cut request
+                # still being written when it answered): once more, from byte 0.
+                if offset == 0 or restarted:
+                    raise
+                restarted = True
+                offset, state["location"] = 0, await start()
             except (RegistryError, *_NET_ERRORS) as e:
                 if isinstance(e, RegistryError) and e.status is not None and e.status < 500 \
                         and e.status not in (408, 416, 429):
@@ -557,7 +569,13 @@ class Registry:
                 if failures > self.options.retries:
                     raise RegistryError(f"{self.host}/{repository}: upload of {dig} failed: {e}") from None
                 await asyncio.sleep(self.options.backoff * 2 ** (failures - 1))
-                offset, state["location"] = await self._upload_status(repository, state["location"])
+                try:
+                    offset, state["location"] = await self._upload_status(repository, state["location"])
+                except RegistryError as status_error:
+                    if status_error.status is None or status_error.status >= 500:
+                        raise
+                    # the session is gone or broken (distribution after a cut PUT): start afresh
+                    offset, state["location"] = 0, await start()
                 if progress and offset == 0:
                     progress(0)
 
@@ -568,9 +586,10 @@ class Registry:
         loc = self._location(r, location) if r.headers.get("Location") else location
         if rng.startswith("bytes="):
             rng = rng[6:]
-        if "-" in rng:
-            end = int(rng.split("-", 1)[1])
-            return end + 1, loc
+        start, _, end = rng.partition("-")
+        if start == "0" and end.isdigit() and end != "0":
+            return int(end) + 1, loc
+        # "0-0" is what distribution says for an empty upload (and for one byte): take 0
         return 0, loc
 
     async def _upload_chunks(self, repository: str, state: dict[str, str], offset: int,
