@@ -96,3 +96,24 @@ def test_bearer_and_tls_ocibox_registry(image_layout, htpasswd, certificate, tmp
         assert tags["Tags"] == ["v1"]
     finally:
         stop(server)
+
+
+def test_insecure_registry_from_registries_conf(image_layout, certificate, tmp_path, no_auth_files,
+                                                monkeypatch):
+    cert, key, _ = certificate
+    server = start_ocibox_registry(tmp_path, tls_cert=cert, tls_key=key)
+    try:
+        src, dest = f"oci:{image_layout}:v1", server.ref("c/app:v1")
+        conf = tmp_path / "registries.conf"
+        conf.write_text('[[registry]]\nlocation = "elsewhere.example"\ninsecure = true\n')
+        monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(conf))
+        assert "TLS certificate not trusted" in _error(ocibox_cmd("copy", "-q", src, dest, check=False))
+        conf.write_text(f'[[registry]]\nlocation = "{server.host}"\ninsecure = true\n')
+        ocibox_cmd("copy", "-q", src, dest)
+        conf.write_text(f'[registries.insecure]\nregistries = ["{server.host}"]\n')
+        ocibox_cmd("copy", "-q", dest, f"oci:{tmp_path}/back:v1")
+        # an explicit flag wins over the file
+        assert "TLS certificate not trusted" in _error(
+            ocibox_cmd("copy", "-q", "--src-tls-verify=true", dest, f"oci:{tmp_path}/b2:v1", check=False))
+    finally:
+        stop(server)

@@ -40,7 +40,7 @@ def _options(tls_verify, creds, cert_dir, no_creds):
     if creds and no_creds:
         raise UsageError("--creds and --no-creds cannot be used together")
     return Options(
-        tls_verify=True if tls_verify is None else tls_verify,
+        tls_verify=tls_verify,
         creds=Credentials.parse(creds) if creds else None,
         cert_dir=cert_dir,
         no_auth_lookup=no_creds,
@@ -265,7 +265,7 @@ def login_cmd(registry, username, password, password_stdin, tls_verify, cert_dir
     if password is None:
         password = click.prompt("Password", hide_input=True)
     creds = Credentials(username, password)
-    options = Options(tls_verify=True if tls_verify is None else tls_verify, cert_dir=cert_dir, creds=creds)
+    options = Options(tls_verify=tls_verify, cert_dir=cert_dir, creds=creds)
 
     async def check():
         async with Registry("registry-1.docker.io" if host == "docker.io" else host, options) as reg:

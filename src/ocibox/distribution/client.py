@@ -19,7 +19,7 @@ import ssl
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -58,7 +58,7 @@ class TLSError(RegistryError):
 class Options:
     """How to reach a registry (skopeo's per-side flags)."""
 
-    tls_verify: bool = True
+    tls_verify: bool | None = None  # None: verify, unless registries.conf marks the registry insecure
     cert_dir: str | None = None
     creds: Credentials | None = None
     plain_http: bool | None = None  # None: HTTPS, falling back to HTTP for localhost or no TLS verify
@@ -129,6 +129,10 @@ class Registry:
     options: Options = field(default_factory=Options)
 
     def __post_init__(self) -> None:
+        if self.options.tls_verify is None:
+            from .registries import is_insecure
+
+            self.options = replace(self.options, tls_verify=not is_insecure(self.host))
         self._session: aiohttp.ClientSession | None = None
         self._base: str | None = None
         self._tokens: dict[str, _Token] = {}
