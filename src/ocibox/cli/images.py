@@ -90,6 +90,67 @@ class _Lines:
             click.echo(line, err=True)
 
 
+class _Bars:
+    """On a terminal: a bar per blob in flight, redrawn at most ten times a second;
+    finished blobs and other messages scroll above the bars."""
+
+    WIDTH = 30
+
+    def __init__(self, stream=None) -> None:
+        import time
+
+        self.stream = stream or sys.stderr
+        self.active: dict[str, list[int]] = {}  # digest -> [done, size]
+        self.drawn = 0
+        self.last = 0.0
+        self.clock = time.monotonic
+
+    def _line(self, dig: str, done: int, size: int) -> str:
+        frac = min(done / size, 1.0) if size else 1.0
+        fill = int(frac * self.WIDTH)
+        return (f"Copying blob {dig.split(':', 1)[-1][:12]} [{'=' * fill}{' ' * (self.WIDTH - fill)}] "
+                f"{done / 1048576:7.1f} / {size / 1048576:.1f} MiB")
+
+    def _draw(self, messages: tuple[str, ...] = (), force: bool = False) -> None:
+        now = self.clock()
+        if not force and not messages and now - self.last < 0.1:
+            return
+        self.last = now
+        out = []
+        if self.drawn:
+            out.append(f"\x1b[{self.drawn}F\x1b[J")  # up to the first bar, clear below
+        out.extend(m + "\n" for m in messages)
+        lines = [self._line(d, done, size) for d, (done, size) in self.active.items()]
+        out.extend(x + "\n" for x in lines)
+        self.drawn = len(lines)
+        self.stream.write("".join(out))
+        self.stream.flush()
+
+    def report(self, line: str) -> None:
+        self._draw((line,), force=True)
+
+    def progress(self, event: str, desc, n: int) -> None:
+        if event == "start":
+            self.active[desc.digest] = [0, desc.size]
+            self._draw(force=True)
+        elif event == "bytes" and desc.digest in self.active:
+            self.active[desc.digest][0] += n
+            self._draw()
+        elif event == "done":
+            self.active.pop(desc.digest, None)
+            self._draw(force=True)
+
+
+def _reporters(quiet: bool):
+    """(report, progress) for CopyOptions: bars on a terminal, lines on a pipe, nothing if quiet."""
+    if quiet:
+        return None, None
+    if sys.stderr.isatty() and os.environ.get("TERM") != "dumb":
+        bars = _Bars()
+        return bars.report, bars.progress
+    return _Lines(False), None
+
+
 # --- copy --------------------------------------------------------------------------
 
 
@@ -118,12 +179,12 @@ def copy_cmd(source, destination, src_tls_verify, src_creds, src_cert_dir, src_n
     from ..transport.copy import CopyOptions, copy
 
     _authfile(authfile)
-    report = _Lines(quiet)
+    report, progress = _reporters(quiet)
     options = CopyOptions(
         all_images=all_images,
         platform=_platform(platform, override_os, override_arch, override_variant),
         format=fmt, compress=dest_compress_format, preserve_digests=preserve_digests, jobs=jobs,
-        report=report,
+        report=report, progress=progress,
         src_options=_options(src_tls_verify, src_creds, src_cert_dir, src_no_creds),
         dst_options=_options(dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds),
     )
@@ -131,7 +192,8 @@ def copy_cmd(source, destination, src_tls_verify, src_creds, src_cert_dir, src_n
     if digestfile:
         with open(digestfile, "w") as f:
             f.write(result.digest)
-    report(f"Copied {result.digest} ({result.blobs_copied} blobs copied, {result.blobs_skipped} present)")
+    if report:
+        report(f"Copied {result.digest} ({result.blobs_copied} blobs copied, {result.blobs_skipped} present)")
 
 
 # --- inspect -------------------------------------------------------------------------
