@@ -55,6 +55,7 @@ def test_lookup_order_and_namespaces(no_auth_files, tmp_path, monkeypatch):
     assert auth.lookup("reg.example", "team/app") == Credentials("team", "2")
     assert auth.lookup("reg.example", "other/app") == Credentials("hostwide", "1")
     assert auth.lookup("docker.io", "library/busybox") == Credentials("hub", "3")
+    assert auth.lookup("registry-1.docker.io", "library/busybox") == Credentials("hub", "3")
     assert auth.lookup("nowhere.example", "x") is None
     runtime = tmp_path / "run"
     (runtime / "containers").mkdir(parents=True)

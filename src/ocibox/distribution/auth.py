@@ -73,6 +73,8 @@ def _load(path: str) -> dict:
 
 def _keys(registry: str, repository: str | None) -> list[str]:
     """Keys to look up, most specific first: host/ns/repo, host/ns, host."""
+    if registry in ("registry-1.docker.io", "index.docker.io"):
+        registry = "docker.io"
     keys = []
     if repository:
         parts = repository.split("/")
