@@ -53,11 +53,40 @@ _COMMANDS["exec"] = (
     1, 100000, "exec [--process FILE] [-d] [-e K=V] [-u UID[:GID]] [--cwd DIR] <container-id> [command...]",
 )  # fmt: skip
 _MULTI = {"--env", "--cap", "--additional-gids"}
-_LATER = ("update", "events", "checkpoint", "restore")
+_COMMANDS["update"] = (
+    {
+        "--resources": True,
+        "-r": True,
+        "--memory": True,
+        "--memory-reservation": True,
+        "--memory-swap": True,
+        "--kernel-memory": True,
+        "--kernel-memory-tcp": True,
+        "--cpu-share": True,
+        "--cpu-quota": True,
+        "--cpu-period": True,
+        "--cpu-rt-period": True,
+        "--cpu-rt-runtime": True,
+        "--cpuset-cpus": True,
+        "--cpuset-mems": True,
+        "--pids-limit": True,
+        "--blkio-weight": True,
+    },
+    1,
+    1,
+    "update [--resources FILE|-] [--memory N] [--cpu-quota N] [--pids-limit N] ... <container-id>",
+)
+_COMMANDS["events"] = (
+    {"--stats": False, "--interval": True},
+    1,
+    1,
+    "events [--stats] [--interval 5s] <container-id>",
+)
+_LATER = ("checkpoint", "restore")
 
 _ALIASES = {"-b": "--bundle", "-d": "--detach", "-a": "--all", "-f": "--force", "-q": "--quiet",
             "-p": "--process", "-t": "--tty", "-e": "--env", "-u": "--user", "-c": "--cap",
-            "-g": "--additional-gids"}  # fmt: skip
+            "-g": "--additional-gids", "-r": "--resources"}  # fmt: skip
 _LIST_ALIASES = {**_ALIASES, "-f": "--format"}
 
 
@@ -436,6 +465,80 @@ def _cmd_exec(root: str, flags: dict, args: list[str], log: _Log) -> int:
                         warn=log.warn)  # fmt: skip
 
 
+# update's flags: flag -> (section, key, parser name)
+_UPDATE_FLAGS = {
+    "--memory": ("memory", "limit", "bytes"), "--memory-reservation": ("memory", "reservation", "bytes"),
+    "--memory-swap": ("memory", "swap", "bytes"), "--cpu-share": ("cpu", "shares", "int"),
+    "--cpu-quota": ("cpu", "quota", "int"), "--cpu-period": ("cpu", "period", "int"),
+    "--cpu-rt-period": ("cpu", "realtimePeriod", "int"),
+    "--cpu-rt-runtime": ("cpu", "realtimeRuntime", "int"), "--cpuset-cpus": ("cpu", "cpus", "str"),
+    "--cpuset-mems": ("cpu", "mems", "str"), "--pids-limit": ("pids", "limit", "int"),
+    "--blkio-weight": ("blockIO", "weight", "int"),
+}  # fmt: skip
+
+
+def _cmd_update(root: str, flags: dict, args: list[str], log: _Log) -> int:
+    import json
+
+    from ..errors import NotImplementedYet, UsageError
+    from .container import Container
+    from .stats import parse_bytes, update
+
+    resources: dict = {}
+    source = flags.get("--resources")
+    if source:
+        try:
+            data = sys.stdin.read() if source == "-" else open(source).read()
+            resources = json.loads(data)
+        except (OSError, ValueError) as e:
+            raise UsageError(f"--resources {source}: {e}") from None
+    for flag, (section, key, kind) in _UPDATE_FLAGS.items():
+        if flag in flags:
+            text = str(flags[flag])
+            if kind == "bytes":
+                value: object = parse_bytes(text)
+            elif kind == "int":
+                if not text.lstrip("-").isdigit():
+                    raise UsageError(f"{flag}: not a number: {text!r}")
+                value = int(text)
+            else:
+                value = text
+            resources.setdefault(section, {})[key] = value
+    for flag in ("--kernel-memory", "--kernel-memory-tcp"):
+        if flag in flags:
+            raise NotImplementedYet(f"{flag}: kernel memory limits are not supported")
+    update(Container.load(root, args[0]), resources)
+    return 0
+
+
+def _cmd_events(root: str, flags: dict, args: list[str], log: _Log) -> int:
+    import json
+    import time
+
+    from ..errors import UsageError
+    from .container import Container
+    from .stats import stats
+
+    text = str(flags.get("--interval") or "5s")
+    units = {"ms": 0.001, "s": 1, "m": 60}
+    unit = next((u for u in ("ms", "s", "m") if text.endswith(u)), "")
+    try:
+        interval = float(text[: len(text) - len(unit)]) * units.get(unit, 1)
+    except ValueError:
+        raise UsageError(f"--interval {text!r}: use e.g. 5s or 500ms") from None
+    c = Container.load(root, args[0])
+    if c.status() == "stopped":
+        from .container import ContainerStateError
+
+        raise ContainerStateError(f"container {c.id} is stopped")
+    while True:
+        sys.stdout.write(json.dumps(stats(c)) + "\n")
+        sys.stdout.flush()
+        if flags.get("--stats") or c.status() == "stopped":
+            return 0
+        time.sleep(interval)
+
+
 def _cmd_features(root: str, flags: dict, args: list[str], log: _Log) -> int:
     import json
 
@@ -459,6 +562,8 @@ _COMMAND_FUNCS = {
     "ps": _cmd_ps,
     "features": _cmd_features,
     "exec": _cmd_exec,
+    "update": _cmd_update,
+    "events": _cmd_events,
 }
 
 

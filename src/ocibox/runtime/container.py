@@ -326,10 +326,10 @@ class Container:
 
     def destroy(self) -> None:
         """Remove everything create made on the host: cgroups, then the state directory."""
-        if self.state and self.state.get("cgroupPaths"):
+        if self.state and self.state.get("cgroupCreated"):
             from .linux import cgroups
 
-            cgroups.remove(self.state["cgroupPaths"])
+            cgroups.remove(self.state["cgroupCreated"])
         for name in (STATE_FILE, FIFO, CONFIG_COPY):
             try:
                 os.unlink(os.path.join(self.dir, name))

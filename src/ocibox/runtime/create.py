@@ -59,6 +59,7 @@ def create(
             warn(w)
     container = Container.reserve(root, cid)
     cgroup_paths: dict[str, str] = {}
+    cgroup_created: list[str] = []
     init_pid = 0
     try:
         # Later changes to the bundle's config.json must not affect the container.
@@ -74,7 +75,9 @@ def create(
             from .linux import cgroups
 
             def on_intermediate(pid: int) -> None:
-                cgroup_paths.update(cgroups.apply(cid, cgroups_path, resources or {}, pid))
+                paths, made = cgroups.apply(cid, cgroups_path, resources or {}, pid)
+                cgroup_paths.update(paths)
+                cgroup_created.extend(made)
 
         hook_cfg = config.get("hooks") or {}
 
@@ -103,6 +106,7 @@ def create(
                 "created": now_rfc3339(),
                 "annotations": config.get("annotations") or {},
                 "cgroupPaths": cgroup_paths,
+                "cgroupCreated": cgroup_created,
                 "hooks": bool(hook_cfg),
             }
         )
@@ -118,8 +122,8 @@ def create(
                 os.kill(init_pid, 9)
             except ProcessLookupError:
                 pass
-        if cgroup_paths and not container.state:
-            container.state = {"cgroupPaths": cgroup_paths}
+        if cgroup_created and not container.state:
+            container.state = {"cgroupCreated": cgroup_created}
         container.destroy()
         raise
     return container
@@ -147,18 +151,22 @@ def run(root: str, cid: str, bundle: str, *, detach: bool = False, keep: bool = 
     finally:
         if kw.get("console_fd") is not None:
             os.close(kw["console_fd"])
+    proxy = None
     try:
-        master = _receive_master(console) if console is not None else None
+        if console is not None:
+            from .linux.console import Proxy
+
+            proxy = Proxy(_receive_master(console))
         container.start()
     except BaseException:
+        if proxy is not None:
+            proxy.close()
         container.delete(force=True)
         raise
     if detach:
         return 0
-    if master is not None:
-        from .linux.console import proxy
-
-        code = proxy(master, container.pid, _forward_signals)
+    if proxy is not None:
+        code = proxy.run(container.pid, _forward_signals)
     else:
         code = wait(container.pid)
     if not keep:

@@ -54,43 +54,73 @@ def _path_for(cid: str, cgroups_path: str | None) -> str:
     return path.strip("/")
 
 
-def apply(cid: str, cgroups_path: str | None, resources: dict, pid: int) -> dict[str, str]:
-    """Create the container's cgroups, set limits, and move ``pid`` into them."""
+def apply(cid: str, cgroups_path: str | None, resources: dict, pid: int) -> tuple[dict, list]:
+    """Create the container's cgroups, set limits, and move ``pid`` into them.
+
+    Returns the cgroup of each controller, and the directories made here (only
+    those are removed on delete: a cgroup the container did not create stays).
+    """
     rel = _path_for(cid, cgroups_path)
     mounts = hierarchies()
     if set(mounts) == {"unified"}:
         return _apply_v2_membership(mounts["unified"], rel, resources, pid)
     paths: dict[str, str] = {}
-    for ctrl, mp in mounts.items():
-        path = os.path.join(mp, rel)
-        try:
-            os.makedirs(path, exist_ok=True)
-        except OSError as e:
-            raise BundleError(f"creating cgroup {path}: {e.strerror}") from None
-        paths[ctrl] = path
+    created: list[str] = []
     try:
+        for ctrl, mp in mounts.items():
+            path = os.path.join(mp, rel)
+            created += _makedirs(path)
+            paths[ctrl] = path
         if "cpuset" in paths:
             _init_cpuset(mounts["cpuset"], paths["cpuset"])
-        _set_memory(paths.get("memory"), resources.get("memory") or {})
-        _set_cpu(paths.get("cpu"), paths.get("cpuset"), resources.get("cpu") or {})
-        _set_pids(paths.get("pids"), resources.get("pids") or {})
+        set_resources(paths, resources)
         if "devices" in paths:
             _set_devices(paths["devices"], resources.get("devices") or [])
         for path in dict.fromkeys(paths.values()):
             _write(path, "cgroup.procs", str(pid))
     except BaseException:
-        remove(paths)
+        remove(created)
         raise
-    return paths
+    return paths, created
 
 
-def _apply_v2_membership(mp: str, rel: str, resources: dict, pid: int) -> dict[str, str]:
+def set_resources(paths: dict[str, str], resources: dict) -> None:
+    """Set the memory, cpu, cpuset and pids limits (at create, and by update)."""
+    _set_memory(paths.get("memory"), resources.get("memory") or {})
+    _set_cpu(paths.get("cpu"), paths.get("cpuset"), resources.get("cpu") or {})
+    _set_pids(paths.get("pids"), resources.get("pids") or {})
+    if resources.get("blockIO") and resources["blockIO"].get("weight") is not None:
+        if "blkio" not in paths:
+            raise BundleError("linux.resources.blockIO: no blkio cgroup on this host")
+        _write(paths["blkio"], "blkio.weight", str(resources["blockIO"]["weight"]))
+
+
+def _makedirs(path: str) -> list[str]:
+    """mkdir -p, returning the directories it made, deepest last."""
+    made = []
+    missing = []
+    p = path
+    while not os.path.isdir(p):
+        missing.append(p)
+        p = os.path.dirname(p)
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o755)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise BundleError(f"creating cgroup {d}: {e.strerror}") from None
+        made.append(d)
+    return made
+
+
+def _apply_v2_membership(mp: str, rel: str, resources: dict, pid: int) -> tuple[dict, list]:
     if any(resources.get(k) for k in ("memory", "cpu", "pids", "blockIO", "hugepageLimits")):
         raise NotImplementedYet("cgroup v2 resource limits are not supported yet")
     path = os.path.join(mp, rel)
-    os.makedirs(path, exist_ok=True)
+    created = _makedirs(path)
     _write(path, "cgroup.procs", str(pid))
-    return {"unified": path}
+    return {"unified": path}, created
 
 
 def _write(path: str, name: str, value: str) -> None:
@@ -163,7 +193,9 @@ def _set_pids(path: str | None, pids: dict) -> None:
     if path is None:
         raise BundleError("linux.resources.pids: no pids cgroup on this host")
     limit = pids["limit"]
-    _write(path, "pids.max", "max" if limit <= 0 else str(limit))
+    if limit == 0:
+        return  # as runc: 0 leaves the limit as it is; a negative value lifts it
+    _write(path, "pids.max", "max" if limit < 0 else str(limit))
 
 
 def _rule(kind: str, major: int, minor: int, access: str) -> str:
@@ -186,9 +218,9 @@ def _set_devices(path: str, rules: list[dict]) -> None:
         _write(path, "devices.allow", _rule(kind, ma, mi, access))
 
 
-def remove(paths: dict[str, str]) -> None:
-    """Remove the container's cgroup directories (they must be empty of processes)."""
-    for path in dict.fromkeys(paths.values()):
+def remove(dirs: list[str]) -> None:
+    """Remove cgroup directories, deepest first (they must be empty of processes)."""
+    for path in sorted(set(dirs), key=len, reverse=True):
         for _ in range(100):
             try:
                 os.rmdir(path)

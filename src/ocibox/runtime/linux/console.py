@@ -51,69 +51,81 @@ def setup(sock: socket.socket, size: dict | None) -> None:
         os.close(slave)
 
 
-def proxy(master: int, pid: int, forward_signals) -> int:
-    """Copy our stdio to and from the pty ``master`` until ``pid`` exits; return its exit code.
+class Proxy:
+    """Our stdio joined to a container's pty ``master``, until its process exits.
 
-    Our terminal (if stdin is one) goes raw meanwhile and lends its size to the pty.
+    Made before ``start`` so that the pty has our terminal's size (and our
+    terminal is raw) by the time the user program first looks.
     """
-    import select
-    import signal
-    import tty
 
-    from ..create import exit_code
+    def __init__(self, master: int) -> None:
+        self.master = master
+        self.saved = None
+        if os.isatty(0):
+            self.saved = termios.tcgetattr(0)
+            import tty
 
-    saved = None
-    if os.isatty(0):
-        saved = termios.tcgetattr(0)
-        tty.setraw(0)
+            tty.setraw(0)
+            self.resize()
 
-        def resize(_signum=None, _frame=None) -> None:
-            try:
-                fcntl.ioctl(
-                    master, termios.TIOCSWINSZ, fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
-                )
-            except OSError:
-                pass
+    def resize(self, _signum=None, _frame=None) -> None:
+        try:
+            size = fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
+            fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
+        except OSError:
+            pass
 
-        resize()
-        forward_signals(pid, skip=("WINCH",))
-        signal.signal(signal.SIGWINCH, resize)
-    else:
-        forward_signals(pid)
-    inputs = [master, 0]
-    code = None
-    try:
-        while True:
-            if code is None:
-                try:
-                    got, status = os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    got, status = pid, 255 << 8
-                if got == pid:
-                    code = exit_code(status)
-            ready, _, _ = select.select(inputs, [], [], 0.05 if code is None else 0)
-            if not ready and code is not None:
-                break
-            for fd in ready:
-                try:
-                    data = os.read(fd, 65536)
-                except OSError:  # EIO: the last slave is closed
-                    data = b""
-                if fd == master:
-                    if not data:
-                        inputs.remove(master)
-                        if code is not None:
-                            break
-                        continue
-                    os.write(1, data)
-                elif data:
-                    os.write(master, data)
-                else:
-                    inputs.remove(0)  # our stdin is at its end; keep the output flowing
-            if master not in inputs and code is not None:
-                break
-    finally:
-        if saved is not None:
-            termios.tcsetattr(0, termios.TCSADRAIN, saved)
-        os.close(master)
-    return code if code is not None else 255
+    def close(self) -> None:
+        if self.saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, self.saved)
+            self.saved = None
+        if self.master >= 0:
+            os.close(self.master)
+            self.master = -1
+
+    def run(self, pid: int, forward_signals) -> int:
+        """Copy both ways until ``pid`` exits and its output is drained; return its exit code."""
+        import select
+        import signal
+
+        from ..create import exit_code
+
+        if self.saved is not None:
+            forward_signals(pid, skip=("WINCH",))
+            signal.signal(signal.SIGWINCH, self.resize)
+        else:
+            forward_signals(pid)
+        master = self.master
+        inputs = [master, 0]
+        code = None
+        try:
+            while True:
+                if code is None:
+                    try:
+                        got, status = os.waitpid(pid, os.WNOHANG)
+                    except ChildProcessError:
+                        got, status = pid, 255 << 8
+                    if got == pid:
+                        code = exit_code(status)
+                ready, _, _ = select.select(inputs, [], [], 0.05 if code is None else 0)
+                if not ready and code is not None:
+                    break
+                for fd in ready:
+                    try:
+                        data = os.read(fd, 65536)
+                    except OSError:  # EIO: the last slave is closed
+                        data = b""
+                    if fd == master:
+                        if data:
+                            os.write(1, data)
+                        else:
+                            inputs.remove(master)
+                    elif data:
+                        os.write(master, data)
+                    else:
+                        inputs.remove(0)  # our stdin ended; keep the output flowing
+                if master not in inputs and code is not None:
+                    break
+        finally:
+            self.close()
+        return code if code is not None else 255
