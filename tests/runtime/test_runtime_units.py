@@ -101,7 +101,7 @@ def test_systemd_cgroup_refused(tmp_path):
 
 
 def test_later_commands_say_so(tmp_path):
-    p = ours("update", "x", root=str(tmp_path))
+    p = ours("checkpoint", "x", root=str(tmp_path))
     assert p.returncode == 1 and "not implemented yet" in p.stderr
 
 
