@@ -355,26 +355,38 @@ def rows(figs: dict[str, Figures], size: int, pullers: int) -> list[list[str]]:
     o, d = figs["ocibox"], figs["distribution"]
     mb = size / 1e6
 
-    def row(what: str, better: str, ov: float, dv: float, fmt: str) -> list[str]:
-        return [what, fmt.format(dv), fmt.format(ov), f"{ov / dv:.2f}" if dv else "-", better]
+    def paired(ox: list[float], dx: list[float], invert: bool = False) -> str:
+        # the ratio within each round (both servers measured minutes apart, under the same load)
+        ratios = [(b / a if invert else a / b) for a, b in zip(ox, dx, strict=True) if a and b]
+        return f"{med(ratios):.2f}" if ratios else "-"
+
+    def row(what: str, better: str, ov: float, dv: float, fmt: str, pair: str) -> list[str]:
+        return [what, fmt.format(dv), fmt.format(ov), f"{ov / dv:.2f}" if dv else "-", pair, better]
 
     return [
-        row(f"push {mb:.0f} MB, s", "lower", med(o.push_s), med(d.push_s), "{:.2f}"),
-        row("push throughput, MB/s", "higher", mb / med(o.push_s), mb / med(d.push_s), "{:.0f}"),
-        row(f"pull {mb:.0f} MB, s", "lower", med(o.pull_s), med(d.pull_s), "{:.2f}"),
-        row("pull throughput, MB/s", "higher", mb / med(o.pull_s), mb / med(d.pull_s), "{:.0f}"),
-        row(f"{pullers} concurrent pulls, s (all done)", "lower", med(o.pull8_s), med(d.pull8_s), "{:.2f}"),
+        row(f"push {mb:.0f} MB, s", "lower", med(o.push_s), med(d.push_s), "{:.2f}", paired(o.push_s, d.push_s)),
+        row("push throughput, MB/s", "higher", mb / med(o.push_s), mb / med(d.push_s), "{:.0f}",
+            paired(o.push_s, d.push_s, invert=True)),
+        row(f"pull {mb:.0f} MB, s", "lower", med(o.pull_s), med(d.pull_s), "{:.2f}", paired(o.pull_s, d.pull_s)),
+        row("pull throughput, MB/s", "higher", mb / med(o.pull_s), mb / med(d.pull_s), "{:.0f}",
+            paired(o.pull_s, d.pull_s, invert=True)),
+        row(f"{pullers} concurrent pulls, s (all done)", "lower", med(o.pull8_s), med(d.pull8_s), "{:.2f}",
+            paired(o.pull8_s, d.pull8_s)),
         row(f"{pullers} concurrent pulls, MB/s in all", "higher", pullers * mb / med(o.pull8_s),
-            pullers * mb / med(d.pull8_s), "{:.0f}"),
-        row("manifest GET, requests/s", "higher", med(o.rps), med(d.rps), "{:.0f}"),
-        row("manifest GET p50 latency, ms", "lower", med(o.p50_ms), med(d.p50_ms), "{:.2f}"),
-        row("manifest GET p99 latency, ms", "lower", med(o.p99_ms), med(d.p99_ms), "{:.2f}"),
-        row("server RSS after start, MiB", "lower", max(o.idle_kib) / 1024, max(d.idle_kib) / 1024, "{:.0f}"),
-        row("server peak RSS (VmHWM), MiB", "lower", max(o.hwm_kib) / 1024, max(d.hwm_kib) / 1024, "{:.0f}"),
+            pullers * mb / med(d.pull8_s), "{:.0f}", paired(o.pull8_s, d.pull8_s, invert=True)),
+        row("manifest GET, requests/s", "higher", med(o.rps), med(d.rps), "{:.0f}", paired(o.rps, d.rps)),
+        row("manifest GET p50 latency, ms", "lower", med(o.p50_ms), med(d.p50_ms), "{:.2f}",
+            paired(o.p50_ms, d.p50_ms)),
+        row("manifest GET p99 latency, ms", "lower", med(o.p99_ms), med(d.p99_ms), "{:.2f}",
+            paired(o.p99_ms, d.p99_ms)),
+        row("server RSS after start, MiB", "lower", max(o.idle_kib) / 1024, max(d.idle_kib) / 1024, "{:.0f}",
+            paired(o.idle_kib, d.idle_kib)),
+        row("server peak RSS (VmHWM), MiB", "lower", max(o.hwm_kib) / 1024, max(d.hwm_kib) / 1024, "{:.0f}",
+            paired(o.hwm_kib, d.hwm_kib)),
     ]
 
 
-HEADERS = ["figure", "distribution", "ocibox", "ratio ocibox/distribution", "better"]
+HEADERS = ["figure", "distribution", "ocibox", "ratio ocibox/distribution", "median of per-round ratios", "better"]
 
 
 def samples(figs: dict[str, Figures]) -> list[list[str]]:
@@ -470,7 +482,9 @@ def main() -> int:
         "",
         "Written by `bench/registry.py " + " ".join(sys.argv[1:]) + "` (see bench/README.md). "
         "Ratio = ocibox / distribution; the last column says whether higher or lower is better. "
-        "Medians over the rounds; peak RSS is the highest VmHWM of a round.",
+        "Medians over the rounds; peak RSS is the highest VmHWM of a round. The per-round ratio column "
+        "pairs the two servers within each round (measured moments apart, under the same load) and is the "
+        "steadier figure on a busy machine.",
         "",
         f"- date: {started:%Y-%m-%d %H:%M} UTC, {args.rounds} rounds, fresh servers and storage each round, "
         "the first server swapping every round",
