@@ -76,13 +76,16 @@ def _is_local(host: str) -> bool:
 def _ssl_context(host: str, options: Options) -> ssl.SSLContext | bool:
     if not options.tls_verify:
         return False
+    if options.cert_dir and not os.path.isdir(options.cert_dir):
+        raise TLSError(f"{host}: certificate directory {options.cert_dir} does not exist")
     dirs = [options.cert_dir] if options.cert_dir else [
         f"/etc/containers/certs.d/{host}", f"/etc/docker/certs.d/{host}",
         os.path.expanduser(f"~/.config/containers/certs.d/{host}")]
+    dirs = [d for d in dirs if d and os.path.isdir(d)]
+    if not dirs:
+        return True  # aiohttp's own verifying context, made once at import: no second CA load
     ctx = ssl.create_default_context()
     for d in dirs:
-        if not d or not os.path.isdir(d):
-            continue
         for name in sorted(os.listdir(d)):
             path = os.path.join(d, name)
             if name.endswith(".crt"):
@@ -160,7 +163,7 @@ class Registry:
                 connector=connector, headers={"User-Agent": USER_AGENT},
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=30,
                                               sock_read=self.options.timeout),
-                auto_decompress=False)
+                auto_decompress=False, read_bufsize=1 << 20)
         return self._session
 
     def _creds(self, repository: str | None) -> Credentials | None:
