@@ -284,6 +284,7 @@ def _create_kwargs(flags: dict) -> dict:
         "pid_file": flags.get("--pid-file") or None,
         "console_socket": flags.get("--console-socket") or None,
         "no_pivot": bool(flags.get("--no-pivot")),
+        "no_new_keyring": bool(flags.get("--no-new-keyring")),
         "preserve_fds": int(fds),
     }
 

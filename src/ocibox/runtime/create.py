@@ -44,6 +44,7 @@ def create(
     preserve_fds: int = 0,
     console_socket: str | None = None,
     console_fd: int | None = None,
+    no_new_keyring: bool = False,
     subreaper: bool = False,
     warn=None,
 ) -> Container:
@@ -54,6 +55,8 @@ def create(
     ic = process.prepare(config, bundle, no_pivot=no_pivot, preserve_fds=preserve_fds,
                          console_socket=console_socket and os.path.abspath(console_socket),
                          console_fd=console_fd)  # fmt: skip
+    ic.no_new_keyring = no_new_keyring
+    ic.keyring_name = cid
     for w in ic.warnings:
         if warn:
             warn(w)

@@ -56,6 +56,8 @@ class InitConfig:
         self.warnings = warnings or []
         self.console_socket = console_socket
         self.console_fd = console_fd  # a connected socket of the runtime's own (run)
+        self.no_new_keyring = False
+        self.keyring_name: str | None = None
 
 
 def prepare(
@@ -271,6 +273,9 @@ def _intermediate(ic: InitConfig, rfd: int, wfd: int) -> None:
     rest = ns.new & ~sc.CLONE_NEWUSER
     if rest:
         nsmod.unshare(rest)
+    offsets = (ic.config.get("linux") or {}).get("timeOffsets")
+    if offsets:
+        _time_offsets(offsets, ns.new & sc.CLONE_NEWTIME)
     pid = os.fork()
     if pid == 0:
         code = 1
@@ -285,6 +290,37 @@ def _intermediate(ic: InitConfig, rfd: int, wfd: int) -> None:
     os.write(wfd, f"pid {pid}\n".encode())
 
 
+def _time_offsets(offsets: dict, new_timens: int) -> None:
+    """linux.timeOffsets: only a new time namespace, before its first process, takes them."""
+    if not new_timens:
+        raise BundleError("config.json: linux.timeOffsets needs a new time namespace")
+    lines = []
+    for clock in ("monotonic", "boottime"):
+        if clock in offsets:
+            o = offsets[clock]
+            lines.append(f"{clock} {o.get('secs', 0)} {o.get('nanosecs', 0)}\n")
+    try:
+        with open("/proc/self/timens_offsets", "w") as f:
+            f.write("".join(lines))
+    except OSError as e:
+        raise BundleError(f"config.json: linux.timeOffsets: {e.strerror}") from None
+
+
+_PERSONALITIES = {"LINUX": 0x0000, "LINUX32": 0x0008}
+
+
+def _personality(p: dict) -> None:
+    domain = p.get("domain")
+    if domain not in _PERSONALITIES:
+        raise BundleError(f"config.json: linux.personality.domain: unknown domain {domain!r}")
+    if p.get("flags"):
+        raise NotImplementedYet("config.json: linux.personality.flags are not supported yet")
+    try:
+        sc.personality(_PERSONALITIES[domain])
+    except OSError as e:
+        raise BundleError(f"config.json: linux.personality {domain}: {e.strerror}") from None
+
+
 def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
     """The container's init: build the environment, wait for start, exec."""
     cfg = ic.config
@@ -293,6 +329,15 @@ def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
     ns = ic.namespaces
     in_userns = ns.has("user")
     os.setsid()
+    if not ic.no_new_keyring:
+        try:
+            sc.join_session_keyring(ic.keyring_name)
+        except OSError as e:
+            # As runc: a kernel or a user namespace without keyrings is not an error.
+            if e.errno not in (38, 13, 1):  # ENOSYS, EACCES, EPERM
+                raise BundleError(f"creating the session keyring: {e.strerror}") from None
+    if linux.get("personality"):
+        _personality(linux["personality"])
     if ns.has("uts"):
         if cfg.get("hostname"):
             sc.sethostname(cfg["hostname"])

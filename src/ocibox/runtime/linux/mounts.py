@@ -54,20 +54,26 @@ _PROPAGATION = {
 }
 
 # Recursive attributes need mount_setattr(2); not there yet.
+# Recursive attributes, applied with mount_setattr(2): option -> (set, clear).
 _RECURSIVE = {
-    "r" + o
-    for o in (
-        "ro", "rw", "nosuid", "suid", "nodev", "dev", "noexec", "exec", "atime", "noatime",
-        "relatime", "norelatime", "strictatime", "nostrictatime", "diratime", "nodiratime",
-        "nosymfollow", "symfollow",
-    )
+    "rro": (sc.MOUNT_ATTR_RDONLY, 0), "rrw": (0, sc.MOUNT_ATTR_RDONLY),
+    "rnosuid": (sc.MOUNT_ATTR_NOSUID, 0), "rsuid": (0, sc.MOUNT_ATTR_NOSUID),
+    "rnodev": (sc.MOUNT_ATTR_NODEV, 0), "rdev": (0, sc.MOUNT_ATTR_NODEV),
+    "rnoexec": (sc.MOUNT_ATTR_NOEXEC, 0), "rexec": (0, sc.MOUNT_ATTR_NOEXEC),
+    "rnodiratime": (sc.MOUNT_ATTR_NODIRATIME, 0), "rdiratime": (0, sc.MOUNT_ATTR_NODIRATIME),
+    "rnosymfollow": (sc.MOUNT_ATTR_NOSYMFOLLOW, 0), "rsymfollow": (0, sc.MOUNT_ATTR_NOSYMFOLLOW),
+    # The atime modes are one field: setting one clears the others.
+    "rrelatime": (sc.MOUNT_ATTR_RELATIME, sc.MOUNT_ATTR__ATIME),
+    "rnoatime": (sc.MOUNT_ATTR_NOATIME, sc.MOUNT_ATTR__ATIME),
+    "rstrictatime": (sc.MOUNT_ATTR_STRICTATIME, sc.MOUNT_ATTR__ATIME),
+    "ratime": (0, sc.MOUNT_ATTR_NOATIME), "rnorelatime": (0, 0), "rnostrictatime": (0, 0),
 }  # fmt: skip
 
 
 class Mount:
     """One parsed entry of config.json's mounts."""
 
-    __slots__ = ("destination", "type", "source", "flags", "propagation", "data")
+    __slots__ = ("destination", "type", "source", "flags", "propagation", "data", "recursive")
 
     def __init__(self, destination: str, type: str, source: str, flags: int = 0,
                  propagation: list[int] | None = None, data: str = "") -> None:  # fmt: skip
@@ -77,6 +83,7 @@ class Mount:
         self.flags = flags
         self.propagation = propagation or []
         self.data = data
+        self.recursive = (0, 0)  # mount_setattr (set, clear) for the r* options
 
     @property
     def is_bind(self) -> bool:
@@ -91,6 +98,7 @@ def parse(entry: dict, index: int = 0) -> Mount:
     flags = 0
     propagation = []
     data = []
+    rec_set = rec_clr = 0
     for opt in entry.get("options") or []:
         if opt in _FLAGS:
             clear, set_ = _FLAGS[opt]
@@ -98,7 +106,9 @@ def parse(entry: dict, index: int = 0) -> Mount:
         elif opt in _PROPAGATION:
             propagation.append(_PROPAGATION[opt])
         elif opt in _RECURSIVE:
-            raise NotImplementedYet(f"{where}: recursive mount option {opt!r} is not supported yet")
+            set_, clear = _RECURSIVE[opt]
+            rec_set = (rec_set & ~clear) | set_
+            rec_clr = (rec_clr & ~set_) | clear
         elif opt in ("tmpcopyup", "idmap", "ridmap"):
             raise NotImplementedYet(f"{where}: mount option {opt!r} is not supported yet")
         else:
@@ -106,7 +116,9 @@ def parse(entry: dict, index: int = 0) -> Mount:
     mtype = entry.get("type") or ("bind" if flags & sc.MS_BIND else "")
     if mtype == "bind":
         flags |= sc.MS_BIND
-    return Mount(dest, mtype, entry.get("source") or "", flags, propagation, ",".join(data))
+    m = Mount(dest, mtype, entry.get("source") or "", flags, propagation, ",".join(data))
+    m.recursive = (rec_set, rec_clr)
+    return m
 
 
 def secure_join(root: str, path: str) -> str:
@@ -208,6 +220,8 @@ def mount_in(rootfs: str, m: Mount) -> str:
                 sc.mount(None, target, None, flags)
         else:
             sc.mount(m.source, target, m.type, m.flags, m.data or None)
+        if m.recursive != (0, 0):
+            sc.mount_setattr_recursive(target, *m.recursive)
         for p in m.propagation:
             sc.mount(None, target, None, p)
     except OSError as e:

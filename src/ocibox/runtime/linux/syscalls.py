@@ -58,8 +58,24 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 _SYS_PIVOT_ROOT = 155  # x86_64
 _SYS_CAPSET = 126
 _SYS_CAPGET = 125
+_SYS_KEYCTL = 250
 if os.uname().machine == "aarch64":
-    _SYS_PIVOT_ROOT, _SYS_CAPGET, _SYS_CAPSET = 41, 90, 91
+    _SYS_PIVOT_ROOT, _SYS_CAPGET, _SYS_CAPSET, _SYS_KEYCTL = 41, 90, 91, 219
+_SYS_MOUNT_SETATTR = 442  # the same number on every architecture
+
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR__ATIME = 0x70
+MOUNT_ATTR_RELATIME = 0x0
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_NOSYMFOLLOW = 0x200000
+
+KEYCTL_JOIN_SESSION_KEYRING = 1
 
 
 def _check(ret: int, what: str, path: str | None = None) -> int:
@@ -137,3 +153,26 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
         data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
     _check(_libc.syscall(_SYS_CAPSET, ctypes.byref(header), data), "capset")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]  # fmt: skip
+
+
+def mount_setattr_recursive(path: str, attr_set: int, attr_clr: int) -> None:
+    """Change mount attributes of ``path`` and every mount below it (Linux 5.12+)."""
+    attr = _MountAttr(attr_set, attr_clr, 0, 0)
+    ret = _libc.syscall(_SYS_MOUNT_SETATTR, -100, _b(path), AT_RECURSIVE,  # AT_FDCWD
+                        ctypes.byref(attr), ctypes.sizeof(attr))  # fmt: skip
+    _check(ret, "mount_setattr", path)
+
+
+def join_session_keyring(name: str | None) -> None:
+    """A new session keyring, so that containers do not share the host's keys."""
+    arg = ctypes.c_char_p(name.encode()) if name else None
+    _check(_libc.syscall(_SYS_KEYCTL, KEYCTL_JOIN_SESSION_KEYRING, arg), "keyctl")
+
+
+def personality(persona: int) -> None:
+    _check(_libc.personality(ctypes.c_ulong(persona)), "personality")
