@@ -574,3 +574,47 @@ def test_delete_keeps_cgroups_it_did_not_create(ours, bundle):
         assert os.path.isdir(parent) and not os.path.exists(f"{parent}/{cid}")
     finally:
         os.rmdir(parent)
+
+
+def test_recursive_mount_options(ours, bundle, tmp_path):
+    """rro and friends (runtime-spec 1.1, mount_setattr): runc 1.1 has none of them."""
+    src = tmp_path / "tree"
+    (src / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(src / "sub")], check=True)
+    try:
+
+        def edit(cfg):
+            cfg["mounts"].append({"destination": "/tree", "type": "bind", "source": str(src),
+                                  "options": ["rbind", "rro", "rnosuid"]})  # fmt: skip
+
+        script = (
+            "touch /tree/a 2>/dev/null && echo top-rw || echo top-ro; "
+            "touch /tree/sub/b 2>/dev/null && echo sub-rw || echo sub-ro; "
+            "grep ' /tree/sub ' /proc/self/mountinfo | cut -d' ' -f6"
+        )
+        p = ours("run", "--bundle", bundle.write(["sh", "-c", script], edit), ours.new_id())
+        lines = p.stdout.split()
+        assert lines[:2] == ["top-ro", "sub-ro"]
+        assert "ro" in lines[2].split(",") and "nosuid" in lines[2].split(",")
+    finally:
+        subprocess.run(["umount", str(src / "sub")], check=True)
+
+
+def test_personality_and_time_offsets(ours, bundle):
+    """linux.personality and linux.timeOffsets (runtime-spec 1.1/1.2; not in runc 1.1)."""
+
+    def edit(cfg):
+        cfg["linux"]["personality"] = {"domain": "LINUX32"}
+        cfg["linux"]["namespaces"].append({"type": "time"})
+        cfg["linux"]["timeOffsets"] = {"boottime": {"secs": 10**8, "nanosecs": 0}}
+
+    p = ours("run", "--bundle", bundle.write(["sh", "-c", "uname -m; cut -d. -f1 /proc/uptime"], edit),
+             ours.new_id())  # fmt: skip
+    arch, uptime = p.stdout.split()
+    assert arch in ("i686", "armv8l", "armv7l") and int(uptime) >= 10**8
+
+    def bad(cfg):
+        cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"] if n["type"] != "time"]
+
+    p = ours("create", "--bundle", bundle.write(["true"], bad), ours.new_id(), check=False)
+    assert p.returncode == 1 and "needs a new time namespace" in p.stderr
