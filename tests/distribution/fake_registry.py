@@ -29,6 +29,8 @@ class FakeRegistry:
         self.log: list[tuple[str, str, str]] = []  # (method, path, range)
         self.hits: Counter = Counter()
         self.tokens_issued: list[list[str]] = []
+        self.auth_seen: list[str] = []
+        self.next_link: str | None = None  # a Link: rel="next" for the tag list
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
@@ -96,6 +98,7 @@ class FakeRegistry:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         self.log.append((request.method, path, request.headers.get("Range", "")))
+        self.auth_seen.append(request.headers.get("Authorization", ""))
         self.hits[path] += 1
         if "flaky" in self.faults and self.hits[path] <= 2:
             return web.Response(status=503)
@@ -109,7 +112,9 @@ class FakeRegistry:
         if len(parts) >= 5 and parts[-2] == "blobs":
             return await self._blob(request, parts[-1])
         if path.endswith("/tags/list"):
-            return web.json_response({"name": "x", "tags": [self.tag]})
+            headers = {"Link": f'<{self.next_link}>; rel="next"'} if self.next_link and not request.query else {}
+            return web.json_response({"name": "x", "tags": [self.tag if not request.query else "other"]},
+                                     headers=headers)
         return web.json_response({"errors": [{"code": "UNSUPPORTED", "message": "no"}]}, status=404)
 
     def _manifest(self, request: web.Request, ref: str) -> web.Response:

@@ -144,3 +144,41 @@ def test_bad_locations(text, tmp_path):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("ocibox: ")
+
+
+def test_credentials_never_sent_to_another_host(image_layout, no_auth_files):
+    """A tag page link to another host is followed without the registry's token."""
+    import asyncio
+
+    from ocibox.distribution.auth import Credentials
+    from ocibox.distribution.client import Options, Registry
+
+    with FakeRegistry(str(image_layout)) as other, \
+            FakeRegistry(str(image_layout), faults={"bearer"}) as fake:
+        fake.next_link = f"http://{other.host}/v2/test/app/tags/list?last=v1"
+
+        async def go():
+            async with Registry(fake.host, Options(creds=Credentials("user", "secret"))) as reg:
+                return await reg.list_tags("test/app")
+
+        assert asyncio.run(go()) == ["v1", "other"]
+    assert "Bearer good-token" in fake.auth_seen
+    assert other.auth_seen and not any(other.auth_seen)
+
+
+def test_docker_archive_link_loop(tmp_path, no_auth_files):
+    import io
+    import tarfile
+
+    archive = tmp_path / "loop.tar"
+    with tarfile.open(archive, "w") as tf:
+        body = json.dumps([{"Config": "c.json", "RepoTags": [], "Layers": []}]).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(body)
+        tf.addfile(info, io.BytesIO(body))
+        link = tarfile.TarInfo("c.json")
+        link.type = tarfile.SYMTYPE
+        link.linkname = "c.json"
+        tf.addfile(link)
+    proc = ocibox_cmd("copy", f"docker-archive:{archive}", f"oci:{tmp_path}/out", check=False)
+    assert "too many levels of links" in _one_line(proc)

@@ -292,7 +292,9 @@ class Registry:
         forced = False
         for attempt in range(attempts):
             h = dict(headers or {})
-            auth = await self._auth_header(scopes, repository, force=forced)
+            # credentials go only to the registry itself, never to a host a Location names
+            auth = await self._auth_header(scopes, repository, force=forced) \
+                if url.startswith(base + "/") else None
             if auth:
                 h["Authorization"] = auth
             body = data() if callable(data) else data

@@ -495,8 +495,10 @@ class DockerArchiveLocation(Location):
             raise LayoutError(f"{self.archive}: not a docker archive: {e}") from None
         self._build_manifest()
 
-    def _member(self, name: str) -> tarfile.TarInfo:
+    def _member(self, name: str, depth: int = 0) -> tarfile.TarInfo:
         assert self._tar is not None
+        if depth > 8:
+            raise LayoutError(f"{self.archive}: {name}: too many levels of links")
         try:
             info = self._tar.getmember(os.path.normpath(name))
         except KeyError:
@@ -506,7 +508,7 @@ class DockerArchiveLocation(Location):
                 raise LayoutError(f"{self.archive}: {name} is named in manifest.json but missing") from None
         if info.issym() or info.islnk():
             info = self._member(os.path.join(os.path.dirname(name), info.linkname)
-                                if info.issym() else info.linkname)
+                                if info.issym() else info.linkname, depth + 1)
         if not info.isfile():
             raise LayoutError(f"{self.archive}: {name} is not a regular file")
         return info
