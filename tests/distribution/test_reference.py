@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ocibox.distribution.reference import InvalidReference, Reference
 
@@ -64,3 +66,27 @@ def test_invalid(text, words):
 def test_name_at_limit():
     repo = "a" * (255 - len("h.io/"))
     assert Reference.parse(f"h.io/{repo}").repository == repo
+
+_component = st.from_regex(r"\A[a-z0-9]{1,6}(?:(?:[._]|__|-{1,2})[a-z0-9]{1,6}){0,2}\Z")
+_host = st.from_regex(r"\A(?:localhost|[a-z0-9]{1,8}(?:\.[a-z0-9]{1,8}){1,2})(?::[0-9]{1,5})?\Z")
+_tag = st.from_regex(r"\A[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}\Z")
+_digest = st.from_regex(r"\A[a-f0-9]{64}\Z").map(lambda h: "sha256:" + h)
+
+
+@given(_host, st.lists(_component, min_size=1, max_size=4), st.none() | _tag, st.none() | _digest)
+def test_roundtrip_property(host, path, tag, digest):
+    text = f"{host}/{'/'.join(path)}" + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
+    r = Reference.parse(text)
+    assert (r.registry, r.repository, r.tag, r.digest) == (host, "/".join(path), tag, digest)
+    assert str(r) == text
+    assert Reference.parse(str(r)) == r
+
+
+@given(st.text(max_size=80))
+def test_any_text_parses_or_fails_cleanly(text):
+    try:
+        r = Reference.parse(text)
+    except InvalidReference as e:
+        assert "\n" not in e.message
+    else:
+        assert Reference.parse(str(r)) == r
