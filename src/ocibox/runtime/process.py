@@ -455,6 +455,7 @@ def apply_process(process: dict, cap_sets: dict[str, int], preserve_fds: int = 0
         sc.prctl(sc.PR_SET_NO_NEW_PRIVS, 1)
         if sfilter is not None:
             sfilter.load()
+    _close_on_exec_from(3 + preserve_fds)
     for fd in range(3, 3 + preserve_fds):
         try:
             os.set_inheritable(fd, True)
@@ -464,6 +465,20 @@ def apply_process(process: dict, cap_sets: dict[str, int], preserve_fds: int = 0
     for s in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(s, signal.SIG_DFL)
     return exe, args, _env_dict(env)
+
+
+def _close_on_exec_from(first: int) -> None:
+    """Descriptors the runtime itself inherited must not reach the container's program."""
+    try:
+        fds = [int(n) for n in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc in the container: try every plausible number
+        fds = list(range(first, 1024))
+    for fd in fds:
+        if fd >= first:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass
 
 
 def _die(signum: int, _frame) -> None:
