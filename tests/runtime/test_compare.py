@@ -306,3 +306,20 @@ def test_seccomp_profile(runc, ours, bundle):
 
     theirs, mine = _both(runc, ours, bundle, script, no_nnp)
     assert mine == theirs and "Seccomp:\t2" in mine
+
+
+def test_inherited_fds_do_not_leak(runc, ours, bundle, tmp_path):
+    """A descriptor the runtime's caller leaves open reaches the container only by --preserve-fds."""
+    secret = tmp_path / "secret"
+    secret.write_text("host secret\n")
+    b = bundle.write(
+        ["sh", "-c", "ls /proc/self/fd | sort -n | tr '\\n' ' '; cat <&7 2>&1 | head -c 11"]
+    )
+    outs = []
+    for rt in (runc, ours):
+        argv = [*rt.argv, "--root", str(rt.root), "run", "--bundle", b]
+        p = subprocess.run(["sh", "-c", f'exec "$@" {rt.new_id()} 7<"{secret}"', "sh", *argv],
+                           capture_output=True, text=True, timeout=30)  # fmt: skip
+        outs.append(p.stdout)
+    assert outs[0] == outs[1]
+    assert "host secret" not in outs[1]
