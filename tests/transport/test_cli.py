@@ -56,3 +56,15 @@ def test_help_lists_commands():
     for name in ("copy", "inspect", "list-tags", "delete", "login", "logout", "manifest-digest", "sync"):
         assert name in out
     assert "--dest-compress-format" in ocibox_cmd("copy", "--help").stdout
+
+
+def test_local_copies_do_not_import_the_http_client(image_layout, tmp_path):
+    import subprocess
+    import sys
+
+    code = (f"import sys\nfrom ocibox.transport import copy, CopyOptions\n"
+            f"copy('oci:{image_layout}:v1', 'dir:{tmp_path}/d', CopyOptions())\n"
+            f"copy('dir:{tmp_path}/d', 'oci-archive:{tmp_path}/a.tar:v1', CopyOptions())\n"
+            "assert 'aiohttp' not in sys.modules, 'aiohttp imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -35,7 +35,7 @@ def _side_options(prefix: str, side: str):
 
 def _options(tls_verify, creds, cert_dir, no_creds):
     from ..distribution.auth import Credentials
-    from ..distribution.client import Options
+    from ..distribution.options import Options
 
     if creds and no_creds:
         raise UsageError("--creds and --no-creds cannot be used together")

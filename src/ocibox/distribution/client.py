@@ -18,7 +18,7 @@ import os
 import ssl
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -28,6 +28,7 @@ from .. import digest as _digest
 from .. import mediatypes as mt
 from ..errors import BlobNotFound, InvalidObject, NotFound, OciboxError, ReferenceNotFound
 from .auth import AuthError, Challenge, Credentials, lookup, parse_challenges
+from .options import Fetched, Options
 from .reference import check_repository
 
 MANIFEST_MAX = 4 << 20  # distribution refuses manifests above 4 MiB; so do we
@@ -52,20 +53,6 @@ class RegistryError(OciboxError):
 
 class TLSError(RegistryError):
     pass
-
-
-@dataclass
-class Options:
-    """How to reach a registry (skopeo's per-side flags)."""
-
-    tls_verify: bool | None = None  # None: verify, unless registries.conf marks the registry insecure
-    cert_dir: str | None = None
-    creds: Credentials | None = None
-    plain_http: bool | None = None  # None: HTTPS, falling back to HTTP for localhost or no TLS verify
-    retries: int = 3
-    backoff: float = 0.2
-    timeout: float = 300.0
-    no_auth_lookup: bool = False
 
 
 def _is_local(host: str) -> bool:
@@ -111,19 +98,6 @@ def _error_message(status: int, body: bytes) -> tuple[str, tuple[str, ...]]:
 class _Token:
     header: str
     expires: float
-
-
-@dataclass
-class Fetched:
-    """A manifest or index as fetched: exact bytes, media type, digest."""
-
-    data: bytes
-    media_type: str
-    digest: str
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
 
 
 @dataclass
@@ -714,21 +688,3 @@ def _next_link(header: str | None) -> str | None:
             if start != -1 and end > start:
                 return part[start + 1:end]
     return None
-
-
-async def gather_bounded(limit: int, jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
-    """Run coroutine factories with at most ``limit`` at once; the first error cancels the rest."""
-    sem = asyncio.Semaphore(max(1, limit))
-
-    async def one(job):
-        async with sem:
-            return await job()
-
-    tasks = [asyncio.ensure_future(one(j)) for j in jobs]
-    try:
-        return await asyncio.gather(*tasks)
-    except BaseException:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 
 from .. import digest as _digest
 from .. import mediatypes as mt
-from ..distribution.client import Options, gather_bounded
+from ..distribution.options import Options
 from ..errors import InvalidObject, ReferenceNotFound, UnsupportedMediaType, UsageError
 from ..image import docker as _docker
 from ..image.models import Descriptor, Index, Manifest, Platform, load_json
+from ._tasks import gather_bounded
 from .locations import (
     DockerArchiveLocation,
     Location,

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from .. import mediatypes as mt
-from ..distribution.client import Options
+from ..distribution.options import Options
 from ..image.models import Index, Manifest, Platform
 from .copy import _check_manifest_type, _pick
 from .locations import DockerLocation, parse_location

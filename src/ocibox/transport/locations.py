@@ -18,11 +18,12 @@ import tarfile
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .. import digest as _digest
 from .. import mediatypes as mt
 from .._fs import atomic_write, fsync_dir
-from ..distribution.client import Fetched, Options, Registry
+from ..distribution.options import Fetched, Options
 from ..distribution.reference import Reference
 from ..errors import (
     BlobNotFound,
@@ -34,6 +35,9 @@ from ..errors import (
 )
 from ..image.layout import Layout, check_tag
 from ..image.models import ANNOTATION_REF_NAME, Descriptor
+
+if TYPE_CHECKING:
+    from ..distribution.client import Registry
 
 CHUNK = 1 << 20
 Progress = Callable[[int], None] | None
@@ -207,6 +211,8 @@ class DockerLocation(Location):
 
     def __post_init__(self) -> None:
         self.name = f"docker://{self.ref}"
+        from ..distribution.client import Registry
+
         self.registry = self.shared or Registry(self.ref.api_host, self.options)
 
     async def close(self, ok: bool) -> None:
