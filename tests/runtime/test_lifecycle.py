@@ -618,3 +618,36 @@ def test_personality_and_time_offsets(ours, bundle):
 
     p = ours("create", "--bundle", bundle.write(["true"], bad), ours.new_id(), check=False)
     assert p.returncode == 1 and "needs a new time namespace" in p.stderr
+
+
+def test_under_conmon(both, bundle, tmp_path):
+    """conmon (podman's monitor) drives create, and records output and exit code."""
+    from conftest import need
+
+    conmon = need("conmon")
+    work = tmp_path / f"conmon-{both.name}"
+    for d in ("exits", "sock"):
+        (work / d).mkdir(parents=True)
+    b = bundle.write(["sh", "-c", "echo hello from $(hostname); exit 4"])
+    cid = both.new_id()
+    p = subprocess.run(
+        [conmon, "--api-version", "1", "-c", cid, "-u", cid, "-n", cid, "-r", both.argv[0],
+         *[a for x in both.argv[1:] for a in ("--runtime-arg", x)],
+         "--runtime-arg", "--root", "--runtime-arg", str(both.root),
+         "-b", b, "-p", str(work / "pid"), "--container-pidfile", str(work / "cpid"),
+         "-l", f"k8s-file:{work / 'log'}", "--exit-dir", str(work / "exits"),
+         "--socket-dir-path", str(work / "sock")],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    # conmon returns once it has forked its monitor, which then calls create.
+    assert both.wait_status(cid, "created", timeout=15)["status"] == "created"
+    assert int((work / "cpid").read_text()) == both.state(cid)["pid"]
+    both("start", cid)
+    deadline = time.monotonic() + 10
+    while not (work / "exits" / cid).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (work / "exits" / cid).read_text().strip() == "4"
+    assert "stdout F hello from ocibox" in (work / "log").read_text()
+    assert both.state(cid)["status"] == "stopped"
+    both("delete", cid)
