@@ -220,3 +220,14 @@ def test_inspect_config_and_list_tags_and_delete(image_layout, any_registry, no_
     ocibox_cmd("delete", any_registry.ref("i/app:v1"))
     proc = ocibox_cmd("inspect", any_registry.ref("i/app:v1"), check=False)
     assert proc.returncode != 0 and "manifest unknown" in proc.stderr
+
+
+def test_index_into_docker_archive_is_refused_cleanly(multiarch_layout, tmp_path):
+    archive = tmp_path / "multi.tar"
+    proc = ocibox_cmd("copy", "--all", f"oci:{multiarch_layout}:multi", f"docker-archive:{archive}", check=False)
+    assert proc.returncode != 0 and "holds single images" in proc.stderr
+    assert not archive.exists() and not list(tmp_path.glob(".tmp-*"))
+    ocibox_cmd("copy", "-q", "--platform", "linux/arm64", f"oci:{multiarch_layout}:multi",
+               f"docker-archive:{archive}")
+    with tarfile.open(archive) as tf:
+        assert len(json.load(tf.extractfile("manifest.json"))) == 1

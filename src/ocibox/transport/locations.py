@@ -568,10 +568,11 @@ class DockerArchiveLocation(Location):
             media_type = {"gzip": mt.DOCKER_LAYER_GZIP, "zstd": mt.OCI_LAYER_ZSTD}.get(
                 kind, "application/vnd.docker.image.rootfs.diff.tar")
             layers.append({"mediaType": media_type, "size": size, "digest": dig})
+        # compact, keys in the order skopeo writes them (mediaType, size, digest)
         self._manifest = json.dumps({
             "schemaVersion": 2, "mediaType": mt.DOCKER_MANIFEST,
             "config": {"mediaType": mt.DOCKER_CONFIG, "size": len(config), "digest": config_digest},
-            "layers": layers}, indent=3).encode()
+            "layers": layers}, separators=(",", ":")).encode()
 
     async def top(self) -> Fetched:
         assert self._manifest is not None
@@ -628,6 +629,8 @@ class DockerArchiveLocation(Location):
             self._entries[desc.digest] = name
 
     async def put_manifest(self, data: bytes, media_type: str, top: bool) -> None:
+        if not top:
+            return  # the children of an index: refused below when the index arrives
         if media_type not in mt.MANIFESTS:
             raise UsageError(f"{self.name}: a docker archive holds single images, not {media_type}",
                              hint="pick one image with --platform, or leave out --all")
