@@ -495,7 +495,7 @@ def main() -> int:
         *(f"- {v}" for v in versions),
         f"- image: {image.describe(layout)}, made with the ocibox library (bench/_registry_image.py)",
         f"- both servers: plain HTTP on 127.0.0.1, access logs off, otherwise their defaults "
-        f"(ocibox fsyncs blobs before naming them; distribution: inmemory blob descriptor cache as Debian ships); "
+        f"(both fsync what they store; distribution with the inmemory blob descriptor cache Debian ships); "
         f"wrk -t{args.wrk_threads} -c{args.wrk_connections} -d{args.wrk_seconds:g}s --latency on "
         f"GET /v2/{REPO}/manifests/{image.TAG} (after a 1 s warm-up)",
         "",
