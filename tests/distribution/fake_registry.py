@@ -5,7 +5,8 @@ It runs in a thread with its own event loop. ``faults`` switches behaviours on:
 are served), ``wrong`` (blob bytes of the right length but other content),
 ``basic`` (Basic auth, user/secret), ``bearer`` (token flow with scopes),
 ``mediatype`` (manifests served with an unknown Content-Type), ``flaky`` (the
-first two requests of each path answer 503), ``norange`` (Range ignored).
+first two requests of each path answer 503), ``ratelimit`` (the first request of
+each path answers 429 with Retry-After: 1), ``norange`` (Range ignored).
 """
 
 from __future__ import annotations
@@ -102,6 +103,9 @@ class FakeRegistry:
         self.hits[path] += 1
         if "flaky" in self.faults and self.hits[path] <= 2:
             return web.Response(status=503)
+        if "ratelimit" in self.faults and self.hits[path] <= 1:
+            return web.json_response({"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]},
+                                     status=429, headers={"Retry-After": "1"})
         if not self._authorized(request):
             return self._challenge()
         if path == "/v2/":

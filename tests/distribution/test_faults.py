@@ -114,12 +114,20 @@ def test_unknown_media_type(image_layout, tmp_path, no_auth_files):
     assert "unsupported manifest media type 'application/vnd.example.unknown+json'" in _one_line(proc)
 
 
-def test_503_retried(image_layout, tmp_path, no_auth_files):
+@pytest.mark.parametrize("fault", ["flaky", "ratelimit"])
+def test_503_and_429_retried(image_layout, tmp_path, no_auth_files, fault):
     dest = tmp_path / "dest"
-    with FakeRegistry(str(image_layout), faults={"flaky"}) as fake:
+    with FakeRegistry(str(image_layout), faults={fault}) as fake:
         proc = _copy(fake, dest)
     assert proc.returncode == 0, proc.stderr
     _same_image(image_layout, dest)
+
+
+def test_retries_give_up_with_one_line(image_layout, tmp_path, no_auth_files):
+    with FakeRegistry(str(image_layout), faults={"flaky"}) as fake:
+        proc = _copy(fake, tmp_path / "dest", "--retry-times", "1")
+    assert proc.returncode != 0
+    assert "503" in _one_line(proc)
 
 
 def test_missing_tag(image_layout, tmp_path, no_auth_files):

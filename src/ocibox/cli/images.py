@@ -33,18 +33,25 @@ def _side_options(prefix: str, side: str):
     return deco
 
 
-def _options(tls_verify, creds, cert_dir, no_creds):
+def _options(tls_verify, creds, cert_dir, no_creds, retries: int | None = None):
     from ..distribution.auth import Credentials
     from ..distribution.options import Options
 
     if creds and no_creds:
         raise UsageError("--creds and --no-creds cannot be used together")
-    return Options(
+    options = Options(
         tls_verify=tls_verify,
         creds=Credentials.parse(creds) if creds else None,
         cert_dir=cert_dir,
         no_auth_lookup=no_creds,
     )
+    if retries is not None:
+        options.retries = retries
+    return options
+
+
+retry_option = click.option("--retry-times", "retries", type=click.IntRange(0, 20), default=None,
+                            metavar="N", help="Retries after 5xx, 429 or a dropped connection (default 3).")
 
 
 def _authfile(path: str | None) -> None:
@@ -170,11 +177,12 @@ def _reporters(quiet: bool):
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=6, show_default=True,
               help="Blobs copied at once.")
 @click.option("--digestfile", metavar="FILE", help="Write the digest of the copied manifest to FILE.")
+@retry_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def copy_cmd(source, destination, src_tls_verify, src_creds, src_cert_dir, src_no_creds,
              dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds, authfile, all_images,
              platform, override_os, override_arch, override_variant, fmt, dest_compress_format,
-             preserve_digests, jobs, digestfile, quiet):
+             preserve_digests, jobs, digestfile, retries, quiet):
     """Copy an image from SOURCE to DESTINATION (docker://, oci:, oci-archive:, docker-archive:, dir:)."""
     from ..transport.copy import CopyOptions, copy
 
@@ -185,8 +193,8 @@ def copy_cmd(source, destination, src_tls_verify, src_creds, src_cert_dir, src_n
         platform=_platform(platform, override_os, override_arch, override_variant),
         format=fmt, compress=dest_compress_format, preserve_digests=preserve_digests, jobs=jobs,
         report=report, progress=progress,
-        src_options=_options(src_tls_verify, src_creds, src_cert_dir, src_no_creds),
-        dst_options=_options(dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds),
+        src_options=_options(src_tls_verify, src_creds, src_cert_dir, src_no_creds, retries),
+        dst_options=_options(dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds, retries),
     )
     result = copy(source, destination, options)
     if digestfile:
@@ -390,11 +398,12 @@ def manifest_digest_cmd(manifest):
 @click.option("--keep-going", is_flag=True, help="Go on after an image fails; exit non-zero at the end.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=6, show_default=True, help="Blobs at once.")
 @click.option("--images", type=click.IntRange(1, 32), default=2, show_default=True, help="Images at once.")
+@retry_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def sync_cmd(src_kind, dst_kind, source, destination, src_tls_verify, src_creds, src_cert_dir,
              src_no_creds, dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds, authfile,
              all_images, platform, override_os, override_arch, override_variant, fmt,
-             preserve_digests, scoped, keep_going, jobs, images, quiet):
+             preserve_digests, scoped, keep_going, jobs, images, retries, quiet):
     """Copy every image of SOURCE that DESTINATION lacks (skopeo sync)."""
     from ..errors import OciboxError
     from ..transport.copy import CopyOptions
@@ -405,8 +414,8 @@ def sync_cmd(src_kind, dst_kind, source, destination, src_tls_verify, src_creds,
     copy_options = CopyOptions(
         all_images=all_images, platform=_platform(platform, override_os, override_arch, override_variant),
         format=fmt, preserve_digests=preserve_digests, jobs=jobs,
-        src_options=_options(src_tls_verify, src_creds, src_cert_dir, src_no_creds),
-        dst_options=_options(dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds))
+        src_options=_options(src_tls_verify, src_creds, src_cert_dir, src_no_creds, retries),
+        dst_options=_options(dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds, retries))
     items = sync(src_kind, source, dst_kind, destination,
                  SyncOptions(copy=copy_options, scoped=scoped, images=images, keep_going=keep_going,
                              report=report))
