@@ -347,10 +347,9 @@ def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
         raise BundleError("config.json: hostname needs a uts namespace of its own")
     if "oomScoreAdj" in process:
         _write("/proc/self/oom_score_adj", str(process["oomScoreAdj"]), "oomScoreAdj")
-    # Handles that must outlive pivot_root: the fifo (opened by the parent, which
-    # can reach the state directory) and a /proc to reopen it by.
+    # exec.fifo, opened O_PATH by the parent (which can reach the state
+    # directory), is reopened for writing through the container's /proc.
     fifo_fd = ic.fifo_fd
-    proc_fd = os.open("/proc/self/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     rootfs.prepare(
         ic.rootfs,
         ic.mounts,
@@ -413,9 +412,11 @@ def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
         signal.SIGUSR2,
     ):
         signal.signal(s, _die)
+    if not os.path.isdir("/proc/self/fd"):
+        _reopen_fifo(-1)  # says clearly what is missing, while create can still report it
     os.write(wfd, b"ready\n")
     os.close(wfd)
-    fd = os.open(str(fifo_fd), os.O_WRONLY | os.O_CLOEXEC, dir_fd=proc_fd)
+    fd = _reopen_fifo(fifo_fd)
     if hook_cfg.get("startContainer"):
         try:
             hooks.run(hook_cfg, "startContainer", {**state, "status": "created"})
@@ -465,6 +466,21 @@ def apply_process(process: dict, cap_sets: dict[str, int], preserve_fds: int = 0
     for s in (signal.SIGPIPE, signal.SIGXFSZ):
         signal.signal(s, signal.SIG_DFL)
     return exe, args, _env_dict(env)
+
+
+def _reopen_fifo(fifo_fd: int) -> int:
+    """Open exec.fifo for writing (blocking until start) through the container's /proc.
+
+    Deliberately not through a descriptor of the host's /proc kept across
+    pivot_root: a process in the container could walk from it to the host's root.
+    """
+    try:
+        return os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise BundleError(
+            "the container has no /proc mounted, which the runtime needs",
+            hint='add {"destination": "/proc", "type": "proc"} to mounts',
+        ) from None
 
 
 def _close_on_exec_from(first: int) -> None:
