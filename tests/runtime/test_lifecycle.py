@@ -651,3 +651,23 @@ def test_under_conmon(both, bundle, tmp_path):
     assert "stdout F hello from ocibox" in (work / "log").read_text()
     assert both.state(cid)["status"] == "stopped"
     both("delete", cid)
+
+
+def test_waiting_init_holds_no_host_directory(both, bundle):
+    """While created, the init must hold no descriptor of a host directory (runc CVE-2024-21626)."""
+    cid = both.new_id()
+    both("create", "--bundle", bundle.write(["sleep", "30"]), cid)
+    pid = both.state(cid)["pid"]
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        path = f"/proc/{pid}/fd/{name}"
+        assert not os.path.isdir(path), f"fd {name} -> {os.readlink(path)}"
+    both("delete", "--force", cid)
+
+
+def test_container_without_proc_is_refused_clearly(ours, bundle):
+    b = bundle.write(
+        ["true"], lambda c: c.update(mounts=[m for m in c["mounts"] if m["type"] != "proc"])
+    )
+    cid = ours.new_id()
+    p = ours("create", "--bundle", b, cid, check=False)
+    assert p.returncode == 1 and "no /proc mounted" in p.stderr
