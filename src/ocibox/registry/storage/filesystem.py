@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat as _stat
 from typing import BinaryIO
 
 from ..._fs import atomic_write, fsync_dir
@@ -66,7 +67,7 @@ class FilesystemDriver(StorageDriver):
             st = os.stat(self._full(path))
         except (FileNotFoundError, NotADirectoryError):
             return None
-        return FileInfo(path, st.st_size, st.st_mtime, os.path.isdir(self._full(path)))
+        return FileInfo(path, st.st_size, st.st_mtime, _stat.S_ISDIR(st.st_mode))
 
     def list(self, path: str) -> list[str]:
         try:
