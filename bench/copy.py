@@ -1,6 +1,7 @@
 """Copy: ocibox against skopeo, side by side in one run.
 
     .venv/bin/python bench/copy.py            # ~300 MB image, 3 rounds
+    .venv/bin/python bench/copy.py --write    # ... and keep the figures in bench/RESULTS-copy.md
     .venv/bin/python bench/copy.py --quick    # ~30 MB image, 1 round
 
 Cases, each with a fresh destination every round and the two tools alternating:
@@ -87,10 +88,17 @@ def start_registry(tmp: Path) -> tuple[subprocess.Popen, str]:
     return proc, f"127.0.0.1:{port}"
 
 
+PEAK: dict[str, int] = {}  # tool -> highest peak RSS (KiB) seen in any case
+
+
 def timed(argv: list[str]) -> float:
+    tool = "ocibox" if argv[0] == PY else "skopeo"
     t = time.perf_counter()
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return time.perf_counter() - t
+    proc = subprocess.run(["/usr/bin/time", "-f", "%M", *argv], check=True, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    elapsed = time.perf_counter() - t
+    PEAK[tool] = max(PEAK.get(tool, 0), int(proc.stderr.strip().splitlines()[-1]))
+    return elapsed
 
 
 def ocibox(*args: str) -> list[str]:
@@ -111,6 +119,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int)
+    ap.add_argument("--write", action="store_true", help="Also write bench/RESULTS-copy.md.")
     a = ap.parse_args()
     scale = "quick" if a.quick else "full"
     rounds = a.rounds or (1 if a.quick else 3)
@@ -154,13 +163,21 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait()
-    print(f"image: {size / MiB:.0f} MiB in 5 layers; {rounds} round(s); median wall seconds")
-    print("| case | ocibox | skopeo | ratio |\n| --- | --- | --- | --- |")
+    lines = [f"image: {size / MiB:.0f} MiB in 5 layers; {rounds} round(s); median wall seconds; "
+             "both tools fsync the blobs they write", "",
+             "| case | ocibox | skopeo | ratio |", "| --- | --- | --- | --- |"]
     for case, by in results.items():
         o, s = statistics.median(by["ocibox"]), statistics.median(by["skopeo"])
-        print(f"| {case} | {o:.2f} | {s:.2f} | {o / s:.2f} |")
-    print(f"skopeo: {subprocess.run(['skopeo', '--version'], capture_output=True, text=True).stdout.strip()}; "
-          f"cpus: {os.cpu_count()}")
+        lines.append(f"| {case} | {o:.2f} | {s:.2f} | {o / s:.2f} |")
+    lines += ["", f"peak RSS over all cases: ocibox {PEAK['ocibox'] / 1024:.0f} MiB, "
+              f"skopeo {PEAK['skopeo'] / 1024:.0f} MiB"]
+    version = subprocess.run(["skopeo", "--version"], capture_output=True, text=True).stdout.strip()
+    lines += ["", f"{version}; docker-registry (distribution 2.8) on loopback; cpus: {os.cpu_count()}; "
+              f"{time.strftime('%Y-%m-%d %H:%M')}"]
+    print("\n".join(lines))
+    if a.write:
+        (HERE / "RESULTS-copy.md").write_text("# bench/copy.py: ocibox copy and sync against skopeo\n\n"
+                                              + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
