@@ -190,3 +190,22 @@ def test_docker_archive_link_loop(tmp_path, no_auth_files):
         tf.addfile(link)
     proc = ocibox_cmd("copy", f"docker-archive:{archive}", f"oci:{tmp_path}/out", check=False)
     assert "too many levels of links" in _one_line(proc)
+
+
+@pytest.mark.peer
+def test_registry_to_registry_faults(image_layout, ocibox_registry, no_auth_files):
+    """Between registries: a dropped source connection resumes inside the upload stream;
+    wrong source bytes are refused by the destination and nothing is tagged there."""
+    src_digest = Layout.open(str(image_layout)).resolve("v1").digest
+    with FakeRegistry(str(image_layout), faults={"drop"}) as fake:
+        proc = ocibox_cmd("copy", "-q", f"docker://{fake.host}/test/app:v1", ocibox_registry.ref("r/app:v1"),
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    inspected = json.loads(ocibox_cmd("inspect", ocibox_registry.ref("r/app:v1")).stdout)
+    assert inspected["Digest"] == src_digest
+    with FakeRegistry(str(image_layout), faults={"wrong"}) as fake:
+        proc = ocibox_cmd("copy", "-q", f"docker://{fake.host}/test/app:v1", ocibox_registry.ref("w/app:v1"),
+                          check=False)
+    assert "digest mismatch" in _one_line(proc)
+    missing = ocibox_cmd("inspect", ocibox_registry.ref("w/app:v1"), check=False)
+    assert missing.returncode != 0 and "manifest unknown" in missing.stderr
