@@ -190,7 +190,7 @@ def _make_target(target: str, source_is_dir: bool) -> None:
         return
     os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
     if not os.path.lexists(target):
-        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o755))
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o755))
 
 
 def mount_in(rootfs: str, m: Mount) -> str:
@@ -204,22 +204,36 @@ def mount_in(rootfs: str, m: Mount) -> str:
     else:
         src_is_dir = True
     _make_target(target, src_is_dir)
-    # Resolve again: the mkdir above may have raced with a symlink swap.
-    if os.path.realpath(target) != target:
-        target = secure_join(rootfs, m.destination)
-        if not os.path.realpath(target).startswith(os.path.realpath(rootfs) + "/"):
+    # Pin the target and check where it really is: a symlink swapped in since
+    # secure_join could otherwise send the mount out of the rootfs. The mount
+    # then goes through /proc/self/fd, onto exactly the inode checked.
+    try:
+        pin = os.open(target, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise BundleError(f"mount {m.destination}: {e.strerror}") from None
+    try:
+        real = os.readlink(f"/proc/self/fd/{pin}")
+        root = os.path.realpath(rootfs)
+        if real != root and not real.startswith(root + "/"):
             raise BundleError(f"mount {m.destination}: destination escapes the root filesystem")
+        _mount_one(m, target, f"/proc/self/fd/{pin}")
+    finally:
+        os.close(pin)
+    return target
+
+
+def _mount_one(m: Mount, target: str, pinned: str) -> None:
     try:
         if m.type == "cgroup":
-            _mount_cgroup(m, target)
+            _mount_cgroup(m, target, pinned)
         elif m.is_bind:
-            sc.mount(m.source, target, None, m.flags & (sc.MS_BIND | sc.MS_REC))
+            sc.mount(m.source, pinned, None, m.flags & (sc.MS_BIND | sc.MS_REC))
             extra = m.flags & ~(sc.MS_BIND | sc.MS_REC)
             if extra:
                 flags = sc.MS_BIND | sc.MS_REMOUNT | extra | _flags_of(target)
                 sc.mount(None, target, None, flags)
         else:
-            sc.mount(m.source, target, m.type, m.flags, m.data or None)
+            sc.mount(m.source, pinned, m.type, m.flags, m.data or None)
         if m.recursive != (0, 0):
             sc.mount_setattr_recursive(target, *m.recursive)
         for p in m.propagation:
@@ -227,7 +241,6 @@ def mount_in(rootfs: str, m: Mount) -> str:
     except OSError as e:
         what = f"{m.type or 'bind'} {m.source or '-'}"
         raise BundleError(f"mount {what} on {m.destination}: {os.strerror(e.errno)}") from None
-    return target
 
 
 def _v1_hierarchies() -> list[tuple[str, str]]:
@@ -244,7 +257,7 @@ def _v1_hierarchies() -> list[tuple[str, str]]:
     return out
 
 
-def _mount_cgroup(m: Mount, target: str) -> None:
+def _mount_cgroup(m: Mount, target: str, pinned: str) -> None:
     """A cgroup mount: cgroup2 on a unified host; a tmpfs of v1 hierarchies otherwise.
 
     With a cgroup namespace each hierarchy is mounted fresh, so the container
@@ -253,9 +266,9 @@ def _mount_cgroup(m: Mount, target: str) -> None:
     flags = m.flags & ~sc.MS_RDONLY
     hierarchies = _v1_hierarchies()
     if not hierarchies:
-        sc.mount("cgroup2", target, "cgroup2", m.flags, m.data or None)
+        sc.mount("cgroup2", pinned, "cgroup2", m.flags, m.data or None)
         return
-    sc.mount("tmpfs", target, "tmpfs", flags, "mode=755")
+    sc.mount("tmpfs", pinned, "tmpfs", flags, "mode=755")
     for dirname, controllers in hierarchies:
         sub = os.path.join(target, dirname)
         os.mkdir(sub, 0o755)

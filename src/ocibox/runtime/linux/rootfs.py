@@ -96,7 +96,7 @@ def _create_devices(rootfs: str, devices: list[dict], in_userns: bool) -> None:
         perm = d.get("fileMode", 0o666) & 0o7777
         if in_userns and kind != "p":
             # mknod is refused in a user namespace: bind the host's node instead.
-            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0))
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0))
             sc.mount(d["path"], target, None, sc.MS_BIND)
             continue
         fmt = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}[kind]
