@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 from .. import digest as _digest
 from .. import mediatypes as mt
 from ..distribution.options import Options
-from ..errors import InvalidObject, ReferenceNotFound, UnsupportedMediaType, UsageError
+from ..errors import ReferenceNotFound, UnsupportedMediaType, UsageError
 from ..image import docker as _docker
 from ..image.models import Descriptor, Index, Manifest, Platform, load_json
 from ._tasks import gather_bounded
 from .locations import (
-    DockerArchiveLocation,
     Location,
     OCIArchiveLocation,
     OCILocation,
@@ -326,4 +325,4 @@ def _human(n: int) -> str:
     return str(n)
 
 
-__all__ = ["CopyOptions", "CopyResult", "DockerArchiveLocation", "InvalidObject", "copy", "copy_async"]
+__all__ = ["CopyOptions", "CopyResult", "copy", "copy_async"]

@@ -21,21 +21,19 @@ async def inspect(location: str, options: Options, *, platform: Platform | None 
         if raw and not config:
             return top.data
         _check_manifest_type(top.media_type, top.data, loc.name)
-        data, media_type, dig = top.data, top.media_type, top.digest
-        if media_type in mt.INDEXES:
+        data = top.data
+        if top.media_type in mt.INDEXES:
             child = _pick(list(Index.from_bytes(data).manifests), platform or Platform.host(), loc.name)
-            data, media_type, dig = await loc.manifest(child), child.media_type, child.digest
+            data = await loc.manifest(child)
         m = Manifest.from_bytes(data, f"{loc.name}: manifest")
         cfg_bytes = await loc.read_blob(m.config)
         if config:
             return cfg_bytes if raw else json.loads(cfg_bytes)
         cfg = json.loads(cfg_bytes) if m.config.media_type in mt.CONFIGS else {}
         inner = cfg.get("config") or {}
-        out: dict[str, Any] = {"Name": loc.name.split("://", 1)[-1].rsplit(":", 1)[0]
-                               if isinstance(loc, DockerLocation) else loc.name,
+        out: dict[str, Any] = {"Name": loc.ref.name if isinstance(loc, DockerLocation) else loc.name,
                                "Digest": top.digest}
         if isinstance(loc, DockerLocation):
-            out["Name"] = loc.ref.name
             if tags:
                 out["RepoTags"] = await loc.registry.list_tags(loc.ref.repository)
         out.update({
@@ -51,7 +49,6 @@ async def inspect(location: str, options: Options, *, platform: Platform | None 
         })
         if cfg.get("variant"):
             out["Variant"] = cfg["variant"]
-        del dig
         return out
     finally:
         await loc.close(True)

@@ -34,7 +34,7 @@ from ..errors import (
     UsageError,
 )
 from ..image.layout import Layout, check_tag
-from ..image.models import ANNOTATION_REF_NAME, Descriptor
+from ..image.models import Descriptor
 
 if TYPE_CHECKING:
     from ..distribution.client import Registry
@@ -181,6 +181,10 @@ class Location:
         raise NotImplementedError
 
     async def read_blob(self, desc: Descriptor) -> bytes:
+        """A small blob (a config) whole, verified."""
+        if desc.size > 16 << 20:
+            raise InvalidObject(f"{self.name}: blob {desc.digest}", "size",
+                                f"{desc.size} bytes is over the 16 MiB limit for configs")
         parts = [c async for c in self.blob(desc)]
         data = b"".join(parts)
         _digest.verify_bytes(data, desc.digest, size=desc.size, what=f"{self.name}: blob {desc.digest}")
@@ -663,5 +667,5 @@ def _norm_tag(tag: str) -> str:
         return tag
 
 
-__all__ = ["ANNOTATION_REF_NAME", "DirLocation", "DockerArchiveLocation", "DockerLocation",
+__all__ = ["DirLocation", "DockerArchiveLocation", "DockerLocation",
            "Location", "OCIArchiveLocation", "OCILocation", "parse_location"]
