@@ -209,3 +209,25 @@ def test_registry_to_registry_faults(image_layout, ocibox_registry, no_auth_file
     assert "digest mismatch" in _one_line(proc)
     missing = ocibox_cmd("inspect", ocibox_registry.ref("w/app:v1"), check=False)
     assert missing.returncode != 0 and "manifest unknown" in missing.stderr
+
+
+@pytest.mark.parametrize("body", [b"{nope", b'[{"RepoTags": []}]', b'{"a": 1}'])
+def test_malformed_docker_archive(tmp_path, body):
+    import io
+    import tarfile
+
+    archive = tmp_path / "bad.tar"
+    with tarfile.open(archive, "w") as tf:
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(body)
+        tf.addfile(info, io.BytesIO(body))
+    proc = ocibox_cmd("copy", f"docker-archive:{archive}", f"oci:{tmp_path}/out", check=False)
+    line = _one_line(proc)
+    assert str(archive) in line
+
+
+def test_malformed_sync_yaml(tmp_path):
+    spec = tmp_path / "bad.yml"
+    spec.write_text("a: [unclosed\n")
+    proc = ocibox_cmd("sync", "--src", "yaml", "--dest", "dir", str(spec), str(tmp_path / "d"), check=False)
+    assert "not valid YAML" in _one_line(proc)

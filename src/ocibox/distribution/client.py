@@ -282,6 +282,8 @@ class Registry:
                     await asyncio.sleep(self.options.backoff * 2 ** attempt)
                     continue
                 raise RegistryError(f"{self.host}: {method} {path}: connection failed: {e or type(e).__name__}") from None
+            except (aiohttp.ClientError, ValueError) as e:  # bad URL in a Location, redirect loops
+                raise RegistryError(f"{self.host}: {method} {path}: {type(e).__name__}: {e}") from None
             if r.status == 401:
                 body_bytes = await r.read()
                 r.release()

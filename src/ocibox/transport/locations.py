@@ -503,7 +503,10 @@ class DockerArchiveLocation(Location):
             raise NotFound(f"{self.archive}: no such archive") from None
         except tarfile.TarError as e:
             raise LayoutError(f"{self.archive}: not a docker archive: {e}") from None
-        self._build_manifest()
+        try:
+            self._build_manifest()
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise LayoutError(f"{self.archive}: malformed manifest.json ({type(e).__name__}: {e})") from None
 
     def _member(self, name: str, depth: int = 0) -> tarfile.TarInfo:
         assert self._tar is not None

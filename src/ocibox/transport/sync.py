@@ -166,8 +166,11 @@ async def _yaml_images(path: str, o: SyncOptions, clients: _Clients):
         import yaml
     except ImportError:
         raise UsageError("--src yaml needs PyYAML (pip install pyyaml)") from None
-    with open(path) as f:
-        doc = yaml.safe_load(f) or {}
+    try:
+        with open(path) as f:
+            doc = yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:
+        raise UsageError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
     if not isinstance(doc, dict):
         raise UsageError(f"{path}: expected a mapping of registries")
     out = []
