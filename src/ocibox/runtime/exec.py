@@ -159,7 +159,19 @@ def _open_namespaces(init: int) -> list[tuple[str, int]]:
     return fds
 
 
+def _cpus(text: str) -> set[int]:
+    """A cpu list such as "0-3,6"."""
+    out: set[int] = set()
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
 def _joiner(cgroup_paths, ns_fds, process, cap_sets, preserve_fds, w, sock, sfilter) -> None:
+    affinity = process.get("execCPUAffinity") or {}
+    if affinity.get("initial"):
+        os.sched_setaffinity(0, _cpus(affinity["initial"]))  # before the cgroup move
     for path in dict.fromkeys(cgroup_paths.values()):
         try:
             with open(os.path.join(path, "cgroup.procs"), "w") as f:
@@ -178,6 +190,8 @@ def _joiner(cgroup_paths, ns_fds, process, cap_sets, preserve_fds, w, sock, sfil
 
                 os.setsid()
                 console.setup(sock, process.get("consoleSize"))
+            if affinity.get("final"):
+                os.sched_setaffinity(0, _cpus(affinity["final"]))
             exe, args, env = proc.apply_process(process, cap_sets, preserve_fds, sfilter)
             os.execve(exe, args, env)
         except BaseException as e:  # noqa: B036 - see above

@@ -95,6 +95,7 @@ def prepare(
         )
     hooks.check(config.get("hooks"))
     warnings: list[str] = []
+    _check_unsupported(config, warnings)
     mounts = [mnt.parse(m, i) for i, m in enumerate(config.get("mounts") or [])]
     for m in mounts:
         if m.is_bind and m.source and not m.source.startswith("/"):
@@ -112,6 +113,36 @@ def prepare(
         console_socket=console_socket,
         console_fd=console_fd,
     )
+
+
+def _check_unsupported(config: dict, warnings: list[str]) -> None:
+    """Say plainly what this runtime does not do, rather than silently skip it."""
+    process = config.get("process") or {}
+    linux = config.get("linux") or {}
+    for key in ("apparmorProfile", "selinuxLabel"):
+        if process.get(key):
+            warnings.append(f"process.{key}: no LSM support here; {process[key]!r} not applied")
+    if linux.get("mountLabel"):
+        warnings.append("linux.mountLabel: no SELinux support here; not applied")
+    for key in ("intelRdt", "memoryPolicy", "netDevices"):
+        if linux.get(key):
+            raise NotImplementedYet(f"config.json: linux.{key} is not supported yet")
+    if process.get("scheduler"):
+        raise NotImplementedYet("config.json: process.scheduler is not supported yet")
+    prio = process.get("ioPriority")
+    if prio and prio.get("class") not in _IOPRIO_CLASSES:
+        raise BundleError(f"config.json: process.ioPriority.class: unknown {prio.get('class')!r}")
+
+
+_IOPRIO_CLASSES = {"IOPRIO_CLASS_RT": 1, "IOPRIO_CLASS_BE": 2, "IOPRIO_CLASS_IDLE": 3}
+
+
+def _io_priority(prio: dict) -> None:
+    value = _IOPRIO_CLASSES[prio["class"]] << 13 | (prio.get("priority", 0) & 0x1FFF)
+    try:
+        sc.ioprio_set(value)
+    except OSError as e:
+        raise BundleError(f"config.json: process.ioPriority: {e.strerror}") from None
 
 
 # --- the parent's side ---------------------------------------------------------
@@ -438,6 +469,8 @@ def apply_process(process: dict, cap_sets: dict[str, int], preserve_fds: int = 0
     groups, capabilities, umask, cwd, noNewPrivileges, inherited fds, signals.
     """
     rlimits.apply(process.get("rlimits") or [])
+    if process.get("ioPriority"):
+        _io_priority(process["ioPriority"])
     nnp = bool(process.get("noNewPrivileges"))
     if sfilter is not None and not nnp:
         sfilter.load()  # needs CAP_SYS_ADMIN without no_new_privs: before the drop

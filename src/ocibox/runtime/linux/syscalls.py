@@ -59,8 +59,10 @@ _SYS_PIVOT_ROOT = 155  # x86_64
 _SYS_CAPSET = 126
 _SYS_CAPGET = 125
 _SYS_KEYCTL = 250
+_SYS_IOPRIO_SET = 251
 if os.uname().machine == "aarch64":
     _SYS_PIVOT_ROOT, _SYS_CAPGET, _SYS_CAPSET, _SYS_KEYCTL = 41, 90, 91, 219
+    _SYS_IOPRIO_SET = 30
 _SYS_MOUNT_SETATTR = 442  # the same number on every architecture
 
 AT_RECURSIVE = 0x8000
@@ -176,3 +178,8 @@ def join_session_keyring(name: str | None) -> None:
 
 def personality(persona: int) -> None:
     _check(_libc.personality(ctypes.c_ulong(persona)), "personality")
+
+
+def ioprio_set(ioprio: int) -> None:
+    """The I/O priority of the calling process (IOPRIO_WHO_PROCESS, pid 0)."""
+    _check(_libc.syscall(_SYS_IOPRIO_SET, 1, 0, ioprio), "ioprio_set")
