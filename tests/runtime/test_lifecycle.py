@@ -530,7 +530,7 @@ def test_run_with_terminal_in_foreground(both, bundle):
             out += chunk
         # Resend until answered: a runtime that sets its terminal raw with
         # TCSAFLUSH may discard input that arrived before it did so.
-        if b"120" in out and b"got-" not in out and time.monotonic() - sent > 0.5:
+        if b"/dev/pts" in out and b"got-" not in out and time.monotonic() - sent > 0.5:
             os.write(master, b"hello\r")
             sent = time.monotonic()
         if proc.poll() is not None and not r:
@@ -538,7 +538,9 @@ def test_run_with_terminal_in_foreground(both, bundle):
     os.close(master)
     assert proc.wait(timeout=10) == 3
     text = out.decode(errors="replace")
-    assert "/dev/pts/0" in text and "33 120" in text and "got-hello" in text
+    assert "/dev/pts/0" in text and "got-hello" in text
+    # runc 1.1 sizes the pty only after start, racing the program; ours does it before.
+    assert "33 120" in text or both.name == "runc"
 
 
 def test_update_and_events(both, bundle):
@@ -671,3 +673,32 @@ def test_container_without_proc_is_refused_clearly(ours, bundle):
     cid = ours.new_id()
     p = ours("create", "--bundle", b, cid, check=False)
     assert p.returncode == 1 and "no /proc mounted" in p.stderr
+
+
+def test_io_priority_affinity_and_unsupported_fields(ours, bundle, tmp_path):
+    def edit(cfg):
+        cfg["process"]["ioPriority"] = {"class": "IOPRIO_CLASS_IDLE", "priority": 0}
+
+    cid = ours.new_id()
+    ours("run", "-d", "--bundle", bundle.write(["sleep", "30"], edit), cid)
+    pid = ours.state(cid)["pid"]
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    ioprio = libc.syscall(252 if os.uname().machine == "x86_64" else 31, 1, pid)  # ioprio_get
+    assert ioprio >> 13 == 3
+    pf = tmp_path / "p.json"
+    pf.write_text('{"args": ["sleep", "5"], "cwd": "/", "env": ["PATH=/bin"],'
+                  ' "execCPUAffinity": {"initial": "0", "final": "0"}}')  # fmt: skip
+    pidfile = tmp_path / "pid"
+    ours("exec", "-d", "--pid-file", str(pidfile), "-p", str(pf), cid)
+    assert os.sched_getaffinity(int(pidfile.read_text())) == {0}
+    ours("delete", "--force", cid)
+    for field, msg in (({"intelRdt": {"closID": "x"}}, "linux.intelRdt is not supported"),):
+        b = bundle.write(["true"], lambda c, f=field: c["linux"].update(f))
+        p = ours("create", "--bundle", b, ours.new_id(), check=False)
+        assert p.returncode == 1 and msg in p.stderr
+        bundle.config["linux"].pop("intelRdt")
+    b = bundle.write(["true"], lambda c: c["process"].update(apparmorProfile="docker-default"))
+    p = ours("run", "--bundle", b, ours.new_id())
+    assert "apparmorProfile" in p.stderr and "warning" in p.stderr
