@@ -231,3 +231,14 @@ def test_malformed_sync_yaml(tmp_path):
     spec.write_text("a: [unclosed\n")
     proc = ocibox_cmd("sync", "--src", "yaml", "--dest", "dir", str(spec), str(tmp_path / "d"), check=False)
     assert "not valid YAML" in _one_line(proc)
+
+
+def test_registry_token_flag(image_layout, tmp_path, no_auth_files):
+    with FakeRegistry(str(image_layout), faults={"bearer"}) as fake:
+        ok = _copy(fake, tmp_path / "dest", "--src-registry-token", "good-token")
+        assert ok.returncode == 0, ok.stderr
+        bad = _copy(fake, tmp_path / "dest2", "--src-registry-token", "stale")
+        assert bad.returncode != 0 and "unauthorized" in _one_line(bad)
+        both = _copy(fake, tmp_path / "dest3", "--src-registry-token", "t", "--src-creds", "a:b")
+        assert "exclude each other" in _one_line(both)
+    assert fake.tokens_issued == []  # the token was used as given, never fetched

@@ -27,23 +27,25 @@ def _side_options(prefix: str, side: str):
             click.option(f"--{prefix}cert-dir", metavar="DIR",
                          help=f"CA certificates (*.crt) and client keys (*.cert, *.key) ({side})."),
             click.option(f"--{prefix}no-creds", is_flag=True, help=f"Access the registry anonymously ({side})."),
+            click.option(f"--{prefix}registry-token", metavar="TOKEN", help=f"A bearer token to send ({side})."),
         ]):
             f = opt(f)
         return f
     return deco
 
 
-def _options(tls_verify, creds, cert_dir, no_creds, retries: int | None = None):
+def _options(tls_verify, creds, cert_dir, no_creds, token=None, retries: int | None = None):
     from ..distribution.auth import Credentials
     from ..distribution.options import Options
 
-    if creds and no_creds:
-        raise UsageError("--creds and --no-creds cannot be used together")
+    if sum(map(bool, (creds, no_creds, token))) > 1:
+        raise UsageError("--creds, --no-creds and --registry-token exclude each other")
     options = Options(
         tls_verify=tls_verify,
         creds=Credentials.parse(creds) if creds else None,
         cert_dir=cert_dir,
         no_auth_lookup=no_creds,
+        registry_token=token,
     )
     if retries is not None:
         options.retries = retries
@@ -180,7 +182,8 @@ def _reporters(quiet: bool):
 @retry_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def copy_cmd(source, destination, src_tls_verify, src_creds, src_cert_dir, src_no_creds,
-             dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds, authfile, all_images,
+             src_registry_token, dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds,
+             dest_registry_token, authfile, all_images,
              platform, override_os, override_arch, override_variant, fmt, dest_compress_format,
              preserve_digests, jobs, digestfile, retries, quiet):
     """Copy an image from SOURCE to DESTINATION (docker://, oci:, oci-archive:, docker-archive:, dir:)."""
@@ -193,8 +196,10 @@ def copy_cmd(source, destination, src_tls_verify, src_creds, src_cert_dir, src_n
         platform=_platform(platform, override_os, override_arch, override_variant),
         format=fmt, compress=dest_compress_format, preserve_digests=preserve_digests, jobs=jobs,
         report=report, progress=progress,
-        src_options=_options(src_tls_verify, src_creds, src_cert_dir, src_no_creds, retries),
-        dst_options=_options(dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds, retries),
+        src_options=_options(src_tls_verify, src_creds, src_cert_dir, src_no_creds, src_registry_token,
+                             retries),
+        dst_options=_options(dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds, dest_registry_token,
+                             retries),
     )
     result = copy(source, destination, options)
     if digestfile:
@@ -215,7 +220,7 @@ def copy_cmd(source, destination, src_tls_verify, src_creds, src_cert_dir, src_n
 @click.option("--raw", is_flag=True, help="Print the manifest (or index) bytes as they are.")
 @click.option("--config", "show_config", is_flag=True, help="Print the image's config.")
 @click.option("-n", "--no-tags", is_flag=True, help="Do not list the repository's tags.")
-def inspect_cmd(image, tls_verify, creds, cert_dir, no_creds, authfile, platform, override_os,
+def inspect_cmd(image, tls_verify, creds, cert_dir, no_creds, registry_token, authfile, platform, override_os,
                 override_arch, override_variant, raw, show_config, no_tags):
     """Show an image's manifest, config and metadata (skopeo inspect)."""
     import asyncio
@@ -223,7 +228,8 @@ def inspect_cmd(image, tls_verify, creds, cert_dir, no_creds, authfile, platform
     from ..transport.inspect import inspect
 
     _authfile(authfile)
-    out = asyncio.run(inspect(_with_transport(image), _options(tls_verify, creds, cert_dir, no_creds),
+    options = _options(tls_verify, creds, cert_dir, no_creds, registry_token)
+    out = asyncio.run(inspect(_with_transport(image), options,
                               platform=_platform(platform, override_os, override_arch, override_variant),
                               raw=raw, config=show_config, tags=not no_tags))
     if isinstance(out, bytes):
@@ -258,7 +264,7 @@ def _docker_ref(image: str, command: str):
 @_side_options("", "registry")
 @authfile_option
 @click.option("--page-size", type=int, metavar="N", help="Ask for N tags per page.")
-def list_tags_cmd(repository, tls_verify, creds, cert_dir, no_creds, authfile, page_size):
+def list_tags_cmd(repository, tls_verify, creds, cert_dir, no_creds, registry_token, authfile, page_size):
     """List a repository's tags (skopeo list-tags)."""
     import asyncio
 
@@ -270,7 +276,7 @@ def list_tags_cmd(repository, tls_verify, creds, cert_dir, no_creds, authfile, p
         raise UsageError(f"{repository}: list-tags takes a repository, without a tag or digest")
 
     async def run():
-        async with Registry(ref.api_host, _options(tls_verify, creds, cert_dir, no_creds)) as reg:
+        async with Registry(ref.api_host, _options(tls_verify, creds, cert_dir, no_creds, registry_token)) as reg:
             return await reg.list_tags(ref.repository, page_size)
 
     tags = asyncio.run(run())
@@ -284,7 +290,7 @@ def list_tags_cmd(repository, tls_verify, creds, cert_dir, no_creds, authfile, p
 @click.argument("image")
 @_side_options("", "registry")
 @authfile_option
-def delete_cmd(image, tls_verify, creds, cert_dir, no_creds, authfile):
+def delete_cmd(image, tls_verify, creds, cert_dir, no_creds, registry_token, authfile):
     """Delete an image's manifest from a registry (skopeo delete)."""
     import asyncio
 
@@ -295,7 +301,7 @@ def delete_cmd(image, tls_verify, creds, cert_dir, no_creds, authfile):
     ref = _docker_ref(image, "delete").defaulted()
 
     async def run():
-        async with Registry(ref.api_host, _options(tls_verify, creds, cert_dir, no_creds)) as reg:
+        async with Registry(ref.api_host, _options(tls_verify, creds, cert_dir, no_creds, registry_token)) as reg:
             dig = ref.digest
             if dig is None:
                 head = await reg.head_manifest(ref.repository, ref.tag)
@@ -401,7 +407,8 @@ def manifest_digest_cmd(manifest):
 @retry_option
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def sync_cmd(src_kind, dst_kind, source, destination, src_tls_verify, src_creds, src_cert_dir,
-             src_no_creds, dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds, authfile,
+             src_no_creds, src_registry_token, dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds,
+             dest_registry_token, authfile,
              all_images, platform, override_os, override_arch, override_variant, fmt,
              preserve_digests, scoped, keep_going, jobs, images, retries, quiet):
     """Copy every image of SOURCE that DESTINATION lacks (skopeo sync)."""
@@ -414,8 +421,10 @@ def sync_cmd(src_kind, dst_kind, source, destination, src_tls_verify, src_creds,
     copy_options = CopyOptions(
         all_images=all_images, platform=_platform(platform, override_os, override_arch, override_variant),
         format=fmt, preserve_digests=preserve_digests, jobs=jobs,
-        src_options=_options(src_tls_verify, src_creds, src_cert_dir, src_no_creds, retries),
-        dst_options=_options(dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds, retries))
+        src_options=_options(src_tls_verify, src_creds, src_cert_dir, src_no_creds, src_registry_token,
+                             retries),
+        dst_options=_options(dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds, dest_registry_token,
+                             retries))
     items = sync(src_kind, source, dst_kind, destination,
                  SyncOptions(copy=copy_options, scoped=scoped, images=images, keep_going=keep_going,
                              report=report))

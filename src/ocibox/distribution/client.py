@@ -198,6 +198,8 @@ class Registry:
 
     async def _auth_header(self, scopes: list[str], repository: str | None,
                            force: bool = False) -> str | None:
+        if self.options.registry_token:
+            return f"Bearer {self.options.registry_token}"
         c = self._challenge
         if c is None:
             return None
@@ -294,9 +296,10 @@ class Registry:
                     continue
                 who = self._creds(repository)
                 msg, _ = _error_message(401, body_bytes)
+                as_who = (" with the given registry token" if self.options.registry_token
+                          else f" as {who.username!r}" if who else " (no credentials)")
                 raise AuthError(
-                    f"{self.host}: {method} {path}: unauthorized"
-                    + (f" as {who.username!r}" if who else " (no credentials)") + f": {msg}",
+                    f"{self.host}: {method} {path}: unauthorized{as_who}: {msg}",
                     hint=f"check the credentials (ocibox login {self.host}, or --creds USER:PASSWORD)")
             if r.status in _RETRY_STATUS and attempt + 1 < attempts:
                 delay = self.options.backoff * 2 ** attempt

@@ -21,6 +21,7 @@ class Options:
     backoff: float = 0.2
     timeout: float = 300.0
     no_auth_lookup: bool = False
+    registry_token: str | None = None  # a bearer token to send as it is (skopeo's --registry-token)
 
 
 @dataclass
