@@ -161,3 +161,21 @@ def test_referrers_api_or_tag_fallback(any_registry):
             assert [m["digest"] for m in found] == [ref_digest]
             assert await reg.referrers("t/app", dig, "application/vnd.other") == []
     run(go())
+
+
+def test_large_manifest_read_whole(any_registry):
+    """A 1.5 MB index arrives in many pieces; it is read to the end and verified."""
+    payload = os.urandom(100)
+
+    async def go():
+        async with _registry(any_registry) as reg:
+            manifest, dig = await _push_image_async(reg, payload)
+            entry = {"mediaType": mt.OCI_MANIFEST, "digest": dig, "size": len(manifest),
+                     "annotations": {"org.example.padding": "x" * 400}}
+            index = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX,
+                                "manifests": [entry] * 3000}).encode()
+            assert len(index) > 1_000_000
+            await reg.put_manifest("t/app", "big", index, mt.OCI_INDEX)
+            got = await reg.get_manifest("t/app", "big")
+            assert got.data == index and got.digest == sha(index)
+    run(go())

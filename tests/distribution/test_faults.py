@@ -242,3 +242,9 @@ def test_registry_token_flag(image_layout, tmp_path, no_auth_files):
         both = _copy(fake, tmp_path / "dest3", "--src-registry-token", "t", "--src-creds", "a:b")
         assert "exclude each other" in _one_line(both)
     assert fake.tokens_issued == []  # the token was used as given, never fetched
+
+
+def test_no_retries_still_answers_challenges(image_layout, tmp_path, no_auth_files):
+    with FakeRegistry(str(image_layout), faults={"bearer"}) as fake:
+        proc = _copy(fake, tmp_path / "dest", "--retry-times", "0", "--src-creds", "user:secret")
+    assert proc.returncode == 0, proc.stderr

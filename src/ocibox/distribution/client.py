@@ -266,7 +266,9 @@ class Registry:
         scopes = ([f"repository:{repository}:{actions}"] if repository else []) + list(extra_scopes)
         attempts = self.options.retries + 1 if retry else 1
         forced = False
-        for attempt in range(attempts):
+        attempt = -1
+        while attempt + 1 < attempts:
+            attempt += 1
             h = dict(headers or {})
             # credentials go only to the registry itself, never to a host a Location names
             auth = await self._auth_header(scopes, repository, force=forced) \
@@ -293,6 +295,7 @@ class Registry:
                 if not forced and challenge is not None:
                     self._challenge = challenge
                     forced = True
+                    attempt -= 1  # answering a challenge is not a retry
                     continue
                 who = self._creds(repository)
                 msg, _ = _error_message(401, body_bytes)
@@ -338,7 +341,7 @@ class Registry:
             if (r.content_length or 0) > MANIFEST_MAX:
                 raise InvalidObject(f"{self.host}/{repository}@{reference}", "size",
                                     f"{r.content_length} bytes is over the {MANIFEST_MAX >> 20} MiB limit")
-            data = await r.content.read(MANIFEST_MAX + 1)
+            data = await _read_limited(r, MANIFEST_MAX + 1)
             if len(data) > MANIFEST_MAX:
                 raise InvalidObject(f"{self.host}/{repository}@{reference}", "size",
                                     f"over the {MANIFEST_MAX >> 20} MiB limit")
@@ -645,7 +648,7 @@ class Registry:
                     raise NotFound(f"{self.host}/{repository}: repository not found") from None
                 raise
             try:
-                body = await r.content.read(MANIFEST_MAX * 4)
+                body = await _read_limited(r, MANIFEST_MAX * 4)
             finally:
                 r.release()
             try:
@@ -662,7 +665,7 @@ class Registry:
         try:
             r = await self.request("GET", f"/v2/{repository}/referrers/{dig}",
                                    repository=repository, params=params, stream=True)
-            body = await r.content.read(MANIFEST_MAX + 1)
+            body = await _read_limited(r, MANIFEST_MAX + 1)
             r.release()
             if (r.headers.get("Content-Type") or "").startswith(mt.OCI_INDEX):
                 manifests = json.loads(body).get("manifests") or []
@@ -681,6 +684,20 @@ class Registry:
         if artifact_type:
             manifests = [m for m in manifests if m.get("artifactType") == artifact_type]
         return manifests
+
+
+async def _read_limited(r: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body up to ``limit`` bytes (StreamReader.read(n) returns what has arrived,
+    not n bytes: loop to the end)."""
+    parts: list[bytes] = []
+    total = 0
+    while total < limit:
+        chunk = await r.content.read(limit - total)
+        if not chunk:
+            break
+        parts.append(chunk)
+        total += len(chunk)
+    return b"".join(parts)
 
 
 def _next_link(header: str | None) -> str | None:
