@@ -248,3 +248,15 @@ def test_no_retries_still_answers_challenges(image_layout, tmp_path, no_auth_fil
     with FakeRegistry(str(image_layout), faults={"bearer"}) as fake:
         proc = _copy(fake, tmp_path / "dest", "--retry-times", "0", "--src-creds", "user:secret")
     assert proc.returncode == 0, proc.stderr
+
+
+def test_https_proxy_env_is_honoured(image_layout, tmp_path, no_auth_files, monkeypatch):
+    """A registry reached through HTTP_PROXY: the proxy (here the fake itself, which
+    accepts absolute-form request targets) sees the requests."""
+    with FakeRegistry(str(image_layout)) as fake:
+        monkeypatch.setenv("HTTP_PROXY", f"http://{fake.host}")
+        monkeypatch.setenv("NO_PROXY", "")
+        proc = ocibox_cmd("copy", "-q", "--src-tls-verify=false", "docker://registry.invalid:5000/test/app:v1",
+                          f"oci:{tmp_path}/dest:v1", check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert any(p.endswith("/manifests/v1") for _, p, _ in fake.log)

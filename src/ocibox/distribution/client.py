@@ -137,7 +137,8 @@ class Registry:
                 connector=connector, headers={"User-Agent": USER_AGENT},
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=30,
                                               sock_read=self.options.timeout),
-                auto_decompress=False, read_bufsize=1 << 20)
+                auto_decompress=False, read_bufsize=1 << 20,
+                trust_env=True)  # HTTP(S)_PROXY and NO_PROXY, as skopeo honours them
         return self._session
 
     def _creds(self, repository: str | None) -> Credentials | None:
