@@ -94,6 +94,13 @@ def test_v2s2_both_ways_matches_skopeo(image_layout, docker_registry, tmp_path, 
     assert [x.media_type for x in a.manifest.layers] == [x.media_type for x in b.manifest.layers]
 
 
+def test_v2s2_conversion_gives_skopeos_digest(image_layout, tmp_path, no_auth_files):
+    skopeo = need("skopeo")
+    run([skopeo, "copy", "-q", "--format", "v2s2", f"oci:{image_layout}:v1", f"oci:{tmp_path}/sk:v1"])
+    copy("-q", "--format", "v2s2", f"oci:{image_layout}:v1", f"oci:{tmp_path}/ob:v1")
+    assert digest_of(tmp_path / "ob") == digest_of(tmp_path / "sk")
+
+
 def test_preserve_digests_refuses_conversion(image_layout, ocibox_registry, no_auth_files):
     proc = ocibox_cmd("copy", "--preserve-digests", "--format", "v2s2", f"oci:{image_layout}:v1",
                       ocibox_registry.ref("p/app:v1"), check=False)

@@ -97,10 +97,15 @@ def _map_layer(desc: dict[str, Any], table: Mapping[str, str], keep: frozenset[s
     )
 
 
+_DOCKER_KEY_ORDER = ("mediaType", "size", "digest", "urls", "annotations", "platform")
+
+
 def _to_docker_descriptor(desc: dict[str, Any]) -> dict[str, Any]:
     # Docker's descriptors know urls, annotations and platform; artifactType and
     # embedded data have no place there (data is only a copy of the content).
-    return {k: v for k, v in desc.items() if k not in ("artifactType", "data")}
+    # Keys go in the order Docker's tools write them (size before digest), so a
+    # conversion gives the same bytes, and digest, as skopeo's and podman's.
+    return {k: desc[k] for k in _DOCKER_KEY_ORDER if k in desc}
 
 
 # --- manifests ---------------------------------------------------------------

@@ -173,12 +173,14 @@ class Descriptor:
             d["urls"] = list(self.urls)
         if self.annotations:
             d["annotations"] = dict(self.annotations)
+        # The order of the image-spec's Go types, which most tools write: the
+        # same descriptor then serialises to the same bytes everywhere.
+        if self.data is not None:
+            d["data"] = self.data
         if self.platform is not None:
             d["platform"] = self.platform.to_dict()
         if self.artifact_type:
             d["artifactType"] = self.artifact_type
-        if self.data is not None:
-            d["data"] = self.data
         return d
 
     @property
