@@ -29,6 +29,8 @@ demo: venv peers
 
 bench: venv peers
 	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/unpack.py
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/registry.py --results bench/RESULTS.md
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python bench/copy_images.py --write
 
 clean:
 	rm -rf $(VENV) demo build *.egg-info src/*.egg-info

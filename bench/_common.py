@@ -240,3 +240,24 @@ def du_bytes(path: str | Path) -> int:
             seen.add(key)
             total += st.st_size
     return total
+
+
+def write_section(path: str | Path, name: str, text: str) -> None:
+    """Put ``text`` in the ``name`` section of a shared results file, keeping the others.
+
+    Each benchmark owns the part of bench/RESULTS.md between its two marker
+    comments; the file is re-read right before writing, so scripts run one
+    after another never erase each other's figures.
+    """
+    path = Path(path)
+    begin, end = f"<!-- bench:{name} begin -->", f"<!-- bench:{name} end -->"
+    block = f"{begin}\n{text.rstrip()}\n{end}\n"
+    old = path.read_text() if path.exists() else "# Benchmark results\n\n"
+    if begin in old and end in old:
+        head, _, rest = old.partition(begin)
+        _, _, tail = rest.partition(end)
+        new = head + block + tail.lstrip("\n")
+    else:
+        new = old.rstrip("\n") + "\n\n" + block
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(new)

@@ -400,26 +400,6 @@ def samples(figs: dict[str, Figures]) -> list[list[str]]:
     return out
 
 
-def splice_section(path: Path, section: str) -> None:
-    """Replace the ``## registry`` section of path (up to the next ``## `` heading), or append it.
-
-    The file is re-read right before writing, since other scripts write other sections of it.
-    """
-    text = path.read_text() if path.exists() else ""
-    lines = text.splitlines()
-    start = next((i for i, ln in enumerate(lines) if ln.strip() == "## registry"), None)
-    new = section.rstrip("\n").splitlines()
-    if start is None:
-        if lines and lines[-1].strip():
-            lines.append("")
-        lines += new
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        tail = lines[end:]
-        lines = lines[:start] + new + ([""] if tail else []) + tail
-    path.write_text("\n".join(lines) + "\n")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, help="rounds, each with fresh servers (default 3; --quick: 1)")
@@ -511,7 +491,7 @@ def main() -> int:
         section += ["Profile of ocibox's server (cProfile): "
                     + ", ".join(str(p.relative_to(c.REPO)) for p in profiles), ""]
     if args.results:
-        splice_section(args.results, "\n".join(section))
+        c.write_section(args.results, "registry", "\n".join(section))
         print(f"\nwrote the '## registry' section of {args.results}")
     else:
         out = c.WORK / ("RESULTS-registry-quick.md" if args.quick else "RESULTS-registry.md")

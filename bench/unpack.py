@@ -665,7 +665,7 @@ def main() -> int:
     m = c.machine()
     loads = "; ".join(f"{o.where}: {o.load_before} before, {o.load_after} after" for o in outcomes)
     lines = [
-        "# bench/unpack.py results",
+        "## unpack: ocibox layout unpack/repack against umoci",
         "",
         "Written by `bench/unpack.py " + " ".join(sys.argv[1:]) + "`; see bench/README.md for how "
         "it measures. Ratio = ocibox median / umoci median: at or below 1.00 ocibox is faster. "
@@ -680,7 +680,7 @@ def main() -> int:
         f"Python {m['python']}",
         f"- peak RSS: {'GNU time %M' if os.path.exists(c.GNU_TIME) else 'getrusage(RUSAGE_CHILDREN)'}",
         "",
-        "## Input (made with umoci, cached under bench/work/images)",
+        "### Input (made with umoci, cached under bench/work/images)",
         "",
         f"- `{tag}`: {describe_image(images, tag)}: a Debian-like system tree ({scale.sys_files} files, "
         f"symlinks, hardlinks, setuid, other owners), {scale.small_files} text files of 0.1-8 KiB, "
@@ -691,13 +691,13 @@ def main() -> int:
         f"{scale.added_mib} MiB of random bytes added in 5 files; each tool repacks a bundle it "
         "unpacked itself, into its own copy of the layout; only the repack is timed",
         "",
-        "## Results",
+        "### Results",
         "",
         tbl,
         "",
         *(f"- {line}" for line in mem_lines),
         "",
-        "## Reading these figures",
+        "### Reading these figures",
         "",
         "- [disk] unpack times are dominated by the kernel's cost of creating ~25,000 files (open with "
         "O_CREAT, mkdir): under cProfile more than 80 % of ocibox's disk unpack is spent inside open(). On a "
@@ -710,15 +710,14 @@ def main() -> int:
         "and compares that on repack. Both unpacks agree on every path's type, mode, owner, size, link target and "
         "mtime (checked after the first round).",
         "",
-        "## Every sample",
+        "### unpack: every sample",
         "",
         c.table(["operation", "tool", "seconds", "min", "max", "peak RSS MiB"], detail_rows),
         "",
     ]
     if profiles:
         lines += ["Profiles of ocibox (cProfile): " + ", ".join(str(p.relative_to(c.REPO)) for p in profiles), ""]
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text("\n".join(lines))
+    c.write_section(results, "unpack", "\n".join(lines))
     print(f"\nwrote {results}")
     return 0
 

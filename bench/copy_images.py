@@ -1,8 +1,8 @@
 """Copy: ocibox against skopeo, side by side in one run.
 
-    .venv/bin/python bench/copy.py            # ~300 MB image, 3 rounds
-    .venv/bin/python bench/copy.py --write    # ... and keep the figures in bench/RESULTS-copy.md
-    .venv/bin/python bench/copy.py --quick    # ~30 MB image, 1 round
+    .venv/bin/python bench/copy_images.py            # ~300 MB image, 3 rounds
+    .venv/bin/python bench/copy_images.py --write    # ... and keep the figures in bench/RESULTS.md (its copy section)
+    .venv/bin/python bench/copy_images.py --quick    # ~30 MB image, 1 round
 
 Cases, each with a fresh destination every round and the two tools alternating:
   push  oci: layout -> docker-registry (distribution 2.8, loopback, plain HTTP)
@@ -29,6 +29,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from _common import write_section  # noqa: E402
+
 WORK = HERE / "work"
 PY = str(ROOT / ".venv" / "bin" / "python")
 MiB = 1 << 20
@@ -119,7 +122,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--rounds", type=int)
-    ap.add_argument("--write", action="store_true", help="Also write bench/RESULTS-copy.md.")
+    ap.add_argument("--write", action="store_true", help="Also write bench/RESULTS.md (its copy section).")
     a = ap.parse_args()
     scale = "quick" if a.quick else "full"
     rounds = a.rounds or (1 if a.quick else 3)
@@ -176,8 +179,8 @@ def main() -> None:
               f"{time.strftime('%Y-%m-%d %H:%M')}"]
     print("\n".join(lines))
     if a.write:
-        (HERE / "RESULTS-copy.md").write_text("# bench/copy.py: ocibox copy and sync against skopeo\n\n"
-                                              + "\n".join(lines) + "\n")
+        write_section(HERE / "RESULTS.md", "copy",
+                      "## copy: ocibox copy and sync against skopeo\n\n" + "\n".join(lines))
 
 
 if __name__ == "__main__":
