@@ -22,6 +22,7 @@ need nothing but ``os`` and ``json``.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import time
@@ -83,6 +84,7 @@ class Container:
         self.id = cid
         self.dir = os.path.join(root, cid)
         self.state = state  # None while creating
+        self._held = False  # whether this object holds the directory's lock
 
     # --- loading -------------------------------------------------------------
 
@@ -131,7 +133,15 @@ class Container:
 
     def status(self) -> str:
         if self.state is None:
-            return CREATING
+            # create holds the directory's lock until the state is written: a
+            # free lock (or one we hold) and no state means create died half-way.
+            if self._held:
+                return STOPPED
+            fd = self._lock(blocking=False, shared=True)
+            if fd is None:
+                return CREATING
+            os.close(fd)
+            return STOPPED
         if not self.init_alive():
             return STOPPED
         if self._freezer_state() == "FROZEN":
@@ -168,10 +178,44 @@ class Container:
             out["annotations"] = s["annotations"]
         return out
 
+    # --- locking --------------------------------------------------------------
+
+    def _lock(self, blocking: bool = True, shared: bool = False) -> int | None:
+        """An flock on the state directory; None if not blocking and it is taken."""
+        try:
+            fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound(f"container {self.id} does not exist") from None
+        op = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if blocking else fcntl.LOCK_NB)
+        try:
+            fcntl.flock(fd, op)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    def _exclusive(self, action, *args):
+        """Run ``action`` holding the container's lock, so that two operations never interleave."""
+        fd = self._lock()
+        self._held = True
+        try:
+            if not os.path.isdir(self.dir):
+                raise NotFound(f"container {self.id} does not exist")
+            if self.state is None:
+                fresh = Container.load(self.root, self.id)
+                self.state = fresh.state
+            return action(*args)
+        finally:
+            self._held = False
+            os.close(fd)
+
     # --- lifecycle -------------------------------------------------------------
 
     def start(self, timeout: float | None = None) -> None:
         """Let the created container's init exec the user program."""
+        self._exclusive(self._start, timeout)
+
+    def _start(self, timeout: float | None) -> None:
         status = self.status()
         if status != CREATED:
             raise ContainerStateError(f"cannot start container {self.id}: it is {status}",
@@ -268,12 +312,18 @@ class Container:
         return out
 
     def pause(self) -> None:
+        self._exclusive(self._pause)
+
+    def _pause(self) -> None:
         status = self.status()
         if status not in (CREATED, RUNNING):
             raise ContainerStateError(f"cannot pause container {self.id}: it is {status}")
         self._freeze("FROZEN")
 
     def resume(self) -> None:
+        self._exclusive(self._resume)
+
+    def _resume(self) -> None:
         status = self.status()
         if status != PAUSED:
             raise ContainerStateError(f"cannot resume container {self.id}: it is {status}")
@@ -296,6 +346,9 @@ class Container:
             time.sleep(0.001)
 
     def delete(self, force: bool = False) -> None:
+        self._exclusive(self._delete, force)
+
+    def _delete(self, force: bool) -> None:
         status = self.status()
         if status != STOPPED:
             if not force:
@@ -358,7 +411,18 @@ class Container:
             if e.errno == errno.EACCES:
                 raise OciboxError(f"cannot create {path}: permission denied") from None
             raise
-        return cls(root, cid)
+        c = cls(root, cid)
+        # Held until create has written the state (or cleaned up): meanwhile the
+        # container is "creating", and other operations wait.
+        c.create_lock = c._lock()
+        return c
+
+    def release(self) -> None:
+        """Give up the lock reserve took."""
+        fd = getattr(self, "create_lock", None)
+        if fd is not None:
+            os.close(fd)
+            self.create_lock = None
 
     def config(self) -> dict:
         """The config.json the container was created from (a copy kept in its state dir)."""

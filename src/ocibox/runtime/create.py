@@ -93,6 +93,7 @@ def create(
             hooks.run(hook_cfg, "createRuntime", state)
             return state
 
+        ic.close_in_child = (container.create_lock,)  # or the init would hold it for ever
         init_pid = process.spawn(ic, subreaper=subreaper, on_intermediate=on_intermediate,
                                  on_hooks=on_hooks)  # fmt: skip
         found = proc_start_time(init_pid)
@@ -128,7 +129,9 @@ def create(
         if cgroup_created and not container.state:
             container.state = {"cgroupCreated": cgroup_created}
         container.destroy()
+        container.release()
         raise
+    container.release()
     return container
 
 

@@ -57,6 +57,7 @@ class InitConfig:
         self.console_socket = console_socket
         self.console_fd = console_fd  # a connected socket of the runtime's own (run)
         self.no_new_keyring = False
+        self.close_in_child: tuple[int, ...] = ()
         self.keyring_name: str | None = None
 
 
@@ -254,7 +255,7 @@ def _child_main(ic: InitConfig, rfd: int, wfd: int, close: tuple[int, ...]) -> N
     """Run the intermediate (and, after its fork, the init). Never returns."""
     code = 1
     try:
-        for fd in close:
+        for fd in (*close, *ic.close_in_child):
             os.close(fd)
         _intermediate(ic, rfd, wfd)
         code = 0
