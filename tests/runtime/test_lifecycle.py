@@ -644,6 +644,9 @@ def test_under_conmon(both, bundle, tmp_path):
     assert p.returncode == 0, p.stderr
     # conmon returns once it has forked its monitor, which then calls create.
     assert both.wait_status(cid, "created", timeout=15)["status"] == "created"
+    deadline = time.monotonic() + 10
+    while not (work / "cpid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # conmon writes it once create has returned
     assert int((work / "cpid").read_text()) == both.state(cid)["pid"]
     both("start", cid)
     deadline = time.monotonic() + 10
@@ -702,3 +705,20 @@ def test_io_priority_affinity_and_unsupported_fields(ours, bundle, tmp_path):
     b = bundle.write(["true"], lambda c: c["process"].update(apparmorProfile="docker-default"))
     p = ours("run", "--bundle", b, ours.new_id())
     assert "apparmorProfile" in p.stderr and "warning" in p.stderr
+
+
+def test_concurrent_starts_and_deletes(ours, bundle):
+    """Operations on one container take its lock: exactly one of two starts wins."""
+    cid = ours.new_id()
+    ours("create", "--bundle", bundle.write(["sleep", "30"]), cid)
+    argv = [*ours.argv, "--root", str(ours.root)]
+    procs = [subprocess.Popen([*argv, "start", cid], stderr=subprocess.PIPE) for _ in range(3)]
+    codes = sorted(p.wait(timeout=30) for p in procs)
+    assert codes == [0, 1, 1]
+    assert ours.state(cid)["status"] == "running"
+    procs = [
+        subprocess.Popen([*argv, "delete", "--force", cid], stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    codes = [p.wait(timeout=30) for p in procs]
+    assert codes.count(0) >= 1 and not (ours.root / cid).exists()

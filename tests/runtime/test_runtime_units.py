@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -157,8 +158,17 @@ def test_all_skips_unreadable(tmp_path):
     (tmp_path / "creating").mkdir()
     found = Container.all(str(tmp_path))
     assert [c.id for c in found] == ["creating"]
-    assert found[0].status() == "creating"
+    # No state and nobody holding the lock: the create that made it died.
+    assert found[0].status() == "stopped"
     assert os.path.isdir(tmp_path / "junk id")
+    fd = os.open(tmp_path / "creating", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a create in progress holds it
+        assert Container.load(str(tmp_path), "creating").status() == "creating"
+    finally:
+        os.close(fd)
+    Container.load(str(tmp_path), "creating").delete()  # a dead create's leftovers go
+    assert not (tmp_path / "creating").exists()
 
 
 def test_state_version_is_the_spec_version():
