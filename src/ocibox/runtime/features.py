@@ -7,14 +7,14 @@ from .container import OCI_VERSION
 
 def features() -> dict:
     from .linux.capabilities import NAMES
-    from .linux.mounts import _FLAGS, _PROPAGATION
+    from .linux.mounts import _FLAGS, PROPAGATION
     from .linux.namespaces import FLAGS
 
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
         "hooks": [],
-        "mountOptions": sorted([*_FLAGS, *_PROPAGATION]),
+        "mountOptions": sorted([*_FLAGS, *PROPAGATION]),
         "linux": {
             "namespaces": sorted(FLAGS),
             "capabilities": ["CAP_" + n for n in NAMES],

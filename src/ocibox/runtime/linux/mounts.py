@@ -42,7 +42,7 @@ _FLAGS: dict[str, tuple[int, int]] = {
     "rbind": (0, sc.MS_BIND | sc.MS_REC),
 }
 
-_PROPAGATION = {
+PROPAGATION = {
     "private": sc.MS_PRIVATE,
     "rprivate": sc.MS_PRIVATE | sc.MS_REC,
     "shared": sc.MS_SHARED,
@@ -103,8 +103,8 @@ def parse(entry: dict, index: int = 0) -> Mount:
         if opt in _FLAGS:
             clear, set_ = _FLAGS[opt]
             flags = (flags & ~clear) | set_
-        elif opt in _PROPAGATION:
-            propagation.append(_PROPAGATION[opt])
+        elif opt in PROPAGATION:
+            propagation.append(PROPAGATION[opt])
         elif opt in _RECURSIVE:
             set_, clear = _RECURSIVE[opt]
             rec_set = (rec_set & ~clear) | set_

@@ -28,17 +28,8 @@ DEV_SYMLINKS = (
     ("/proc/self/fd/2", "/dev/stderr"),
 )
 
-_ROOT_PROPAGATION = {
-    "": sc.MS_SLAVE | sc.MS_REC,
-    "private": sc.MS_PRIVATE,
-    "rprivate": sc.MS_PRIVATE | sc.MS_REC,
-    "shared": sc.MS_SHARED,
-    "rshared": sc.MS_SHARED | sc.MS_REC,
-    "slave": sc.MS_SLAVE,
-    "rslave": sc.MS_SLAVE | sc.MS_REC,
-    "unbindable": sc.MS_UNBINDABLE,
-    "runbindable": sc.MS_UNBINDABLE | sc.MS_REC,
-}
+# rootfsPropagation takes the mount options' propagation names; unset means rslave.
+_ROOT_PROPAGATION = {"": sc.MS_SLAVE | sc.MS_REC, **mnt.PROPAGATION}
 
 
 def prepare(
