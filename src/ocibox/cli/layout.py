@@ -284,5 +284,7 @@ def validate(path: str, quick: bool) -> None:
     for p in problems:
         click.echo(p, err=True)
     if problems:
-        raise UsageError(f"{path}: {len(problems)} problem(s) found") from None
+        from ..errors import LayoutError
+
+        raise LayoutError(f"{path}: {len(problems)} problem(s) found")
     click.echo(f"{path}: valid")
