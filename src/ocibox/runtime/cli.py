@@ -148,7 +148,7 @@ class _Log:
 
         t = now_rfc3339()
         if self.fmt == "json":
-            import json
+            from . import jsonlite as json
 
             line = json.dumps({"level": level, "msg": msg, "time": t})
         else:
@@ -313,8 +313,7 @@ def _cmd_start(root: str, flags: dict, args: list[str], log: _Log) -> int:
 
 
 def _cmd_state(root: str, flags: dict, args: list[str], log: _Log) -> int:
-    import json
-
+    from . import jsonlite as json
     from .container import Container
 
     state = Container.load(root, args[0]).oci_state()

@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
 import time
 
 from ..errors import AlreadyExists, NotFound, OciboxError, UsageError
+from . import jsonlite as json
 
 DEFAULT_ROOT = "/run/ocibox-runtime"
 # The runtime-spec version the state complies with; the same as spec.OCI_VERSION

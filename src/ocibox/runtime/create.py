@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 from ..errors import BundleError, OciboxError
+from . import jsonlite as json
 from . import process
 from .container import (
     CONFIG_COPY,

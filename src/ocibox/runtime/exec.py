@@ -11,10 +11,10 @@ process and returns its exit code.
 
 from __future__ import annotations
 
-import json
 import os
 
 from ..errors import BundleError, NotImplementedYet, OciboxError, UsageError
+from . import jsonlite as json
 from . import process as proc
 from .container import CREATED, PAUSED, RUNNING, Container, ContainerStateError, write_atomic
 from .linux import capabilities as caps

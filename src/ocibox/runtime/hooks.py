@@ -14,9 +14,8 @@ poststop failures are warnings.
 
 from __future__ import annotations
 
-import json
-
 from ..errors import BundleError
+from . import jsonlite as json
 
 KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 

@@ -18,12 +18,12 @@ Two pipes carry the sync protocol, one short line per message:
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 
 from ..errors import BundleError, NotImplementedYet, OciboxError
 from . import hooks
+from . import jsonlite as json
 from .linux import capabilities as caps
 from .linux import mounts as mnt
 from .linux import namespaces as nsmod
