@@ -7,7 +7,15 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint peers venv bench clean
 
-venv: $(STAMP)
+venv: $(STAMP) $(BIN)/.ocibox-runtime-launcher
+
+# ocibox-runtime started with python -I -S, no site and no re (scripts/ocibox-runtime):
+# installed over pip's console script of the same name, which keeps working elsewhere.
+$(BIN)/.ocibox-runtime-launcher: scripts/ocibox-runtime $(STAMP)
+	sed 's|@PYTHON@|$(CURDIR)/$(BIN)/python|' scripts/ocibox-runtime > $(BIN)/ocibox-runtime.tmp
+	chmod 755 $(BIN)/ocibox-runtime.tmp
+	mv $(BIN)/ocibox-runtime.tmp $(BIN)/ocibox-runtime
+	touch $@
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
