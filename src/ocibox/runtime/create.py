@@ -191,7 +191,7 @@ def _receive_master(sock) -> int:
 
 
 def _forward_signals(pid: int, skip: tuple[str, ...] = ()) -> None:
-    import signal
+    import _signal as signal
 
     from .signals import NUMBERS
 

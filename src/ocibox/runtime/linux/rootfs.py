@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -46,8 +45,10 @@ def prepare(
     sc.mount(None, "/", None, _ROOT_PROPAGATION[propagation] or (sc.MS_SLAVE | sc.MS_REC))
     # pivot_root needs the new root to be a mount point whose parent is not shared.
     sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
-    with contextlib.suppress(OSError):
+    try:
         sc.mount(None, rootfs, None, sc.MS_PRIVATE)
+    except OSError:
+        pass
     dev_is_bind = False
     for m in mounts:
         mnt.mount_in(rootfs, m)
@@ -81,8 +82,10 @@ def _create_devices(rootfs: str, devices: list[dict], in_userns: bool) -> None:
     for d in _device_list(devices):
         target = mnt.secure_join(rootfs, d["path"])
         os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(target)
+        except FileNotFoundError:
+            pass
         kind = d["type"]
         perm = d.get("fileMode", 0o666) & 0o7777
         if in_userns and kind != "p":
@@ -105,12 +108,16 @@ def _dev_symlinks(rootfs: str) -> None:
         links.append(("/proc/kcore", "/dev/core"))
     for source, link in links:
         target = mnt.secure_join(rootfs, link)
-        with contextlib.suppress(FileExistsError):
+        try:
             os.symlink(source, target)
+        except FileExistsError:
+            pass
     ptmx = mnt.secure_join(rootfs, "/dev/ptmx")
     if os.path.isdir(os.path.join(rootfs, "dev/pts")):
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(ptmx)
+        except FileNotFoundError:
+            pass
         os.symlink("pts/ptmx", ptmx)
 
 
