@@ -95,7 +95,25 @@ def podman(tmp_path) -> Podman:
     ids = pm("ps", "-aq", "--no-trunc", check=False).stdout.split()
     if ids:
         pm("rm", "-f", *ids, check=False)
+    # conmon starts `podman container cleanup` when a container exits, and it may still be
+    # running (and re-create the run root): wait for every process that names our run root.
+    deadline = time.monotonic() + 15
+    while _processes_naming(runroot) and time.monotonic() < deadline:
+        time.sleep(0.1)
     shutil.rmtree(runroot, ignore_errors=True)
+
+
+def _processes_naming(text: str) -> list[int]:
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != os.getpid():
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    if text.encode() in f.read():
+                        out.append(int(name))
+            except OSError:
+                continue
+    return out
 
 
 @pytest.fixture
