@@ -4,6 +4,31 @@ from __future__ import annotations
 
 from .container import OCI_VERSION
 
+HOOKS = ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"]
+_ARCHS = ["SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM", "SCMP_ARCH_AARCH64",
+          "SCMP_ARCH_MIPS", "SCMP_ARCH_MIPS64", "SCMP_ARCH_MIPS64N32", "SCMP_ARCH_MIPSEL",
+          "SCMP_ARCH_MIPSEL64", "SCMP_ARCH_MIPSEL64N32", "SCMP_ARCH_PPC", "SCMP_ARCH_PPC64",
+          "SCMP_ARCH_PPC64LE", "SCMP_ARCH_RISCV64", "SCMP_ARCH_S390", "SCMP_ARCH_S390X"]  # fmt: skip
+
+
+def _seccomp() -> dict:
+    from .linux import seccomp
+
+    try:
+        lib = seccomp._lib()
+    except Exception:
+        return {"enabled": False}
+    archs = [a for a in _ARCHS
+             if lib.seccomp_arch_resolve_name(a.removeprefix("SCMP_ARCH_").lower().encode())]  # fmt: skip
+    return {
+        "enabled": True,
+        "actions": sorted(a for a in seccomp._ACTIONS),
+        "operators": sorted(seccomp._OPS),
+        "archs": archs,
+        "knownFlags": sorted(seccomp._FLAGS),
+        "supportedFlags": sorted(seccomp._FLAGS),
+    }
+
 
 def features() -> dict:
     from .linux.capabilities import NAMES
@@ -13,13 +38,13 @@ def features() -> dict:
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
-        "hooks": [],
+        "hooks": HOOKS,
         "mountOptions": sorted([*_FLAGS, *PROPAGATION]),
         "linux": {
             "namespaces": sorted(FLAGS),
             "capabilities": ["CAP_" + n for n in NAMES],
             "cgroup": {"v1": True, "v2": False, "systemd": False, "systemdUser": False},
-            "seccomp": {"enabled": False},
+            "seccomp": _seccomp(),
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
         },

@@ -1,0 +1,16 @@
+"""`features` says what this runtime does: hooks and seccomp are supported."""
+
+from __future__ import annotations
+
+from ocibox.runtime.features import features
+
+
+def test_features_hooks_and_seccomp():
+    f = features()
+    assert f["hooks"] == ["prestart", "createRuntime", "createContainer", "startContainer",
+                          "poststart", "poststop"]  # fmt: skip
+    sec = f["linux"]["seccomp"]
+    assert sec["enabled"] is True  # libseccomp.so.2 is present on these machines
+    assert {"SCMP_ACT_ERRNO", "SCMP_ACT_ALLOW", "SCMP_ACT_KILL_PROCESS"} <= set(sec["actions"])
+    assert "SCMP_CMP_MASKED_EQ" in sec["operators"] and "SCMP_ARCH_X86_64" in sec["archs"]
+    assert "SCMP_ACT_NOTIFY" not in sec["actions"]  # refused plainly at create
