@@ -284,3 +284,17 @@ def test_run_interactive_signal(podman, image):
     assert code == 7, out
     assert "rc-130" in out  # sleep died of SIGINT: the shell reports 128 + 2
     assert time.monotonic() - t0 < 25
+
+
+def test_exec_interactive_terminal(podman, image):
+    """podman exec -it: the runtime's exec --tty --console-socket, driven through a pty."""
+    cid = podman("run", "-d", "--network", "none", image, "sleep", "60").stdout.strip()
+    try:
+        argv = [*podman.argv, "exec", "-it", cid, "sh"]
+        out, code = _drive_pty(argv, podman.env, 20, 70,
+                               [("# ", b"tty; stty size; echo $((6 * 7))-exec; exit 9\n")])  # fmt: skip
+        assert code == 9, out
+        assert "/dev/pts/" in out and "20 70" in out and "42-exec" in out
+    finally:
+        podman("rm", "-f", "-t", "0", cid, check=False)
+    assert not _leftovers(cid)
