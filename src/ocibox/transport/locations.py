@@ -24,7 +24,7 @@ from .. import digest as _digest
 from .. import mediatypes as mt
 from .._fs import atomic_write, fsync_dir
 from ..distribution.options import Fetched, Options
-from ..distribution.reference import Reference
+from ..distribution.reference import InvalidReference, Reference
 from ..errors import (
     BlobNotFound,
     InvalidObject,
@@ -666,7 +666,7 @@ def _norm_tag(tag: str) -> str:
     try:
         r = Reference.parse(tag).defaulted()
         return f"{r.name}:{r.tag}"
-    except Exception:
+    except InvalidReference:  # an archive's RepoTags entry that is no reference: compare as is
         return tag
 
 
