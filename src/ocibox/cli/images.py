@@ -163,24 +163,34 @@ def _reporters(quiet: bool):
 # --- copy --------------------------------------------------------------------------
 
 
+def _transfer_options(f):
+    """The options copy and sync share: both sides' access, platform, format, retries, quiet."""
+    for option in reversed((
+        _side_options("src-", "source"),
+        _side_options("dest-", "destination"),
+        authfile_option,
+        click.option("-a", "--all", "all_images", is_flag=True,
+                     help="Copy every image of an index, and the index."),
+        _platform_options,
+        click.option("-f", "--format", "fmt", type=click.Choice(["oci", "v2s2"]),
+                     help="Manifest format at the destination."),
+        click.option("--preserve-digests", is_flag=True, help="Fail rather than change any digest."),
+        retry_option,
+        click.option("-q", "--quiet", is_flag=True, help="No progress output."),
+    )):
+        f = option(f)
+    return f
+
+
 @click.command("copy")
 @click.argument("source")
 @click.argument("destination")
-@_side_options("src-", "source")
-@_side_options("dest-", "destination")
-@authfile_option
-@click.option("-a", "--all", "all_images", is_flag=True, help="Copy every image of an index, and the index.")
-@_platform_options
-@click.option("-f", "--format", "fmt", type=click.Choice(["oci", "v2s2"]),
-              help="Manifest format at the destination.")
+@_transfer_options
 @click.option("--dest-compress-format", type=click.Choice(["gzip", "zstd"]),
               help="Recompress layers that are compressed otherwise.")
-@click.option("--preserve-digests", is_flag=True, help="Fail rather than change any digest.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=6, show_default=True,
               help="Blobs copied at once.")
 @click.option("--digestfile", metavar="FILE", help="Write the digest of the copied manifest to FILE.")
-@retry_option
-@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def copy_cmd(source, destination, src_tls_verify, src_creds, src_cert_dir, src_no_creds,
              src_registry_token, dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds,
              dest_registry_token, authfile, all_images,
@@ -393,19 +403,11 @@ def manifest_digest_cmd(manifest):
               help="What DESTINATION is: a registry prefix or a directory.")
 @click.argument("source")
 @click.argument("destination")
-@_side_options("src-", "source")
-@_side_options("dest-", "destination")
-@authfile_option
-@click.option("-a", "--all", "all_images", is_flag=True, help="Copy every image of an index, and the index.")
-@_platform_options
-@click.option("-f", "--format", "fmt", type=click.Choice(["oci", "v2s2"]), help="Manifest format at the destination.")
-@click.option("--preserve-digests", is_flag=True, help="Fail rather than change any digest.")
+@_transfer_options
 @click.option("--scoped", is_flag=True, help="Keep the source's whole repository path under the destination, not only its last part.")
 @click.option("--keep-going", is_flag=True, help="Go on after an image fails; exit non-zero at the end.")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=6, show_default=True, help="Blobs at once.")
 @click.option("--images", type=click.IntRange(1, 32), default=2, show_default=True, help="Images at once.")
-@retry_option
-@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 def sync_cmd(src_kind, dst_kind, source, destination, src_tls_verify, src_creds, src_cert_dir,
              src_no_creds, src_registry_token, dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds,
              dest_registry_token, authfile,
