@@ -202,6 +202,21 @@ def _descriptors(d: dict, key: str, what: str, *, required: bool) -> tuple[Descr
     return tuple(Descriptor.from_dict(x, f"{what}.{key}[{i}]") for i, x in enumerate(items))
 
 
+def _document(obj: Manifest | Index, body: dict[str, Any]) -> dict[str, Any]:
+    """The JSON of a manifest or index: the fields both have around each one's body."""
+    d: dict[str, Any] = {"schemaVersion": obj.schema_version}
+    if obj.media_type:
+        d["mediaType"] = obj.media_type
+    if obj.artifact_type:
+        d["artifactType"] = obj.artifact_type
+    d.update(body)
+    if obj.subject is not None:
+        d["subject"] = obj.subject.to_dict()
+    if obj.annotations:
+        d["annotations"] = dict(obj.annotations)
+    return d
+
+
 @dataclass(frozen=True)
 class Manifest:
     """An image manifest (OCI, or Docker schema2 which has the same shape)."""
@@ -232,18 +247,8 @@ class Manifest:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"schemaVersion": self.schema_version}
-        if self.media_type:
-            d["mediaType"] = self.media_type
-        if self.artifact_type:
-            d["artifactType"] = self.artifact_type
-        d["config"] = self.config.to_dict()
-        d["layers"] = [layer.to_dict() for layer in self.layers]
-        if self.subject is not None:
-            d["subject"] = self.subject.to_dict()
-        if self.annotations:
-            d["annotations"] = dict(self.annotations)
-        return d
+        return _document(self, {"config": self.config.to_dict(),
+                                "layers": [layer.to_dict() for layer in self.layers]})
 
     def to_json(self) -> bytes:
         return self.raw if self.raw is not None else dump_json(self.to_dict())
@@ -276,17 +281,7 @@ class Index:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"schemaVersion": self.schema_version}
-        if self.media_type:
-            d["mediaType"] = self.media_type
-        if self.artifact_type:
-            d["artifactType"] = self.artifact_type
-        d["manifests"] = [m.to_dict() for m in self.manifests]
-        if self.subject is not None:
-            d["subject"] = self.subject.to_dict()
-        if self.annotations:
-            d["annotations"] = dict(self.annotations)
-        return d
+        return _document(self, {"manifests": [m.to_dict() for m in self.manifests]})
 
     def to_json(self) -> bytes:
         return self.raw if self.raw is not None else dump_json(self.to_dict())
