@@ -488,6 +488,21 @@ def test_repack_layer_holds_only_changes(tmp_path, layout, image, ocibox):
     assert not any(n.startswith("root/") for n in names)
 
 
+def test_second_repack_holds_only_what_changed_after_the_first(tmp_path, layout, image, ocibox):
+    bundle = tmp_path / "bundle"
+    ocibox("layout", "unpack", "--image", image, str(bundle))
+    _change_rootfs(bundle / "rootfs")
+    ocibox("layout", "repack", "--image", image, str(bundle))
+    (bundle / "rootfs" / "etc" / "motd").write_text("after the first repack\n")
+    ocibox("layout", "repack", "--image", image, "--compress", "none", str(bundle))
+    lay = Layout.open(str(layout))
+    layers = lay.image("v1").manifest.layers
+    assert len(layers) == 3
+    with lay.blobs.open(layers[-1].digest) as f, tarfile.open(fileobj=f, mode="r|") as tf:
+        names = [m.name.removeprefix("./") for m in tf]
+    assert names == ["etc", "etc/motd"]
+
+
 def test_repack_nothing_changed(tmp_path, layout, image, ocibox):
     bundle = tmp_path / "bundle"
     ocibox("layout", "unpack", "--image", image, str(bundle))

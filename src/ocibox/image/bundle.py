@@ -131,14 +131,16 @@ def repack(layout: Layout, tag: str, bundle: str, *, compression: str = "gzip",
     snapshot = Snapshot.load(os.path.join(bundle, SNAPSHOT))
     with layout.writing():
         image = layout.image_at(meta.manifest)
-        layer_desc, diff_id, _ = write_layer(
+        layer_desc, diff_id, stats = write_layer(
             layout, lambda out: generate_diff(rootfs, snapshot, out), compression)
         entry = history if history is not None else history_entry(
             f"ocibox layout repack {os.path.basename(os.path.abspath(bundle))}",
             comment=f"ocibox {__version__}")
         desc = add_layer(layout, image, tag, layer_desc, diff_id, entry)
     if refresh:
-        Snapshot.take(rootfs).save(os.path.join(bundle, SNAPSHOT))
+        # What was archived, as it was walked: a change made since then has a
+        # newer ctime and goes into the next repack.
+        stats.snapshot.save(os.path.join(bundle, SNAPSHOT))
         BundleMeta(desc, meta.rootless).save(bundle)
     return desc
 

@@ -62,6 +62,8 @@ class DiffStats:
     modified: int = 0
     deleted: int = 0
     opaque: int = 0
+    # the tree as it was archived: the baseline for the next diff
+    snapshot: Snapshot | None = field(default=None, compare=False, repr=False)
 
 
 def clean_name(name: str, entry: str | None = None) -> str:
@@ -655,7 +657,8 @@ def generate_diff(
     whiteout (none for the contents of a deleted directory); a directory
     removed and made anew gets an opaque marker followed by all it holds.
     """
-    changes = snapshot.compare(Snapshot.take(root))
+    current, seen = Snapshot.scan(root)
+    changes = snapshot.compare(current)
     changed = set(changes.added) | set(changes.modified)
     recreated = set(changes.recreated)
     # Deleted paths by parent. Only parents still there as the same directory
@@ -665,11 +668,11 @@ def generate_diff(
     for rel in changes.deleted:
         parent, _, name = rel.rpartition("/")
         gone.setdefault(parent, []).append(name)
-    stats = DiffStats(added=len(changes.added), modified=len(changes.modified))
+    stats = DiffStats(added=len(changes.added), modified=len(changes.modified), snapshot=current)
     writer = _TarWriter(out, _epoch(source_date_epoch))
     inside: list[str] = []  # stack of recreated dirs enclosing the walk position
     try:
-        for rel, path, st in walk(root):
+        for rel, path, st in seen:
             while inside and not rel.startswith(inside[-1] + "/"):
                 inside.pop()
             if rel in changed or inside:

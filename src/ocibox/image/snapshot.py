@@ -98,14 +98,22 @@ class Snapshot:
 
     @classmethod
     def take(cls, root: str) -> Snapshot:
-        entries = {rel: record(path, st) for rel, path, st in walk(root)}
+        return cls.scan(root)[0]
+
+    @classmethod
+    def scan(cls, root: str) -> tuple[Snapshot, list[tuple[str, str, os.stat_result]]]:
+        """A snapshot of ``root`` and the walk it was made from: (relative path,
+        absolute path, lstat) in walk order, so a caller can go over the tree
+        again without a second walk."""
+        seen = list(walk(root))
+        entries = {rel: record(path, st) for rel, path, st in seen}
         newest = max((r[6] for r in entries.values()), default=0)
         # Wait out the coarse ctime clock so a change made right after this
         # snapshot cannot carry the same ctime as the state recorded here.
         wait = newest + _COARSE_CLOCK_NS - time.time_ns()
         if wait > 0:
             time.sleep(min(wait, _COARSE_CLOCK_NS) / 1e9)
-        return cls(entries)
+        return cls(entries), seen
 
     def save(self, path: str) -> None:
         rows = [[rel, *rec] for rel, rec in self.entries.items()]
