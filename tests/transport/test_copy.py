@@ -207,10 +207,16 @@ def test_docker_archive_both_ways_with_skopeo(image_layout, tmp_path, no_auth_fi
     copy("-q", f"docker-archive:{tmp_path}/sk.tar", f"oci:{tmp_path}/ours2:v1")
     ours = Layout.open(str(tmp_path / "ours")).image("v1")
     assert ours.config.diff_ids == src.config.diff_ids
-    # our own archive back into a layout: the gzip layers are the very same blobs
+    # our own archive back into a layout: uncompressed layers (as skopeo writes them), named by diff_id
     copy("-q", f"docker-archive:{archive}", f"oci:{tmp_path}/back:v1")
     back = Layout.open(str(tmp_path / "back")).image("v1")
-    assert [x.digest for x in back.manifest.layers] == [x.digest for x in src.manifest.layers]
+    assert [x.digest for x in back.manifest.layers] == list(src.config.diff_ids)
+    assert {x.media_type for x in back.manifest.layers} == {mt.OCI_LAYER}
+    # with --preserve-digests the gzip layers go into the archive as they are: the very same blobs
+    copy("-q", "--preserve-digests", f"oci:{image_layout}:v1", f"docker-archive:{tmp_path}/gz.tar:a/b:c")
+    copy("-q", f"docker-archive:{tmp_path}/gz.tar", f"oci:{tmp_path}/gz:v1")
+    gz = Layout.open(str(tmp_path / "gz")).image("v1")
+    assert [x.digest for x in gz.manifest.layers] == [x.digest for x in src.manifest.layers]
     proc = ocibox_cmd("copy", f"docker-archive:{archive}:other:tag", f"oci:{tmp_path}/n:v1", check=False)
     assert proc.returncode != 0 and "no image tagged" in proc.stderr
 

@@ -187,7 +187,12 @@ def _transfer_options(f):
 @click.argument("destination")
 @_transfer_options
 @click.option("--dest-compress-format", type=click.Choice(["gzip", "zstd"]),
-              help="Recompress layers that are compressed otherwise.")
+              help="Compress every layer with this (recompressing those compressed otherwise).")
+@click.option("--dest-compress", is_flag=True,
+              help="Compress uncompressed layers for any destination (docker:// always gets them compressed).")
+@click.option("--dest-decompress", is_flag=True, help="Store layers uncompressed.")
+@click.option("--dest-compress-level", type=click.IntRange(-7, 22), metavar="LEVEL",
+              help="Compression level (gzip 1-9, zstd 1-22).")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=6, show_default=True,
               help="Blobs copied at once.")
 @click.option("--digestfile", metavar="FILE", help="Write the digest of the copied manifest to FILE.")
@@ -195,7 +200,7 @@ def copy_cmd(source, destination, src_tls_verify, src_creds, src_cert_dir, src_n
              src_registry_token, dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds,
              dest_registry_token, authfile, all_images,
              platform, override_os, override_arch, override_variant, fmt, dest_compress_format,
-             preserve_digests, jobs, digestfile, retries, quiet):
+             dest_compress, dest_decompress, dest_compress_level, preserve_digests, jobs, digestfile, retries, quiet):
     """Copy an image from SOURCE to DESTINATION (docker://, oci:, oci-archive:, docker-archive:, dir:)."""
     from ..transport.copy import CopyOptions, copy
 
@@ -204,7 +209,8 @@ def copy_cmd(source, destination, src_tls_verify, src_creds, src_cert_dir, src_n
     options = CopyOptions(
         all_images=all_images,
         platform=_platform(platform, override_os, override_arch, override_variant),
-        format=fmt, compress=dest_compress_format, preserve_digests=preserve_digests, jobs=jobs,
+        format=fmt, compress=dest_compress_format, force_compress=dest_compress, decompress=dest_decompress,
+        compress_level=dest_compress_level, preserve_digests=preserve_digests, jobs=jobs,
         report=report, progress=progress,
         src_options=_options(src_tls_verify, src_creds, src_cert_dir, src_no_creds, src_registry_token,
                              retries),

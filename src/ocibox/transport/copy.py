@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from .. import digest as _digest
@@ -23,6 +21,7 @@ from ..errors import ReferenceNotFound, UnsupportedMediaType, UsageError
 from ..image import docker as _docker
 from ..image.models import Descriptor, Index, Manifest, Platform, load_json
 from ._tasks import gather_bounded
+from .layers import CHANGEABLE, media_type_for
 from .locations import (
     Location,
     OCIArchiveLocation,
@@ -39,7 +38,10 @@ class CopyOptions:
     all_images: bool = False
     platform: Platform | None = None
     format: str | None = None  # "oci" or "v2s2"; None keeps the source's (OCI for oci: destinations)
-    compress: str | None = None  # "gzip", "zstd" or None (keep)
+    compress: str | None = None  # --dest-compress-format: "gzip" or "zstd" for every layer
+    force_compress: bool = False  # --dest-compress: compress uncompressed layers, whatever the destination
+    decompress: bool = False  # --dest-decompress: store layers uncompressed
+    compress_level: int | None = None  # --dest-compress-level
     preserve_digests: bool = False
     jobs: int = 6
     report: Report | None = None
@@ -70,6 +72,12 @@ async def copy_async(src: str | Location, dst: str | Location, options: CopyOpti
         raise UsageError(f"unknown compression {o.compress!r}: use gzip or zstd")
     if o.compress == "zstd" and o.format == "v2s2":
         raise UsageError("Docker schema2 (v2s2) cannot carry zstd layers")
+    if o.decompress and (o.force_compress or o.compress):
+        raise UsageError("--dest-decompress excludes --dest-compress and --dest-compress-format")
+    if o.compress_level is not None and o.decompress:
+        raise UsageError("--dest-compress-level needs compression, not --dest-decompress")
+    if o.compress_level is not None and (o.compress or "gzip") == "gzip" and not 0 <= o.compress_level <= 9:
+        raise UsageError(f"gzip compression level {o.compress_level} is out of range: use 0-9")
     source = parse_location(src, o.src_options) if isinstance(src, str) else src
     dest = parse_location(dst, o.dst_options) if isinstance(dst, str) else dst
     if o.format is None and isinstance(dest, OCILocation | OCIArchiveLocation):
@@ -94,12 +102,20 @@ class _Copier:
         self.result = CopyResult("", "")
         self._done: dict[str, Descriptor] = {}  # source blob digest -> destination descriptor
         self._inflight: dict[str, asyncio.Future] = {}
+        self._executor = None
 
     def report(self, line: str) -> None:
         if self.o.report:
             self.o.report(line)
 
     async def run(self) -> CopyResult:
+        try:
+            return await self._run()
+        finally:
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
+
+    async def _run(self) -> CopyResult:
         top = await self.src.top()
         _check_manifest_type(top.media_type, top.data, self.src.name)
         if top.media_type in mt.INDEXES:
@@ -169,8 +185,12 @@ class _Copier:
         what = f"{self.src.name}: manifest"
         _docker.check_not_schema1(raw, media_type, what)
         m = Manifest.from_bytes(raw, what)
+        want = self._target_format(media_type)
+        docker_out = want == "v2s2" or (want is None and _docker.is_docker(media_type))
+        targets = [self._layer_target(d, docker_out) for d in m.layers]  # refusals come before any copying
         config = await self._blob(m.config)
-        layers = await gather_bounded(self.o.jobs, [lambda d=d: self._layer(d) for d in m.layers])
+        layers = await gather_bounded(self.o.jobs, [lambda d=d, t=t: self._layer(d, t)
+                                                    for d, t in zip(m.layers, targets, strict=True)])
         out = raw
         if any(new != old for new, old in zip(layers, m.layers, strict=True)):
             d = load_json(raw, what)
@@ -178,8 +198,7 @@ class _Copier:
             for x in d["layers"]:
                 new = by_digest[x["digest"]]
                 x.update(mediaType=new.media_type, digest=new.digest, size=new.size)
-            out = json.dumps(d, indent=2).encode()
-        want = self._target_format(media_type)
+            out = json.dumps(d, separators=(",", ":")).encode()  # compact, as skopeo writes it
         if want == "oci":
             out = _docker.manifest_to_oci(out, config=_as(config, mt.OCI_CONFIG))
             media_type = mt.OCI_MANIFEST
@@ -193,39 +212,50 @@ class _Copier:
 
     # --- blobs -----------------------------------------------------------------
 
-    async def _layer(self, desc: Descriptor) -> Descriptor:
-        want = self.o.compress
-        if not want or not mt.is_layer(desc.media_type) or mt.layer_compression(desc.media_type) == want:
-            return await self._blob(desc)
-        if self.o.preserve_digests:
-            raise UsageError(f"{self.src.name}: recompressing layer {desc.digest} to {want} "
-                             "would change its digest", hint="drop --preserve-digests or --dest-compress-format")
-        return await self._recompress(desc, want)
+    def _layer_target(self, desc: Descriptor, docker_out: bool) -> str | None:
+        """The compression a layer gets at the destination, or None to copy it as it is."""
+        if desc.media_type not in CHANGEABLE:
+            return None
+        o = self.o
+        have = mt.layer_compression(desc.media_type)
+        explicit = True
+        if o.decompress:
+            want = "none"
+        elif o.compress:
+            want = o.compress
+        elif o.force_compress:
+            want = "gzip" if have == "none" else have
+        else:
+            want, explicit = self.dst.layer_compression(have), False
+        if want == have:
+            return None
+        if o.preserve_digests:
+            if not explicit:
+                return None  # as skopeo: the destination's preference yields to --preserve-digests
+            raise UsageError(f"{self.src.name}: changing layer {desc.digest} from {_describe(have)} to "
+                             f"{_describe(want)} would change its digest",
+                             hint="drop --preserve-digests, or the --dest-compress* / --dest-decompress flag")
+        if want == "zstd" and docker_out:
+            raise UsageError(f"{self.src.name}: a Docker schema2 manifest cannot name zstd layers",
+                             hint="add --format oci, or use --dest-compress-format gzip")
+        return want
 
-    async def _blob(self, desc: Descriptor) -> Descriptor:
-        """Copy one blob once, however many manifests name it."""
-        if desc.digest in self._done:
-            return self._done[desc.digest]
-        if desc.digest in self._inflight:
-            return await self._inflight[desc.digest]
+    async def _layer(self, desc: Descriptor, want: str | None) -> Descriptor:
+        if want is None:
+            return await self._blob(desc)
+        return await self._once(f"{desc.digest}>{want}", lambda: self._transform(desc, want))
+
+    async def _once(self, key: str, make: Callable[[], Awaitable[Descriptor]]) -> Descriptor:
+        """Run ``make`` once per key, however many manifests ask for it."""
+        if key in self._done:
+            return self._done[key]
+        if key in self._inflight:
+            return await self._inflight[key]
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._inflight[desc.digest] = fut
+        self._inflight[key] = fut
         try:
-            if desc.urls and desc.media_type in (mt.DOCKER_LAYER_FOREIGN_GZIP, mt.OCI_LAYER_NONDIST_GZIP,
-                                                 mt.OCI_LAYER_NONDIST, mt.OCI_LAYER_NONDIST_ZSTD):
-                self.report(f"Skipping foreign blob {desc.digest}")
-            elif await self.dst.has_blob(desc):
-                self.report(f"Copying blob {_short(desc.digest)} skipped: already exists")
-                self.result.blobs_skipped += 1
-                self._event("skip", desc, 0)
-            else:
-                self._event("start", desc, 0)
-                await self.dst.put_blob(desc, self.src, lambda n: self._event("bytes", desc, n))
-                self.result.blobs_copied += 1
-                self.result.bytes_copied += desc.size
-                self._event("done", desc, desc.size)
-                self.report(f"Copying blob {_short(desc.digest)} done ({_human(desc.size)})")
-            self._done[desc.digest] = desc
+            desc = await make()
+            self._done[key] = desc
             fut.set_result(desc)
             return desc
         except BaseException as e:
@@ -233,56 +263,82 @@ class _Copier:
             fut.exception()  # mark retrieved; the raise below reports it
             raise
         finally:
-            del self._inflight[desc.digest]
+            del self._inflight[key]
+
+    async def _blob(self, desc: Descriptor) -> Descriptor:
+        """Copy one blob once, however many manifests name it."""
+        return await self._once(desc.digest, lambda: self._copy_blob(desc))
+
+    async def _copy_blob(self, desc: Descriptor) -> Descriptor:
+        if desc.urls and desc.media_type in (mt.DOCKER_LAYER_FOREIGN_GZIP, mt.OCI_LAYER_NONDIST_GZIP,
+                                             mt.OCI_LAYER_NONDIST, mt.OCI_LAYER_NONDIST_ZSTD):
+            self.report(f"Skipping foreign blob {desc.digest}")
+        elif await self.dst.has_blob(desc):
+            self.report(f"Copying blob {_short(desc.digest)} skipped: already exists")
+            self.result.blobs_skipped += 1
+            self._event("skip", desc, 0)
+        else:
+            self._event("start", desc, 0)
+            await self.dst.put_blob(desc, self.src, lambda n: self._event("bytes", desc, n))
+            self.result.blobs_copied += 1
+            self.result.bytes_copied += desc.size
+            self._event("done", desc, desc.size)
+            self.report(f"Copying blob {_short(desc.digest)} done ({_human(desc.size)})")
+        return desc
 
     def _event(self, event: str, desc: Descriptor, n: int) -> None:
         if self.o.progress:
             self.o.progress(event, desc, n)
 
-    async def _recompress(self, desc: Descriptor, want: str) -> Descriptor:
-        """Decompress and compress again through a temporary file; the diff_id is unchanged."""
-        from ..image import compression as comp
+    async def _transform(self, desc: Descriptor, want: str) -> Descriptor:
+        """Copy a layer compressed as ``want``: streamed through a worker thread into a
+        sink that hashes it (the destination layout itself, or a temporary file)."""
+        from .layers import transform
 
         have = mt.layer_compression(desc.media_type)
-        fd, tmp = tempfile.mkstemp(prefix=".ocibox-layer-")
+        if self._executor is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # our own threads: the default pool also resolves host names for the HTTP client
+            self._executor = ThreadPoolExecutor(self.o.jobs, thread_name_prefix="ocibox-compress")
+        self._event("start", desc, 0)
+        sink = self.dst.new_blob_sink()
         try:
-            loop = asyncio.get_running_loop()
-            with os.fdopen(fd, "w+b") as raw:
-                async for chunk in self.src.blob(desc):
-                    raw.write(chunk)
-                raw.flush()
-                raw.seek(0)
-                ok_digest, ok_size = _digest.of_file(raw)
-                if (ok_digest, ok_size) != (desc.digest, desc.size):
-                    raise _digest.DigestMismatch(f"{self.src.name}: blob", desc.digest, ok_digest)
-                raw.seek(0)
-                out_path = tmp + ".out"
-
-                def work() -> tuple[str, int]:
-                    with open(out_path, "wb") as out:
-                        reader = comp.open_reader(raw, have)
-                        writer = comp.open_writer(out, want)
-                        while chunk := reader.read(1 << 20):
-                            writer.write(chunk)
-                        writer.close()
-                    with open(out_path, "rb") as f:
-                        return _digest.of_file(f)
-
-                new_digest, new_size = await loop.run_in_executor(None, work)
-            if _docker.is_docker(desc.media_type):
-                media_type = mt.DOCKER_LAYER_GZIP if want == "gzip" else mt.OCI_LAYER_ZSTD
-            else:
-                media_type = mt.OCI_LAYER_FOR_COMPRESSION[want]
-            new = Descriptor(media_type=media_type, digest=new_digest, size=new_size)
-            if not await self.dst.has_blob(new):
-                await self.dst.put_blob(new, _FileSource(out_path, new))
+            chunks = _counted(self.src.blob(desc), lambda n: self._event("bytes", desc, n))
+            new_digest, new_size = await transform(chunks, desc, have, want, self.o.compress_level, sink,
+                                                   self._executor, f"{self.src.name}: blob {desc.digest}")
+            new = Descriptor(media_type=media_type_for(desc.media_type, want), digest=new_digest, size=new_size)
+            if hasattr(sink, "commit"):  # a blob writer of the destination layout
+                await asyncio.get_running_loop().run_in_executor(self._executor, sink.commit)
                 self.result.blobs_copied += 1
-            self.report(f"Copying blob {_short(desc.digest)} done (recompressed to {want}: {_short(new_digest)})")
-            return new
+            else:
+                sink.finish()
+                if await self.dst.has_blob(new):
+                    self.result.blobs_skipped += 1
+                else:
+                    await self.dst.put_blob(new, _FileSource(sink.path, new))
+                    self.result.blobs_copied += 1
         finally:
-            for p in (tmp, tmp + ".out"):
-                if os.path.exists(p):
-                    os.unlink(p)
+            if hasattr(sink, "abort"):
+                sink.abort()
+            else:
+                sink.discard()
+        self.result.bytes_copied += new_size
+        self._event("done", desc, desc.size)
+        verb = "decompressed" if want == "none" else f"compressed with {want}"
+        self.report(f"Copying blob {_short(desc.digest)} done ({verb}: {_short(new_digest)}, {_human(new_size)})")
+        return new
+
+
+async def _counted(chunks: AsyncIterator[bytes], progress: Callable[[int], None]) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in chunks:
+            progress(len(chunk))
+            yield chunk
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 class _FileSource(Location):
@@ -311,6 +367,10 @@ def _pick(candidates: list[Descriptor], want: Platform, name: str) -> Descriptor
     have = ", ".join(str(d.platform) for d in candidates if d.platform) or "none"
     raise ReferenceNotFound(f"{name}: no image for platform {want} (has: {have})",
                             hint="choose one with --platform OS/ARCH[/VARIANT], or copy all with --all")
+
+
+def _describe(compression: str) -> str:
+    return "uncompressed" if compression == "none" else compression
 
 
 def _short(dig: str) -> str:

@@ -191,6 +191,18 @@ class Location:
         return data
 
     # destination
+    def layer_compression(self, have: str) -> str:
+        """The compression this destination gives a layer compressed as ``have``
+        when the user asks for none in particular (skopeo's choice per transport)."""
+        return have
+
+    def new_blob_sink(self):
+        """Where a blob whose digest is not known yet is written (``write``,
+        ``digest``, ``size``): a temporary file, unless the destination has better."""
+        from .layers import TempSink
+
+        return TempSink()
+
     async def has_blob(self, desc: Descriptor) -> bool:
         raise NotImplementedError
 
@@ -234,6 +246,9 @@ class DockerLocation(Location):
 
     def blob(self, desc: Descriptor, offset: int = 0) -> AsyncIterator[bytes]:
         return self.registry.blob_chunks(self.ref.repository, desc.digest, desc.size, offset)
+
+    def layer_compression(self, have: str) -> str:
+        return "gzip" if have == "none" else have  # registries get compressed layers
 
     async def has_blob(self, desc: Descriptor) -> bool:
         size = await self.registry.blob_size(self.ref.repository, desc.digest)
@@ -322,6 +337,12 @@ class OCILocation(Location):
     async def has_blob(self, desc: Descriptor) -> bool:
         assert self.layout is not None
         return self.layout.blobs.has(desc.digest)
+
+    def new_blob_sink(self):
+        from ..image.cas import BlobWriter
+
+        assert self.layout is not None
+        return BlobWriter(self.layout.blobs)  # committed in place, under its own digest
 
     async def put_blob(self, desc: Descriptor, source: Location, progress: Progress = None) -> None:
         assert self.layout is not None
@@ -602,6 +623,9 @@ class DockerArchiveLocation(Location):
         return self._chunks(info, offset)
 
     # writing
+    def layer_compression(self, have: str) -> str:
+        return "none"  # as docker save and skopeo write them
+
     async def has_blob(self, desc: Descriptor) -> bool:
         return desc.digest in self._entries
 

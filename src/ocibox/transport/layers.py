@@ -1,0 +1,177 @@
+"""Change a layer's compression while it is copied: gzip, zstd or none.
+
+The source's bytes arrive as an async stream; a worker thread pulls them,
+decompresses, compresses again and writes the result to a sink that hashes
+as it writes (a blob writer of the destination layout, or a temporary file).
+At most a few MiB are in memory whatever the layer's size. The source bytes
+are checked against the source descriptor on the way; the new digest and size
+come from the sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor
+
+from .. import digest as _digest
+from .. import mediatypes as mt
+from ..image.models import Descriptor
+
+CHUNK = 1 << 20
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+# layers whose compression a copy may change; foreign and non-distributable ones are left alone
+CHANGEABLE = frozenset({mt.OCI_LAYER, mt.OCI_LAYER_GZIP, mt.OCI_LAYER_ZSTD, DOCKER_LAYER, mt.DOCKER_LAYER_GZIP})
+
+
+def media_type_for(source_type: str, compression: str) -> str:
+    """The layer media type for ``compression`` in the family (OCI or Docker) of ``source_type``."""
+    if source_type in (DOCKER_LAYER, mt.DOCKER_LAYER_GZIP) and compression != "zstd":
+        return DOCKER_LAYER if compression == "none" else mt.DOCKER_LAYER_GZIP
+    return mt.OCI_LAYER_FOR_COMPRESSION[compression]
+
+
+def big_files_dir() -> str:
+    """Where large temporary files go: $TMPDIR, else /var/tmp (as containers/image does)."""
+    return os.environ.get("TMPDIR") or ("/var/tmp" if os.path.isdir("/var/tmp") else tempfile.gettempdir())
+
+
+class TempSink:
+    """A temporary file that hashes what is written to it."""
+
+    def __init__(self, directory: str | None = None) -> None:
+        fd, self.path = tempfile.mkstemp(dir=directory or big_files_dir(), prefix=".ocibox-layer-")
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        self._hash = _digest.hasher()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self._hash.update(data)
+        self.size += len(data)
+        return self._file.write(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        """Ignored: compressors close their sink; ``finish`` closes the file."""
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+    def finish(self) -> tuple[str, int]:
+        self._file.close()
+        return self.digest, self.size
+
+    def discard(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class _Pull:
+    """A blocking reader, for a worker thread, of an async byte stream on ``loop``;
+    it checks size and digest against ``desc`` once the stream ends."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop,
+                 desc: Descriptor, what: str) -> None:
+        self._chunks, self._loop, self._desc, self._what = chunks, loop, desc, what
+        self._buf = memoryview(b"")
+        self._hash = _digest.hasher(_digest.parse(desc.digest)[0])
+        self._size = 0
+        self._eof = False
+        self.cancelled = False
+
+    async def _next(self) -> bytes | None:
+        try:
+            return await self._chunks.__anext__()
+        except StopAsyncIteration:
+            return None
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if self.cancelled:
+            raise _Cancelled
+        if not self._buf and not self._eof:
+            chunk = asyncio.run_coroutine_threadsafe(self._next(), self._loop).result()
+            if chunk is None:
+                self._eof = True
+                self._verify()
+            else:
+                self._hash.update(chunk)
+                self._size += len(chunk)
+                if self._size > self._desc.size:
+                    raise _digest.SizeMismatch(self._what, self._desc.size, self._size)
+                self._buf = memoryview(chunk)
+        if n is None or n < 0:
+            n = len(self._buf)
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return bytes(out)
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        """Read what the decompressor left (nothing, for a well-formed layer) and verify."""
+        while not self._eof:
+            self._buf = memoryview(b"")
+            self.read(CHUNK)
+
+    def _verify(self) -> None:
+        if self._size != self._desc.size:
+            raise _digest.SizeMismatch(self._what, self._desc.size, self._size)
+        actual = f"{_digest.parse(self._desc.digest)[0]}:{self._hash.hexdigest()}"
+        if actual != self._desc.digest:
+            raise _digest.DigestMismatch(self._what, self._desc.digest, actual)
+
+
+async def transform(chunks: AsyncIterator[bytes], desc: Descriptor, have: str, want: str,
+                    level: int | None, sink, executor: Executor, what: str) -> tuple[str, int]:
+    """Stream ``chunks`` (the blob ``desc``, compressed as ``have``) into ``sink``
+    compressed as ``want``; returns the new blob's (digest, size) from the sink."""
+    from ..image import compression as comp
+
+    loop = asyncio.get_running_loop()
+    source = _Pull(chunks, loop, desc, what)
+
+    def work() -> None:
+        reader = comp.open_reader(source, have)  # type: ignore[arg-type]
+        try:
+            writer = comp.open_writer(sink, want, level)
+            while chunk := reader.read(CHUNK):
+                writer.write(chunk)
+            writer.close()
+        finally:
+            reader.close()
+        source.drain()
+
+    done = loop.run_in_executor(executor, work)
+    try:
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            source.cancelled = True  # the worker stops at its next read; wait for it
+            with contextlib.suppress(BaseException):
+                await done
+            raise
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    return sink.digest, sink.size

@@ -1,0 +1,140 @@
+"""Layer compression on copy, as skopeo does it: registries get compressed layers,
+docker archives uncompressed ones; --dest-compress, --dest-decompress,
+--dest-compress-level, and --preserve-digests refusing what would change a digest."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from conftest import need, ocibox_cmd, run
+from ocibox import mediatypes as mt
+from ocibox.image.layout import Layout
+from ocibox.image.mutate import import_rootfs
+
+pytestmark = pytest.mark.peer
+
+
+@pytest.fixture
+def plain_layout(tmp_path, busybox_rootfs) -> Path:
+    """An OCI layout whose image v1 has one uncompressed layer (application/vnd.oci.image.layer.v1.tar)."""
+    (busybox_rootfs / "etc" / "motd").write_text("uncompressed\n")
+    (busybox_rootfs / "data").write_bytes(os.urandom(1 << 16) * 8)  # compressible, not trivially
+    path = tmp_path / "plain"
+    import_rootfs(Layout.init(str(path)), "v1", str(busybox_rootfs), compression="none")
+    assert {x.media_type for x in Layout.open(str(path)).image("v1").manifest.layers} == {mt.OCI_LAYER}
+    return path
+
+
+def raw_manifest(ref: str) -> dict:
+    return json.loads(ocibox_cmd("inspect", "--raw", ref).stdout)
+
+
+def uncompressed_digest(layout: Path, digest: str) -> str:
+    with gzip.open(Layout.open(str(layout)).blobs.path(digest), "rb") as f:
+        h = hashlib.sha256()
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def tree(root: Path) -> dict[str, bytes | str]:
+    out: dict[str, bytes | str] = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            out[rel] = ("-> " + os.readlink(p)) if p.is_symlink() else (p.read_bytes() if p.is_file() else "dir")
+    return out
+
+
+def test_push_compresses_like_skopeo(plain_layout, docker_registry, tmp_path, no_auth_files):
+    skopeo, umoci = need("skopeo"), need("umoci")
+    src = Layout.open(str(plain_layout)).image("v1")
+    run([skopeo, "copy", "-q", "--dest-tls-verify=false", f"oci:{plain_layout}:v1", docker_registry.ref("sk/app:v1")])
+    ocibox_cmd("copy", "-q", f"oci:{plain_layout}:v1", docker_registry.ref("ob/app:v1"))
+    theirs, ours = raw_manifest(docker_registry.ref("sk/app:v1")), raw_manifest(docker_registry.ref("ob/app:v1"))
+    for m in (theirs, ours):
+        assert m["mediaType"] == mt.OCI_MANIFEST
+        assert [x["mediaType"] for x in m["layers"]] == [mt.OCI_LAYER_GZIP]
+        assert m["config"]["digest"] == src.manifest.config.digest  # diff_ids unchanged
+    # each tool pulls the other's push; the gzip layers hold the very bytes the diff_id names
+    ocibox_cmd("copy", "-q", docker_registry.ref("sk/app:v1"), f"oci:{tmp_path}/from-sk:v1")
+    run([skopeo, "copy", "-q", "--src-tls-verify=false", docker_registry.ref("ob/app:v1"),
+         f"oci:{tmp_path}/from-ob:v1"])
+    for layout, m in ((tmp_path / "from-sk", theirs), (tmp_path / "from-ob", ours)):
+        assert uncompressed_digest(layout, m["layers"][0]["digest"]) == src.config.diff_ids[0]
+    trees = []
+    for name in ("from-sk", "from-ob"):
+        bundle = tmp_path / f"bundle-{name}"
+        run([umoci, "unpack", "--rootless", "--image", f"{tmp_path / name}:v1", str(bundle)])
+        trees.append(tree(bundle / "rootfs"))
+    assert trees[0] == trees[1]
+    assert trees[0]["etc/motd"] == b"uncompressed\n"
+
+
+def test_preserve_digests_keeps_uncompressed_and_refuses_flags(plain_layout, ocibox_registry, tmp_path,
+                                                               no_auth_files):
+    lay = Layout.open(str(plain_layout))
+    ocibox_cmd("copy", "-q", "--preserve-digests", f"oci:{plain_layout}:v1", ocibox_registry.ref("p/app:v1"))
+    m = raw_manifest(ocibox_registry.ref("p/app:v1"))  # as skopeo: the layer goes as it is
+    assert [x["mediaType"] for x in m["layers"]] == [mt.OCI_LAYER]
+    for flags in (["--dest-compress"], ["--dest-compress-format", "zstd"]):
+        proc = ocibox_cmd("copy", "--preserve-digests", *flags, f"oci:{plain_layout}:v1",
+                          f"oci:{tmp_path}/x:v1", check=False)
+        assert proc.returncode != 0 and "would change its digest" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) <= 2 and "Traceback" not in proc.stderr
+    gz = tmp_path / "gz"
+    ocibox_cmd("copy", "-q", "--dest-compress", f"oci:{plain_layout}:v1", f"oci:{gz}:v1")
+    proc = ocibox_cmd("copy", "--preserve-digests", "--dest-decompress", f"oci:{gz}:v1",
+                      f"oci:{tmp_path}/y:v1", check=False)
+    assert proc.returncode != 0 and "from gzip to uncompressed would change its digest" in proc.stderr
+    assert lay.resolve("v1").digest != Layout.open(str(gz)).resolve("v1").digest
+
+
+def test_dest_compress_decompress_and_level(plain_layout, tmp_path):
+    src = Layout.open(str(plain_layout)).image("v1")
+    sizes = {}
+    for level in ("1", "9"):
+        out = tmp_path / f"l{level}"
+        ocibox_cmd("copy", "-q", "--dest-compress", "--dest-compress-level", level, f"oci:{plain_layout}:v1",
+                   f"oci:{out}:v1")
+        img = Layout.open(str(out)).image("v1")
+        assert [x.media_type for x in img.manifest.layers] == [mt.OCI_LAYER_GZIP]
+        assert uncompressed_digest(out, img.manifest.layers[0].digest) == src.config.diff_ids[0]
+        sizes[level] = img.manifest.layers[0].size
+    assert sizes["9"] < sizes["1"] < src.manifest.layers[0].size
+    # and back: decompressed, the layer is the source's blob again and so is the manifest
+    ocibox_cmd("copy", "-q", "--dest-decompress", f"oci:{tmp_path}/l9:v1", f"dir:{tmp_path}/plain-dir")
+    ocibox_cmd("copy", "-q", f"dir:{tmp_path}/plain-dir", f"oci:{tmp_path}/back:v1")
+    assert Layout.open(str(tmp_path / "back")).resolve("v1").digest == Layout.open(
+        str(plain_layout)).resolve("v1").digest
+    # zstd into a Docker schema2 manifest is refused in one line
+    ocibox_cmd("copy", "-q", "--format", "v2s2", f"oci:{plain_layout}:v1", f"dir:{tmp_path}/docker")
+    proc = ocibox_cmd("copy", "--dest-compress-format", "zstd", f"dir:{tmp_path}/docker",
+                      f"dir:{tmp_path}/z", check=False)
+    assert proc.returncode != 0 and "cannot name zstd layers" in proc.stderr
+    for bad in (["--dest-compress", "--dest-decompress"], ["--dest-compress-level", "12"]):
+        proc = ocibox_cmd("copy", *bad, f"oci:{plain_layout}:v1", f"oci:{tmp_path}/bad:v1", check=False)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+
+
+def test_docker_archive_gets_uncompressed_layers_as_skopeo_writes(image_layout, tmp_path):
+    skopeo = need("skopeo")
+    ours, theirs = tmp_path / "ours.tar", tmp_path / "theirs.tar"
+    ocibox_cmd("copy", "-q", f"oci:{image_layout}:v1", f"docker-archive:{ours}:x/app:v1")
+    run([skopeo, "copy", "-q", f"oci:{image_layout}:v1", f"docker-archive:{theirs}:x/app:v1"])
+
+    def layer_digests(archive: Path) -> list[str]:
+        with tarfile.open(archive) as tf:
+            entry = json.load(tf.extractfile("manifest.json"))[0]
+            return ["sha256:" + hashlib.sha256(tf.extractfile(name).read()).hexdigest() for name in entry["Layers"]]
+
+    diff_ids = Layout.open(str(image_layout)).image("v1").config.diff_ids
+    assert layer_digests(ours) == layer_digests(theirs) == list(diff_ids)
