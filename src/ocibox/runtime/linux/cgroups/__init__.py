@@ -1,0 +1,86 @@
+"""linux.cgroupsPath and linux.resources: cgroup v1, v2 (unified) and the hybrid layout.
+
+    fs.py  the mount table, the mode, file helpers shared by both versions
+    v1.py  one directory per v1 hierarchy (and membership of the v2 one when hybrid)
+    v2.py  one directory in the unified hierarchy, runc's conversions, cgroup.freeze
+    ../ebpf.py  the device program cgroup v2 needs in place of a devices controller
+
+A container's cgroups are recorded as a map controller -> directory; on a
+unified host the map is just {"unified": directory}.
+"""
+
+from __future__ import annotations
+
+from .fs import (
+    DEFAULT_ALLOWED,
+    HYBRID,
+    LEGACY,
+    ROOT,
+    UNIFIED,
+    hierarchies,
+    mode,
+    relative_path,
+    remove,
+)
+
+__all__ = ["DEFAULT_ALLOWED", "HYBRID", "LEGACY", "ROOT", "UNIFIED", "apply", "freeze",
+           "frozen", "hierarchies", "is_unified", "mode", "remove", "set_resources"]  # fmt: skip
+
+
+def apply(cid: str, cgroups_path: str | None, resources: dict, pid: int) -> tuple[dict, list]:
+    """Create the container's cgroups, set its limits, and move ``pid`` into them.
+
+    Returns the cgroup of each controller, and the directories made here (only
+    those are removed on delete: a cgroup the container did not create stays).
+    """
+    rel = relative_path(cid, cgroups_path)
+    mounts = hierarchies()
+    if mode(mounts) == UNIFIED:
+        from . import v2
+
+        return v2.apply(mounts["unified"], rel, resources, pid)
+    from . import v1
+
+    return v1.apply(mounts, rel, resources, pid)
+
+
+def is_unified(paths: dict[str, str]) -> bool:
+    """Whether a container's cgroups are those of a unified (v2 only) host."""
+    return set(paths) == {"unified"}
+
+
+def set_resources(paths: dict[str, str], resources: dict) -> None:
+    """Change the limits of a container's cgroups (update); devices stay as they are."""
+    if is_unified(paths):
+        from . import v2
+
+        v2.set_resources(paths["unified"], resources)
+    else:
+        from . import v1
+
+        v1.set_resources(paths, resources)
+
+
+def frozen(paths: dict[str, str]) -> bool:
+    from .fs import read
+
+    if "freezer" in paths:
+        return read(paths["freezer"], "freezer.state") == "FROZEN"
+    return "unified" in paths and "frozen 1" in read(paths["unified"], "cgroup.events").split("\n")
+
+
+def freeze(paths: dict[str, str], want: bool, cid: str) -> None:
+    """Pause (``want``) or resume a container: the v1 freezer where there is one, else
+    cgroup.freeze of cgroup v2 (on hybrid hosts too, when v1 has no freezer)."""
+    from ....errors import NotImplementedYet
+
+    if "freezer" in paths:
+        from . import v1
+
+        v1.freeze(paths["freezer"], want)
+    elif "unified" in paths:
+        from . import v2
+
+        v2.freeze(paths["unified"], want)
+    else:
+        raise NotImplementedYet(f"container {cid} has no freezer cgroup to pause it with")

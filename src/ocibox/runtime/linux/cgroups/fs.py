@@ -1,0 +1,141 @@
+"""What cgroup v1 and v2 share: the mount table, the mode, and reading and writing files."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+from ....errors import BundleError, NotImplementedYet
+
+ROOT = "/sys/fs/cgroup"
+
+LEGACY, HYBRID, UNIFIED = "legacy", "hybrid", "unified"
+
+# Devices every container may use, whatever linux.resources.devices says:
+# (type, major, minor, access); -1 is "*".
+DEFAULT_ALLOWED = (
+    ("c", -1, -1, "m"), ("b", -1, -1, "m"),
+    ("c", 1, 3, "rwm"), ("c", 1, 8, "rwm"), ("c", 1, 7, "rwm"), ("c", 5, 0, "rwm"),
+    ("c", 1, 5, "rwm"), ("c", 1, 9, "rwm"), ("c", 136, -1, "rwm"), ("c", 5, 2, "rwm"),
+    ("c", 10, 200, "rwm"),
+)  # fmt: skip
+
+
+def hierarchies() -> dict[str, str]:
+    """Controller name -> mount point of every cgroup v1 hierarchy, plus "unified" for v2."""
+    out = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fstype, _, opts = right.split(" ", 2)
+            mountpoint = left.split(" ")[4]
+            if fstype == "cgroup":
+                for opt in opts.strip().split(","):
+                    if opt in ("rw", "ro") or "=" in opt and not opt.startswith("name="):
+                        continue
+                    out.setdefault(opt, mountpoint)
+            elif fstype == "cgroup2":
+                out.setdefault("unified", mountpoint)
+    return out
+
+
+def mode(mounts: dict[str, str] | None = None) -> str:
+    """legacy (v1 only), hybrid (v1 controllers and a v2 hierarchy) or unified (v2 only)."""
+    mounts = hierarchies() if mounts is None else mounts
+    v1 = [k for k in mounts if k != "unified" and not k.startswith("name=")]
+    if "unified" not in mounts:
+        return LEGACY
+    return HYBRID if v1 else UNIFIED
+
+
+def relative_path(cid: str, cgroups_path: str | None) -> str:
+    """cgroupsPath (default ``/<id>``) relative to each hierarchy's root."""
+    path = cgroups_path or "/" + cid
+    if ":" in path and not path.startswith("/"):
+        raise NotImplementedYet(
+            f"cgroupsPath {path!r} looks like a systemd slice; only cgroupfs paths work"
+        )
+    rel = os.path.normpath("/" + path).strip("/")
+    if any(part == ".." for part in path.split("/")):
+        raise BundleError(f"cgroupsPath {path!r}: '..' is not allowed")
+    return rel
+
+
+def makedirs(path: str) -> list[str]:
+    """mkdir -p, returning the directories it made, deepest last."""
+    made = []
+    missing = []
+    p = path
+    while not os.path.isdir(p):
+        missing.append(p)
+        p = os.path.dirname(p)
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o755)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise BundleError(f"creating cgroup {d}: {e.strerror}") from None
+        made.append(d)
+    return made
+
+
+def write(path: str, name: str, value: str) -> None:
+    try:
+        with open(os.path.join(path, name), "w") as f:
+            f.write(value)
+    except OSError as e:
+        raise BundleError(f"cgroup {os.path.join(path, name)} = {value}: {e.strerror}") from None
+
+
+def read(path: str | None, name: str) -> str:
+    """A cgroup file's text, or "" when it (or the cgroup) is not there."""
+    if not path:
+        return ""
+    try:
+        with open(os.path.join(path, name)) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def join(paths: dict[str, str], pid: int) -> None:
+    """Move ``pid`` into every cgroup of ``paths`` (one write per distinct directory)."""
+    for path in dict.fromkeys(paths.values()):
+        write(path, "cgroup.procs", str(pid))
+
+
+def remove(dirs: list[str]) -> None:
+    """Remove cgroup directories, deepest first (they must be empty of processes)."""
+    for path in sorted(set(dirs), key=len, reverse=True):
+        for _ in range(100):
+            try:
+                os.rmdir(path)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                if e.errno != errno.EBUSY:
+                    break
+                time.sleep(0.005)
+
+
+def device_rules(rules: list[dict]) -> list[tuple[str, int, int, str, bool]]:
+    """linux.resources.devices checked, then the defaults every container gets.
+
+    Each rule as (type a|b|c, major, minor, access, allow), -1 for "any".
+    """
+    out = []
+    for i, r in enumerate(rules):
+        kind = r.get("type", "a")
+        if kind not in ("a", "c", "b"):
+            raise BundleError(f"linux.resources.devices[{i}]: unknown type {kind!r}")
+        access = r.get("access") or "rwm"
+        if not access or set(access) - set("rwm"):
+            raise BundleError(f"linux.resources.devices[{i}]: access {access!r}: use r, w, m")
+        major, minor = r.get("major"), r.get("minor")
+        out.append((kind, -1 if major is None else major, -1 if minor is None else minor,
+                    access, bool(r.get("allow"))))  # fmt: skip
+    out += [(k, ma, mi, acc, True) for k, ma, mi, acc in DEFAULT_ALLOWED]
+    return out

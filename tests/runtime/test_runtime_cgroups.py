@@ -1,0 +1,323 @@
+"""cgroups: v1, v2 (unified) and hybrid; the eBPF device program; stats.
+
+Three kinds of test, each named for what it touches:
+- ``test_map_*``: the resource -> file mapping, written into a temporary
+  directory laid out like a cgroup v2 tree. Not the kernel: they check names,
+  values and conversions only.
+- ``test_real_v2_*``: the real cgroup v2 hierarchy of this host (on a hybrid
+  host /sys/fs/cgroup/unified): cgroups made, processes moved, programs
+  attached, freezing, all done by the kernel. Skipped without root or v2.
+- ``test_real_hybrid_*``: whole containers through ocibox-runtime on this host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+
+import pytest
+
+from ocibox.errors import BundleError, NotImplementedYet
+from ocibox.runtime.linux import ebpf
+from ocibox.runtime.linux.cgroups import fs, v2
+
+# --- the mapping, against a temporary directory -------------------------------
+
+
+def test_map_runc_conversions():
+    assert v2.cpu_weight(0) == 0
+    assert v2.cpu_weight(2) == 1
+    assert v2.cpu_weight(1024) == 39  # runc 1.1: 1 + (1024-2)*9999/262142
+    assert v2.cpu_weight(262144) == 10000
+    assert v2.cpu_max(50000, 100000) == "50000 100000"
+    assert v2.cpu_max(-1, 100000) == "max 100000"
+    assert v2.cpu_max(20000, None) == "20000"
+    assert v2.cpu_max(None, None) == ""
+    assert v2.swap_max(None, 100) == ""
+    assert v2.swap_max(-1, 100) == "max"
+    assert v2.swap_max(300, 100) == "200"
+    assert v2.swap_max(100, 100) == "0"  # memory+swap equal to memory: no swap
+    with pytest.raises(BundleError, match=">= the memory limit"):
+        v2.swap_max(50, 100)
+    with pytest.raises(BundleError, match="needs a memory limit"):
+        v2.swap_max(50, None)
+    assert v2.io_weight(10) == 1 and v2.io_weight(1000) == 10000 and v2.io_weight(500) == 4950
+    assert v2.io_max_lines({"throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1024}],
+                            "throttleWriteIOPSDevice": [{"major": 8, "minor": 0, "rate": 0}]}) == [
+        "8:0 rbps=1024", "8:0 wiops=max"]  # fmt: skip
+    assert v2.rdma_lines({"mlx5_1": {"hcaHandles": 3, "hcaObjects": 10000}, "x": {}}) == [
+        "mlx5_1 hca_handle=3 hca_object=10000"
+    ]
+
+
+def _fake_tree(tmp_path, controllers=("cpu", "memory", "pids", "io", "cpuset", "hugetlb")):
+    """root/ (no cgroup.type, as the kernel's root) and root/ctr/ with controller files."""
+    root = tmp_path / "root"
+    ctr = root / "ctr"
+    ctr.mkdir(parents=True)
+    (root / "cgroup.controllers").write_text(" ".join(controllers) + "\n")
+    (root / "cgroup.subtree_control").write_text("")
+    (ctr / "cgroup.type").write_text("domain\n")
+    for name in ("memory.max", "memory.low", "memory.swap.max", "cpu.weight", "cpu.max",
+                 "cpu.idle", "cpuset.cpus", "cpuset.mems", "pids.max", "io.weight", "io.max",
+                 "hugetlb.2MB.max", "cgroup.max.descendants"):  # fmt: skip
+        (ctr / name).write_text("")
+    return root, ctr
+
+
+def test_map_v2_resources_to_files(tmp_path):
+    root, ctr = _fake_tree(tmp_path)
+    v2.set_resources(str(ctr), {
+        "memory": {"limit": 104857600, "swap": 209715200, "reservation": 52428800},
+        "cpu": {"shares": 512, "quota": 25000, "period": 100000, "cpus": "0", "mems": "0",
+                "idle": 0},
+        "pids": {"limit": 40},
+        "blockIO": {"weight": 100,
+                    "throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 4096}]},
+        "hugepageLimits": [{"pageSize": "2MB", "limit": 4194304}],
+        "unified": {"cgroup.max.descendants": "7"},
+    })  # fmt: skip
+    got = {p.name: p.read_text() for p in ctr.iterdir()}
+    assert got["memory.max"] == "104857600"
+    assert got["memory.swap.max"] == "104857600"
+    assert got["memory.low"] == "52428800"
+    assert got["cpu.weight"] == str(1 + (512 - 2) * 9999 // 262142)
+    assert got["cpu.max"] == "25000 100000"
+    assert got["cpu.idle"] == "0"
+    assert got["cpuset.cpus"] == "0" and got["cpuset.mems"] == "0"
+    assert got["pids.max"] == "40"
+    assert got["io.weight"] == str(1 + 90 * 9999 // 990)
+    assert got["io.max"] == "8:0 rbps=4096"
+    assert got["hugetlb.2MB.max"] == "4194304"
+    assert got["cgroup.max.descendants"] == "7"
+    # Each controller was turned on in the parent's subtree_control (the last write stays
+    # in a plain file; the kernel would accumulate them).
+    assert (root / "cgroup.subtree_control").read_text().startswith("+")
+
+
+def test_map_v2_refusals(tmp_path):
+    root, ctr = _fake_tree(tmp_path, controllers=("cpu",))
+    with pytest.raises(NotImplementedYet, match="memory controller is not available"):
+        v2.set_resources(str(ctr), {"memory": {"limit": 1 << 20}})
+    with pytest.raises(NotImplementedYet, match="realtime"):
+        v2.set_resources(str(ctr), {"cpu": {"realtimeRuntime": 1000}})
+    with pytest.raises(NotImplementedYet, match="swappiness"):
+        v2.set_resources(str(ctr), {"memory": {"swappiness": 10}})
+    for bad in ("../memory.max", "nodot", ".hidden"):
+        with pytest.raises(BundleError, match="CONTROLLER.PARAMETER"):
+            v2.set_resources(str(ctr), {"unified": {bad: "1"}})
+    with pytest.raises(BundleError, match="must be a string"):
+        v2.set_resources(str(ctr), {"unified": {"cgroup.max.descendants": 3}})
+    with pytest.raises(BundleError, match="has no file"):
+        v2.set_resources(str(ctr), {"unified": {"cpu.nonsense": "1"}})
+
+
+def test_map_modes():
+    assert fs.mode({"unified": "/sys/fs/cgroup"}) == fs.UNIFIED
+    assert fs.mode({"memory": "/a", "unified": "/b"}) == fs.HYBRID
+    assert fs.mode({"memory": "/a", "name=systemd": "/c"}) == fs.LEGACY
+    assert fs.mode({"name=systemd": "/c", "unified": "/b"}) == fs.UNIFIED
+    assert fs.relative_path("c1", None) == "c1"
+    assert fs.relative_path("c1", "/a/b/") == "a/b"
+    with pytest.raises(BundleError, match=r"'\.\.'"):
+        fs.relative_path("c1", "/a/../../etc")
+    with pytest.raises(NotImplementedYet, match="systemd"):
+        fs.relative_path("c1", "system.slice:ocibox:c1")
+
+
+def test_map_device_program_shape():
+    rules = fs.device_rules([{"allow": False, "access": "rwm"}])
+    prog = ebpf.assemble(rules)
+    assert len(prog) % 8 == 0
+    assert prog[-8:] == bytes([0x95, 0, 0, 0, 0, 0, 0, 0])  # exit
+    with pytest.raises(BundleError, match="access"):
+        fs.device_rules([{"allow": True, "type": "c", "access": "x"}])
+
+
+# --- the real cgroup v2 hierarchy of this host --------------------------------
+
+
+def _unified_mount() -> str | None:
+    return fs.hierarchies().get("unified")
+
+
+@pytest.fixture
+def v2_cgroup():
+    """A fresh cgroup in the host's v2 hierarchy; removed afterwards, with its processes."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    mp = _unified_mount()
+    if not mp:
+        pytest.skip("no cgroup v2 hierarchy on this host")
+    before = open(os.path.join(mp, "cgroup.subtree_control")).read().split()
+    path = os.path.join(mp, f"ocibox-test-{uuid.uuid4().hex[:8]}")
+    yield mp, path
+    if os.path.isdir(path):
+        for pid in open(os.path.join(path, "cgroup.procs")).read().split():
+            try:
+                os.kill(int(pid), 9)
+            except ProcessLookupError:
+                pass
+        fs.remove([path])
+    for ctrl in set(open(os.path.join(mp, "cgroup.subtree_control")).read().split()) - set(before):
+        with open(os.path.join(mp, "cgroup.subtree_control"), "w") as f:
+            f.write("-" + ctrl)  # leave the host as it was
+
+
+def _child_in(path_holder: list, script):
+    """Fork a child that waits for a byte, then runs ``script`` and reports over a pipe."""
+    r1, w1 = os.pipe()
+    r2, w2 = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(w1)
+            os.close(r2)
+            os.read(r1, 1)
+            out = script()
+            os.write(w2, json.dumps(out).encode())
+        finally:
+            os._exit(0)
+    os.close(r1)
+    os.close(w2)
+    return pid, w1, r2
+
+
+def _run(pid, w, r) -> object:
+    os.write(w, b"x")
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return json.loads(data)
+
+
+def _opens():
+    out = {}
+    for name in ("/dev/null", "/dev/zero", "/dev/kmsg"):
+        for mode, flag in (("r", os.O_RDONLY), ("w", os.O_WRONLY)):
+            try:
+                os.close(os.open(name, flag | os.O_NONBLOCK))
+                out[f"{name}:{mode}"] = "ok"
+            except OSError as e:
+                out[f"{name}:{mode}"] = e.errno
+    return out
+
+
+def test_real_v2_devices_program_is_enforced(v2_cgroup):
+    mp, path = v2_cgroup
+    pid, w, r = _child_in([], _opens)
+    rules = [{"allow": False, "access": "rwm"},
+             {"allow": True, "type": "c", "major": 1, "minor": 11, "access": "w"}]  # fmt: skip
+    paths, created = v2.apply(mp, os.path.basename(path), {"devices": rules}, pid)
+    assert paths == {"unified": path} and created == [path]
+    assert open(os.path.join(path, "cgroup.procs")).read().split() == [str(pid)]
+    got = _run(pid, w, r)
+    # /dev/null and /dev/zero are among the defaults; /dev/kmsg (1:11) only for writing.
+    assert got["/dev/null:r"] == got["/dev/null:w"] == got["/dev/zero:r"] == "ok"
+    assert got["/dev/kmsg:w"] == "ok"
+    assert got["/dev/kmsg:r"] == 1  # EPERM, from the program
+    # A process outside the cgroup is not affected.
+    assert _opens()["/dev/kmsg:r"] == "ok"
+
+
+def test_real_v2_deny_then_allow_order(v2_cgroup):
+    mp, path = v2_cgroup
+    pid, w, r = _child_in([], _opens)
+    rules = [{"allow": True, "access": "rwm"},  # everything ...
+             {"allow": False, "type": "c", "major": 1, "minor": 11, "access": "r"}]  # fmt: skip
+    v2.apply(mp, os.path.basename(path), {"devices": rules}, pid)
+    got = _run(pid, w, r)
+    assert got["/dev/kmsg:r"] == 1 and got["/dev/kmsg:w"] == "ok"
+
+
+def test_real_v2_freeze_and_stats(v2_cgroup):
+    mp, path = v2_cgroup
+    pid, w, r = _child_in([], lambda: "done")
+    paths, _ = v2.apply(mp, os.path.basename(path), {"unified": {"cgroup.max.descendants": "2"}},
+                        pid)  # fmt: skip
+    assert open(os.path.join(path, "cgroup.max.descendants")).read().strip() == "2"
+    from ocibox.runtime.linux import cgroups
+
+    cgroups.freeze(paths, True, "t")
+    assert cgroups.frozen(paths) and "frozen 1" in open(os.path.join(path, "cgroup.events")).read()
+    cgroups.freeze(paths, False, "t")
+    assert not cgroups.frozen(paths)
+    from ocibox.runtime.stats import _stats_v2
+
+    st = _stats_v2(path)
+    assert st["pids"]["current"] == 1  # counted from cgroup.procs when v2 has no pids controller
+    assert st["cpu"]["usage"]["total"] >= 0
+    assert _run(pid, w, r) == "done"
+
+
+def test_real_v2_hugetlb_limit(v2_cgroup):
+    mp, path = v2_cgroup
+    if "hugetlb" not in v2.available(mp):
+        pytest.skip("the v2 hierarchy has no hugetlb controller here")
+    pid, w, r = _child_in([], lambda: "done")
+    v2.apply(mp, os.path.basename(path),
+             {"hugepageLimits": [{"pageSize": "2MB", "limit": 8388608}]}, pid)  # fmt: skip
+    assert "hugetlb" in open(os.path.join(mp, "cgroup.subtree_control")).read().split()
+    assert open(os.path.join(path, "hugetlb.2MB.max")).read().strip() == "8388608"
+    from ocibox.runtime.stats import _hugetlb_v2
+
+    assert _hugetlb_v2(path)["2MB"]["max"] == 8388608
+    with pytest.raises(BundleError, match="no huge page size"):
+        v2.set_hugetlb(path, [{"pageSize": "3MB", "limit": 1}])
+    assert _run(pid, w, r) == "done"
+
+
+def test_real_v2_missing_controller_is_refused(v2_cgroup):
+    mp, path = v2_cgroup
+    if "memory" in v2.available(mp):
+        pytest.skip("this host's v2 hierarchy has a memory controller")
+    pid, w, r = _child_in([], lambda: "done")
+    with pytest.raises(NotImplementedYet, match="memory controller is not available"):
+        v2.apply(mp, os.path.basename(path), {"memory": {"limit": 1 << 26}}, pid)
+    assert not os.path.exists(path)  # what apply made, it removed
+    assert _run(pid, w, r) == "done"
+
+
+# --- whole containers on this host --------------------------------------------
+
+
+def test_real_hybrid_container_in_both_hierarchies(ours, bundle):
+    """On a hybrid host the container gets its v1 cgroups and a v2 one (as runc does);
+    hugetlb, which no v1 hierarchy has here, is limited through v2; events reads it."""
+    mounts = fs.hierarchies()
+    if fs.mode(mounts) != fs.HYBRID or os.geteuid() != 0:
+        pytest.skip("needs root on a hybrid cgroup host")
+    mp = mounts["unified"]
+    before = open(os.path.join(mp, "cgroup.subtree_control")).read().split()
+    use_hugetlb = "hugetlb" not in mounts and "hugetlb" in v2.available(mp)
+    resources: dict = {"pids": {"limit": 50}}
+    if use_hugetlb:
+        resources["hugepageLimits"] = [{"pageSize": "2MB", "limit": 2097152 * 3}]
+    cid = ours.new_id()
+    b = bundle.write(["sleep", "30"], lambda c: c["linux"].update(resources=resources))
+    try:
+        ours("create", "--bundle", b, cid)
+        pid = ours.state(cid)["pid"]
+        assert str(pid) in open(os.path.join(mp, cid, "cgroup.procs")).read().split()
+        assert open(f"/sys/fs/cgroup/pids/{cid}/pids.max").read().strip() == "50"
+        stats = json.loads(ours("events", "--stats", cid).stdout)["data"]
+        assert stats["pids"]["limit"] == 50
+        if use_hugetlb:
+            assert open(os.path.join(mp, cid, "hugetlb.2MB.max")).read().strip() == "6291456"
+            assert stats["hugetlb"]["2MB"]["max"] == 6291456
+            ours("update", "-r", "-", cid,
+                 input='{"hugepageLimits": [{"pageSize": "2MB", "limit": 4194304}]}')  # fmt: skip
+            assert open(os.path.join(mp, cid, "hugetlb.2MB.max")).read().strip() == "4194304"
+        ours("delete", "--force", cid)
+        assert not os.path.exists(os.path.join(mp, cid))
+    finally:
+        ours("delete", "--force", cid, check=False)
+        for ctrl in set(open(os.path.join(mp, "cgroup.subtree_control")).read().split()) - set(
+            before
+        ):
+            with open(os.path.join(mp, "cgroup.subtree_control"), "w") as f:
+                f.write("-" + ctrl)
