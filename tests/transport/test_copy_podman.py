@@ -40,3 +40,42 @@ def test_podman_load_runs_our_archive_and_we_read_podman_save(image_layout, tmp_
         ocibox_cmd("copy", "-q", f"{fmt}:{saved}", f"oci:{tmp_path}/from-{fmt}:v1")
         got = Layout.open(str(tmp_path / f"from-{fmt}")).image("v1")
         assert got.config.diff_ids == src.config.diff_ids
+
+
+def test_additional_tags_in_docker_archive_podman_loads_all(image_layout, tmp_path, podman, no_auth_files):
+    import json
+    import tarfile
+
+    program, name = podman
+    extra = [name.replace(":v1", ":v2"), f"localhost/ocibox-extra-{uuid.uuid4().hex[:8]}:latest"]
+    archive = tmp_path / "tags.tar"
+    ocibox_cmd("copy", "-q", "--additional-tag", extra[0], "--additional-tag", extra[1],
+               f"oci:{image_layout}:v1", f"docker-archive:{archive}:{name}")
+    with tarfile.open(archive) as tf:
+        assert json.load(tf.extractfile("manifest.json"))[0]["RepoTags"] == [name, *extra]
+    try:
+        loaded = run([program, "load", "-i", str(archive)], timeout=120).stdout
+        listed = run([program, "images", "--format", "{{.Repository}}:{{.Tag}}"], timeout=60).stdout.split()
+        for tag in (name, *extra):
+            assert tag in loaded and tag in listed, (tag, loaded, listed)
+        ids = {run([program, "image", "inspect", "--format", "{{.Id}}", t]).stdout for t in (name, *extra)}
+        assert len(ids) == 1  # one image, three names
+    finally:
+        subprocess.run([program, "rmi", "-f", *extra], capture_output=True)
+
+
+def test_additional_tag_elsewhere_is_refused(image_layout, tmp_path):
+    proc = ocibox_cmd("copy", "--additional-tag", "a/b:c", f"oci:{image_layout}:v1", f"oci:{tmp_path}/o:v1",
+                      check=False)
+    assert proc.returncode != 0 and "docker-archive: destinations only" in proc.stderr
+    proc = ocibox_cmd("copy", "--additional-tag", "a/b@sha256:" + "0" * 64, f"oci:{image_layout}:v1",
+                      f"docker-archive:{tmp_path}/d.tar", check=False)
+    assert proc.returncode != 0 and "not by digest" in proc.stderr and "Traceback" not in proc.stderr
+    # no primary name: the additional tags alone; familiar names, as docker save writes them
+    ocibox_cmd("copy", "-q", "--additional-tag", "docker.io/library/busybox:x", f"oci:{image_layout}:v1",
+               f"docker-archive:{tmp_path}/e.tar")
+    import json
+    import tarfile
+
+    with tarfile.open(tmp_path / "e.tar") as tf:
+        assert json.load(tf.extractfile("manifest.json"))[0]["RepoTags"] == ["busybox:x"]

@@ -196,33 +196,35 @@ def _transfer_options(f):
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), default=6, show_default=True,
               help="Blobs copied at once.")
 @click.option("--digestfile", metavar="FILE", help="Write the digest of the copied manifest to FILE.")
-def copy_cmd(source, destination, src_tls_verify, src_creds, src_cert_dir, src_no_creds,
-             src_registry_token, dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds,
-             dest_registry_token, authfile, all_images,
-             platform, override_os, override_arch, override_variant, fmt, dest_compress_format,
-             dest_compress, dest_decompress, dest_compress_level, preserve_digests, jobs, digestfile, retries, quiet):
+@click.option("--additional-tag", "additional_tags", multiple=True, metavar="NAME:TAG",
+              help="Another tag for the image in a docker-archive: destination (repeatable).")
+def copy_cmd(source, destination, **kw):
     """Copy an image from SOURCE to DESTINATION (docker://, oci:, oci-archive:, docker-archive:, dir:)."""
     from ..transport.copy import CopyOptions, copy
 
-    _authfile(authfile)
-    report, progress = _reporters(quiet)
+    _authfile(kw["authfile"])
+    report, progress = _reporters(kw["quiet"])
     options = CopyOptions(
-        all_images=all_images,
-        platform=_platform(platform, override_os, override_arch, override_variant),
-        format=fmt, compress=dest_compress_format, force_compress=dest_compress, decompress=dest_decompress,
-        compress_level=dest_compress_level, preserve_digests=preserve_digests, jobs=jobs,
+        all_images=kw["all_images"],
+        platform=_platform(kw["platform"], kw["override_os"], kw["override_arch"], kw["override_variant"]),
+        format=kw["fmt"], compress=kw["dest_compress_format"], force_compress=kw["dest_compress"],
+        decompress=kw["dest_decompress"], compress_level=kw["dest_compress_level"],
+        preserve_digests=kw["preserve_digests"], jobs=kw["jobs"], additional_tags=list(kw["additional_tags"]),
         report=report, progress=progress,
-        src_options=_options(src_tls_verify, src_creds, src_cert_dir, src_no_creds, src_registry_token,
-                             retries),
-        dst_options=_options(dest_tls_verify, dest_creds, dest_cert_dir, dest_no_creds, dest_registry_token,
-                             retries),
+        src_options=_side(kw, "src"), dst_options=_side(kw, "dest"),
     )
     result = copy(source, destination, options)
-    if digestfile:
-        with open(digestfile, "w") as f:
+    if kw["digestfile"]:
+        with open(kw["digestfile"], "w") as f:
             f.write(result.digest)
     if report:
         report(f"Copied {result.digest} ({result.blobs_copied} blobs copied, {result.blobs_skipped} present)")
+
+
+def _side(kw: dict, side: str):
+    """Options for one side from the --src-*/--dest-* flags."""
+    return _options(kw[f"{side}_tls_verify"], kw[f"{side}_creds"], kw[f"{side}_cert_dir"], kw[f"{side}_no_creds"],
+                    kw[f"{side}_registry_token"], kw["retries"])
 
 
 # --- inspect -------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from ..image.models import Descriptor, Index, Manifest, Platform, load_json
 from ._tasks import gather_bounded
 from .layers import CHANGEABLE, media_type_for
 from .locations import (
+    DockerArchiveLocation,
     Location,
     OCIArchiveLocation,
     OCILocation,
@@ -42,6 +43,7 @@ class CopyOptions:
     force_compress: bool = False  # --dest-compress: compress uncompressed layers, whatever the destination
     decompress: bool = False  # --dest-decompress: store layers uncompressed
     compress_level: int | None = None  # --dest-compress-level
+    additional_tags: list[str] = field(default_factory=list)  # more RepoTags in a docker-archive: destination
     preserve_digests: bool = False
     jobs: int = 6
     report: Report | None = None
@@ -80,6 +82,10 @@ async def copy_async(src: str | Location, dst: str | Location, options: CopyOpti
         raise UsageError(f"gzip compression level {o.compress_level} is out of range: use 0-9")
     source = parse_location(src, o.src_options) if isinstance(src, str) else src
     dest = parse_location(dst, o.dst_options) if isinstance(dst, str) else dst
+    if o.additional_tags:
+        if not isinstance(dest, DockerArchiveLocation):
+            raise UsageError(f"{dest.name}: --additional-tag applies to docker-archive: destinations only")
+        dest.additional_tags = list(o.additional_tags)
     if o.format is None and isinstance(dest, OCILocation | OCIArchiveLocation):
         o.format = "oci"  # an OCI layout holds OCI manifests, as skopeo writes them
     ok = False

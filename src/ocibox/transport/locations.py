@@ -507,13 +507,12 @@ class DockerArchiveLocation(Location):
         self._config: str | None = None
         self._layers: list[str] = []
         self._lock = asyncio.Lock()
+        self.additional_tags: list[str] = []  # more RepoTags (skopeo's --additional-tag)
 
     # reading
     async def open(self, writing: bool) -> None:
         if writing:
-            if self.ref:
-                ref = Reference.parse(self.ref).defaulted()
-                self._repo_tag = f"{ref.name}:{ref.tag}"
+            self._repo_tags = [archive_tag(t) for t in ([self.ref] if self.ref else []) + self.additional_tags]
             directory = os.path.dirname(os.path.abspath(self.archive))
             fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
             self._out = os.fdopen(fd, "wb")
@@ -667,7 +666,7 @@ class DockerArchiveLocation(Location):
                              hint="pick one image with --platform, or leave out --all")
         d = json.loads(data)
         entry = {"Config": self._entries[d["config"]["digest"]],
-                 "RepoTags": [self._repo_tag] if self.ref else [],
+                 "RepoTags": list(dict.fromkeys(self._repo_tags)),
                  "Layers": [self._entries[x["digest"]] for x in d["layers"]]}
         body = json.dumps([entry]).encode()
         self._out.write(self._header("manifest.json", len(body)))
@@ -684,6 +683,14 @@ class DockerArchiveLocation(Location):
             else:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self._tmp)
+
+
+def archive_tag(text: str) -> str:
+    """A RepoTags entry as docker save and skopeo write it: the familiar name and a tag."""
+    ref = Reference.parse(text)
+    if ref.digest:
+        raise UsageError(f"{text!r}: a docker archive names images by tag, not by digest")
+    return ref.defaulted().familiar()
 
 
 def _norm_tag(tag: str) -> str:
