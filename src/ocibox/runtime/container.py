@@ -151,7 +151,15 @@ class Container:
         return RUNNING
 
     def _freezer_state(self) -> str:
-        path = ((self.state or {}).get("cgroupPaths") or {}).get("freezer")
+        paths = (self.state or {}).get("cgroupPaths") or {}
+        path = paths.get("freezer")
+        if not path and paths.get("unified"):
+            # cgroup v2 (cgroup.freeze): read here, as state must not import linux.cgroups
+            try:
+                with open(os.path.join(paths["unified"], "cgroup.events")) as f:
+                    return "FROZEN" if "frozen 1" in f.read().split("\n") else "THAWED"
+            except OSError:
+                return ""
         if not path:
             return ""
         try:
@@ -330,20 +338,9 @@ class Container:
         self._freeze("THAWED")
 
     def _freeze(self, want: str) -> None:
-        path = ((self.state or {}).get("cgroupPaths") or {}).get("freezer")
-        if not path:
-            from ..errors import NotImplementedYet
+        from .linux import cgroups
 
-            raise NotImplementedYet(f"container {self.id} has no freezer cgroup to pause it with")
-        deadline = time.monotonic() + 5.0
-        while True:
-            with open(os.path.join(path, "freezer.state"), "w") as f:
-                f.write(want)
-            if self._freezer_state() == want:
-                return
-            if time.monotonic() > deadline:
-                raise OciboxError(f"container {self.id}: freezer did not reach {want}")
-            time.sleep(0.001)
+        cgroups.freeze((self.state or {}).get("cgroupPaths") or {}, want == "FROZEN", self.id)
 
     def delete(self, force: bool = False) -> None:
         self._exclusive(self._delete, force)
