@@ -321,3 +321,33 @@ def test_real_hybrid_container_in_both_hierarchies(ours, bundle):
         ):
             with open(os.path.join(mp, "cgroup.subtree_control"), "w") as f:
                 f.write("-" + ctrl)
+
+
+def test_real_v2_pause_resume_through_cgroup_freeze(ours, bundle):
+    """pause/resume/state with cgroup.freeze: a container created here, whose recorded
+    cgroups are then cut down to its v2 one, as a unified host records them."""
+    from ocibox.runtime.container import STATE_FILE
+
+    mounts = fs.hierarchies()
+    if "unified" not in mounts or os.geteuid() != 0:
+        pytest.skip("needs root and a cgroup v2 hierarchy")
+    cid = ours.new_id()
+    b = bundle.write(["sleep", "30"], lambda c: c["linux"].update(cgroupsPath=f"/{cid}"))
+    ours("run", "-d", "--bundle", b, cid)
+    state_path = ours.root / cid / STATE_FILE
+    state = json.loads(state_path.read_text())
+    v2_path = state["cgroupPaths"]["unified"]
+    state["cgroupPaths"] = {"unified": v2_path}
+    state_path.write_text(json.dumps(state))
+    ours("pause", cid)
+    assert ours.state(cid)["status"] == "paused"
+    assert "frozen 1" in open(os.path.join(v2_path, "cgroup.events")).read()
+    assert not os.path.exists(f"/sys/fs/cgroup/freezer/{cid}/freezer.state") or (
+        open(f"/sys/fs/cgroup/freezer/{cid}/freezer.state").read().strip() == "THAWED"
+    )
+    ours("resume", cid)
+    assert ours.state(cid)["status"] == "running"
+    assert "frozen 0" in open(os.path.join(v2_path, "cgroup.events")).read()
+    ours("pause", cid)
+    ours("delete", "--force", cid)  # thawed so that it dies
+    assert not os.path.exists(v2_path)
