@@ -63,7 +63,7 @@ def test_basic_auth_anonymous_pull(make_server, htpasswd):
     digest = "sha256:" + __import__("hashlib").sha256(data).hexdigest()
     r = c.request("POST", f"/v2/{NAME}/blobs/uploads/?digest={digest}", data, basic("alice", "s3cret"))
     assert r.status == 201
-    assert c.request("GET", "/v2/").status == 200
+    assert c.request("GET", "/v2/").status == 401  # tells clients to send credentials if they have any
     assert c.request("GET", f"/v2/{NAME}/blobs/{digest}").status == 200
     assert c.request("DELETE", f"/v2/{NAME}/blobs/{digest}").status == 401
     assert c.request("POST", f"/v2/{NAME}/blobs/uploads/").status == 401

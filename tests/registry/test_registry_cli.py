@@ -208,7 +208,8 @@ def test_serve_auth_flags(tmp_path):
         assert c.request("POST", "/v2/a/blobs/uploads/").status == 401
         auth = {"Authorization": "Basic " + base64.b64encode(b"bob:pw").decode()}
         assert c.request("POST", "/v2/a/blobs/uploads/", headers=auth).status == 202
-        assert c.request("GET", "/v2/").status == 200
+        assert c.request("GET", "/v2/a/tags/list").status == 404  # anonymous pull allowed; nothing there
+        assert c.request("GET", "/v2/").status == 401  # clients with credentials learn to send them
     finally:
         proc.terminate()
         proc.wait(10)

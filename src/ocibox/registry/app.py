@@ -9,7 +9,6 @@ blobs are answered with sendfile.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
 import re
@@ -23,8 +22,9 @@ from .. import mediatypes as mt
 from ..errors import UsageError
 from . import errors as E
 from . import manifests
-from .auth import Guard, Htpasswd, Scope, TokenIssuer
+from .auth import Guard, Htpasswd, OAuthError, Policy, Scope, TokenIssuer
 from .config import RegistryConfig
+from .config import check as check_config
 from .metrics import Metrics
 from .names import check_digest, check_name, check_reference, check_tag
 from .storage.base import StorageDriver
@@ -57,6 +57,7 @@ def _upload_headers(upload: Upload, size: int) -> dict[str, str]:
 
 
 def make_guard(config: RegistryConfig) -> Guard | None:
+    check_config(config)
     if config.auth in ("", "none"):
         return None
     htpasswd = Htpasswd(config.htpasswd) if config.htpasswd else None
@@ -65,9 +66,9 @@ def make_guard(config: RegistryConfig) -> Guard | None:
     issuer = None
     if config.auth == "token":
         issuer = TokenIssuer(os.path.join(config.root, "auth", "token.key"), config.token_service,
-                             ttl=config.token_ttl)
-    return Guard(config.auth, htpasswd, anonymous_pull=config.anonymous_pull, issuer=issuer,
-                 realm=config.token_realm)
+                             ttl=config.token_ttl, refresh_ttl=config.refresh_token_ttl)
+    policy = Policy.from_settings(config.access, config.groups, config.anonymous_pull)
+    return Guard(config.auth, htpasswd, policy=policy, issuer=issuer, realm=config.token_realm)
 
 
 async def _off_loop(fn, *args):
@@ -141,46 +142,58 @@ class Registry:
             request[USER] = user
 
     async def token(self, request: web.Request) -> web.Response:
-        """The token endpoint (GET, or POST with an OAuth2 password grant)."""
+        """The token endpoint: GET (Basic credentials), or POST with an OAuth2 grant."""
         if request.method == "POST":
             form = await request.post()
-            scopes_text = form.getall("scope", [])
-            authorization = request.headers.get("Authorization")
-            if form.get("grant_type") == "password":
-                raw = f"{form.get('username', '')}:{form.get('password', '')}".encode()
-                authorization = "Basic " + base64.b64encode(raw).decode()
-            elif form.get("grant_type") not in (None, "password"):
-                raise E.ApiError("UNSUPPORTED", "only the password grant is supported", status=400)
+            scopes = self._scopes(form.getall("scope", []))
+            fields = {k: str(form.get(k, "")) for k in
+                      ("grant_type", "client_id", "service", "username", "password", "refresh_token",
+                       "access_type")}
+            try:
+                body = await _off_loop(self.guard.oauth, fields, scopes)
+            except OAuthError as e:
+                return web.json_response(e.body(), status=e.status, headers={"Cache-Control": "no-store"})
         else:
-            scopes_text = request.query.getall("scope", [])
-            authorization = request.headers.get("Authorization")
-        scopes = [s for text in scopes_text for part in str(text).split()
-                  if (s := Scope.parse(part)) is not None]
+            scopes = self._scopes(request.query.getall("scope", []))
+            offline = request.query.get("offline_token", "").lower() in ("true", "1")
+            body = await _off_loop(self.guard.token, request.headers.get("Authorization"), scopes,
+                                   offline)
+        return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+    @staticmethod
+    def _scopes(texts) -> list[Scope]:
+        scopes = [s for text in texts for part in str(text).split() if (s := Scope.parse(part)) is not None]
         for scope in scopes:
             if scope.type == "repository":
                 check_name(scope.name)
-        body = await _off_loop(self.guard.token, authorization, scopes)
-        return web.json_response(body)
+        return scopes
 
     async def base(self, request: web.Request) -> web.Response:
         return web.json_response({})
 
     # --- listings ----------------------------------------------------------
 
-    def _page(self, request: web.Request, items: list[str], url: str, key=None):
+    def _page(self, request: web.Request, items: list[str], url: str, key=None, default: int | None = None,
+              keep: str = ""):
+        """One page of ``items`` (sorted by ``key``) after ``last``, and the Link to the next one.
+
+        Without ``n`` everything comes back, unless ``default`` is a page size
+        (the referrers API may page on its own). ``keep`` is query text that
+        every next link carries (a filter).
+        """
         key = key or (lambda s: s)
         n_text, last = request.query.get("n"), request.query.get("last")
         if last:
             items = [i for i in items if key(i) > key(last)]
-        if n_text is None:
+        if n_text is None and default is None:
             return items, None
-        if not n_text.isdigit():
+        if n_text is not None and not n_text.isdigit():
             raise E.ApiError("UNSUPPORTED", "n must be a non-negative integer", status=400)
-        n = min(int(n_text), self.config.max_page)
+        n = min(int(n_text), self.config.max_page) if n_text is not None else default
         page = items[:n]
         if n == 0 or len(items) <= n:
             return page, None
-        link = f'<{url}?n={n}&last={quote(page[-1], safe="")}>; rel="next"'
+        link = f'<{url}?n={n}&last={quote(page[-1], safe="")}{keep}>; rel="next"'
         return page, link
 
     async def tags_list(self, request: web.Request, name: str) -> web.Response:
@@ -195,6 +208,9 @@ class Registry:
 
     async def catalog(self, request: web.Request) -> web.Response:
         repos = await _off_loop(self.store.repositories)
+        if self.guard is not None:
+            user = request.get(USER)
+            repos = [r for r in repos if "pull" in self.guard.policy.actions(user, r)]
         page, link = self._page(request, repos, "/v2/_catalog")
         return web.json_response({"repositories": page}, headers={"Link": link} if link else None)
 
@@ -202,13 +218,20 @@ class Registry:
         check_digest(digest)
         # "MUST NOT return a 404" to a referrers request: clients take a 404 to mean the API is
         # missing and fall back to the tag schema, so a repository not yet pushed lists nothing.
-        found = self.store.referrers(name, digest)
+        found = await _off_loop(self.store.referrers, name, digest)  # sorted by digest
         headers = {}
+        keep = ""
         wanted = request.query.get("artifactType")
         if wanted is not None:
             found = [d for d in found if d.get("artifactType") == wanted]
             headers["OCI-Filters-Applied"] = "artifactType"
-        body = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": found}
+            keep = "&artifactType=" + quote(wanted, safe="")
+        by_digest = {d["digest"]: d for d in found}
+        page, link = self._page(request, list(by_digest), f"/v2/{name}/referrers/{digest}",
+                                default=self.config.referrers_page, keep=keep)
+        if link:
+            headers["Link"] = link
+        body = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [by_digest[d] for d in page]}
         return web.Response(body=json.dumps(body).encode(), content_type=mt.OCI_INDEX,
                             headers=headers)
 

@@ -1,4 +1,4 @@
-"""Who may do what: htpasswd (bcrypt) basic auth, and bearer tokens from a built-in endpoint.
+"""Who may do what: htpasswd basic auth, bearer tokens from a built-in endpoint, access rules.
 
 Every API request needs one scope, as Docker's token flow names them:
 ``repository:<name>:pull`` (reads), ``repository:<name>:push`` (uploads and
@@ -9,23 +9,33 @@ With ``auth = "htpasswd"`` clients send Basic credentials on every request.
 With ``auth = "token"`` they are sent to ``/token`` (the realm of the
 ``WWW-Authenticate: Bearer`` challenge) once, and the JWT that comes back,
 signed with HS256 by a key kept in ``<root>/auth/token.key``, carries the
-granted scopes. Anonymous pulls are a setting in both modes.
+granted scopes. The endpoint also speaks the OAuth2 form of distribution's
+token spec (POST, ``grant_type=password`` or ``refresh_token``) and hands out
+refresh tokens (``offline_token=true``, ``access_type=offline``).
 
-Known users may pull, push and delete everywhere; anonymous users may only
-pull, and only when ``anonymous_pull`` is on.
+Access rules (``Policy``) decide the actions a user has on a repository. The
+actions of all matching rules are added up (a union: rules only grant, order
+does not matter). Without any rule, known users may pull, push and delete
+everywhere; ``anonymous_pull`` is a rule that lets anonymous users pull
+everywhere. The catalog is open to every known user and lists only what that
+user may pull.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
+import hmac
 import os
+import re
 import secrets
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
-from ..errors import UsageError
+from ..errors import OciboxError, UsageError
 from .errors import ApiError
 
 ACTIONS = ("pull", "push", "delete")
@@ -100,22 +110,145 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
-def allowed(user: str | None, scope: Scope, anonymous_pull: bool) -> frozenset[str]:
-    """The actions of ``scope`` that ``user`` (None: anonymous) may have."""
-    if user is not None:
+ANONYMOUS = "anonymous"  # the principal of requests without credentials
+ANY_USER = "*"  # any known (authenticated) user
+RULE_KEYS = frozenset({"users", "groups", "repositories", "actions"})
+
+
+def _glob(pattern: str, user: str | None) -> re.Pattern[str] | None:
+    """``*`` and ``?`` stay inside one path component, ``**`` crosses ``/``; ``{user}`` is the user."""
+    if "{user}" in pattern and user is None:
+        return None
+    out = []
+    for part in re.split(r"(\*\*|\*|\?|\{user\})", pattern):
+        out.append({"**": ".*", "*": "[^/]*", "?": "[^/]", "{user}": re.escape(user or "")}.get(part)
+                   or re.escape(part))
+    return re.compile("".join(out))
+
+
+@dataclass(frozen=True)
+class Rule:
+    users: frozenset[str]
+    groups: frozenset[str]
+    repositories: tuple[str, ...]
+    actions: frozenset[str]
+
+    @classmethod
+    def parse(cls, raw: Any, where: str) -> Rule:
+        if not isinstance(raw, dict):
+            raise UsageError(f"{where}: a rule is a table of users, groups, repositories and actions")
+        unknown = set(raw) - RULE_KEYS
+        if unknown:
+            raise UsageError(f"{where}: unknown key {sorted(unknown)[0]!r}",
+                             hint="a rule has users, groups, repositories and actions")
+
+        def strings(key: str) -> list[str]:
+            value = raw.get(key, [])
+            if isinstance(value, str):
+                value = [value]
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise UsageError(f"{where}: {key} must be a list of non-empty strings")
+            return value
+
+        users, groups, repos, actions = (strings(k) for k in ("users", "groups", "repositories", "actions"))
+        if not users and not groups:
+            raise UsageError(f"{where}: a rule needs users or groups",
+                             hint=f'users may name "{ANY_USER}" (any known user) or "{ANONYMOUS}"')
+        if not repos or not actions:
+            raise UsageError(f"{where}: a rule needs repositories (globs) and actions")
+        bad = set(actions) - USER_ACTIONS
+        if bad:
+            raise UsageError(f"{where}: unknown action {sorted(bad)[0]!r}",
+                             hint='actions are "pull", "push", "delete" or "*"')
+        expanded = frozenset(ACTIONS) if "*" in actions else frozenset(actions)
+        return cls(frozenset(users), frozenset(groups), tuple(repos), expanded)
+
+    def applies_to(self, user: str | None, groups: dict[str, frozenset[str]]) -> bool:
+        if user is None:
+            return ANONYMOUS in self.users
+        return (user in self.users or ANY_USER in self.users
+                or any(user in groups.get(g, ()) for g in self.groups))
+
+
+class Policy:
+    """The access rules: a union of grants, evaluated per (user, repository)."""
+
+    def __init__(self, rules: list[Rule], groups: dict[str, frozenset[str]]) -> None:
+        self.rules, self.groups = rules, groups
+
+    @classmethod
+    def from_settings(cls, rules: list[Any], groups: dict[str, Any], anonymous_pull: bool) -> Policy:
+        if not isinstance(groups, dict):
+            raise UsageError("config: groups must be a table of group name = [users]")
+        members = {}
+        for name, users in groups.items():
+            if not isinstance(users, list) or not all(isinstance(u, str) for u in users):
+                raise UsageError(f"config: groups.{name} must be a list of user names")
+            members[name] = frozenset(users)
+        if not isinstance(rules, list):
+            raise UsageError("config: access must be a list of rules ([[access]] tables)")
+        parsed = [Rule.parse(raw, f"config: access rule {i}") for i, raw in enumerate(rules, 1)]
+        for i, rule in enumerate(parsed, 1):
+            for g in sorted(rule.groups - set(members)):
+                raise UsageError(f"config: access rule {i} names the unknown group {g!r}",
+                                 hint="define it under [groups]")
+        if not parsed:  # the default: every known user may do everything
+            parsed.append(Rule(frozenset({ANY_USER}), frozenset(), ("**",), frozenset(ACTIONS)))
+        if anonymous_pull:
+            parsed.append(Rule(frozenset({ANONYMOUS}), frozenset(), ("**",), frozenset({"pull"})))
+        return cls(parsed, members)
+
+    def actions(self, user: str | None, repository: str) -> frozenset[str]:
+        """Everything ``user`` (None: anonymous) may do on ``repository``."""
+        granted: set[str] = set()
+        for rule in self.rules:
+            if rule.actions <= granted or not rule.applies_to(user, self.groups):
+                continue
+            if any((g := _compiled(p, user)) is not None and g.fullmatch(repository)
+                   for p in rule.repositories):
+                granted |= rule.actions
+        return frozenset(granted)
+
+    def allowed(self, user: str | None, scope: Scope) -> frozenset[str]:
+        """The actions of ``scope`` that ``user`` may have."""
         if scope.type == "registry" and scope.name == "catalog":
-            return scope.actions & {"*"}
-        return scope.actions & USER_ACTIONS
-    if anonymous_pull and scope.type == "repository":
-        return scope.actions & {"pull"}
-    return frozenset()
+            # open to every known user; the listing is filtered by pull access
+            return scope.actions & {"*"} if user is not None else frozenset()
+        if scope.type != "repository":
+            return frozenset()
+        return scope.actions & self.actions(user, scope.name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(pattern: str, user: str | None) -> re.Pattern[str] | None:
+    return _glob(pattern, user)
+
+
+class OAuthError(OciboxError):
+    """An error of the OAuth2 token endpoint, answered as RFC 6749 section 5.2 says."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code, self.status = code, status
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.code, "error_description": self.message}
 
 
 class TokenIssuer:
-    """Signs and checks the bearer tokens of the built-in token endpoint (HS256)."""
+    """Signs and checks the tokens of the built-in token endpoint (HS256).
 
-    def __init__(self, key_path: str, service: str, issuer: str = "ocibox", ttl: int = 300) -> None:
-        self.service, self.issuer, self.ttl = service, issuer, ttl
+    Access tokens carry the granted scopes and expire after ``ttl`` seconds.
+    Refresh tokens carry only the user and a keyed fingerprint of the user's
+    htpasswd entry, so a changed password or a removed user revokes them; they
+    expire after ``refresh_ttl`` seconds (0: never, as Docker's spec has it).
+    The key lives in the storage root, so every server on one root accepts the
+    tokens of the others.
+    """
+
+    def __init__(self, key_path: str, service: str, issuer: str = "ocibox", ttl: int = 300,
+                 refresh_ttl: int = 0) -> None:
+        self.service, self.issuer, self.ttl, self.refresh_ttl = service, issuer, ttl, refresh_ttl
         self.key = self._load_key(key_path)
 
     @staticmethod
@@ -128,11 +261,22 @@ class TokenIssuer:
         except FileNotFoundError:
             pass
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        key = secrets.token_bytes(64)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # Written whole under another name, then linked into place: of two servers starting on one
+        # root at once, exactly one key wins and both read it.
+        tmp = f"{path}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as f:
-            f.write(key)
-        return key
+            f.write(secrets.token_bytes(64))
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+        with open(path, "rb") as f:
+            return f.read()
 
     def issue(self, user: str | None, scopes: list[Scope]) -> dict:
         import jwt
@@ -148,14 +292,38 @@ class TokenIssuer:
         issued = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
         return {"token": token, "access_token": token, "expires_in": self.ttl, "issued_at": issued}
 
+    def fingerprint(self, user: str, secret: bytes) -> str:
+        return hmac.new(self.key, b"refresh\0" + user.encode() + b"\0" + secret, "sha256").hexdigest()[:32]
+
+    def issue_refresh(self, user: str, secret: bytes) -> str:
+        import jwt
+
+        now = int(time.time())
+        claims = {"iss": self.issuer, "sub": user, "aud": self.service, "iat": now,
+                  "jti": str(uuid.uuid4()), "use": "refresh", "fpr": self.fingerprint(user, secret)}
+        if self.refresh_ttl > 0:
+            claims["exp"] = now + self.refresh_ttl
+        return jwt.encode(claims, self.key, algorithm="HS256")
+
+    def verify_refresh(self, token: str) -> dict | None:
+        import jwt
+
+        try:
+            claims = jwt.decode(token, self.key, algorithms=["HS256"], audience=self.service,
+                                issuer=self.issuer, options={"require": ["aud", "iss", "sub"]})
+        except jwt.PyJWTError:
+            return None
+        return claims if claims.get("use") == "refresh" else None
+
     def verify(self, token: str) -> dict | None:
         import jwt
 
         try:
-            return jwt.decode(token, self.key, algorithms=["HS256"], audience=self.service,
-                              issuer=self.issuer, options={"require": ["exp", "aud", "iss"]})
+            claims = jwt.decode(token, self.key, algorithms=["HS256"], audience=self.service,
+                                issuer=self.issuer, options={"require": ["exp", "aud", "iss"]})
         except jwt.PyJWTError:
             return None
+        return None if claims.get("use") == "refresh" else claims
 
 
 def token_grants(claims: dict, needed: Scope) -> bool:
@@ -167,26 +335,31 @@ def token_grants(claims: dict, needed: Scope) -> bool:
     return False
 
 
+def _scope_text(scopes: list[Scope]) -> str:
+    return " ".join(str(s) for s in scopes if s.actions)
+
+
 class Guard:
     """Decides one request: returns the user (None: anonymous) or raises UNAUTHORIZED / DENIED.
 
     Blocking (bcrypt): call it off the event loop.
     """
 
-    def __init__(self, mode: str, htpasswd: Htpasswd | None, *, anonymous_pull: bool = False,
-                 issuer: TokenIssuer | None = None, realm: str = "") -> None:
+    def __init__(self, mode: str, htpasswd: Htpasswd | None, *, policy: Policy | None = None,
+                 anonymous_pull: bool = False, issuer: TokenIssuer | None = None, realm: str = "") -> None:
         if mode not in ("htpasswd", "token"):
             raise UsageError(f"unknown auth mode {mode!r}", hint='use "none", "htpasswd" or "token"')
         if mode == "token" and issuer is None:
             raise UsageError("token auth needs a token issuer")
-        self.mode, self.htpasswd, self.anonymous_pull = mode, htpasswd, anonymous_pull
+        self.mode, self.htpasswd = mode, htpasswd
+        self.policy = policy or Policy.from_settings([], {}, anonymous_pull)
         self.issuer, self.realm = issuer, realm
 
     def login(self, authorization: str | None) -> str | None:
         """The user of Basic credentials; None without any; UNAUTHORIZED when they are wrong."""
         creds = parse_basic(authorization)
-        if creds is None:
-            return None
+        if creds is None or creds == ("", ""):
+            return None  # containers/image sends empty Basic credentials when it has none
         if self.htpasswd is None or not self.htpasswd.check(*creds):
             raise self._challenge([], error="invalid credentials")
         return creds[0]
@@ -196,31 +369,40 @@ class Guard:
             return self._check_basic(authorization, needed)
         return self._check_bearer(authorization, needed, base_url)
 
+    def _denied(self, scope: Scope) -> ApiError:
+        return ApiError("DENIED", "requested access to the resource is denied",
+                        detail={"scope": str(scope)})
+
     def _check_basic(self, authorization: str | None, needed: list[Scope]) -> str | None:
         user = self.login(authorization)
-        if user is None and not needed and not self.anonymous_pull:
+        if user is None and not needed:
+            # /v2/ always challenges a request without credentials, even where anonymous pulls are
+            # allowed: clients learn from this answer whether to send credentials at all.
             raise self._challenge(needed)
         for scope in needed:
-            if allowed(user, scope, self.anonymous_pull) != scope.actions:
+            if self.policy.allowed(user, scope) != scope.actions:
                 if user is None:
                     raise self._challenge(needed)
-                raise ApiError("DENIED", "requested access to the resource is denied",
-                               detail={"scope": str(scope)})
+                raise self._denied(scope)
         return user
 
     def _check_bearer(self, authorization: str | None, needed: list[Scope], base_url: str) -> str | None:
         if not authorization or authorization[:7].lower() != "bearer ":
-            if all(allowed(None, s, self.anonymous_pull) == s.actions for s in needed) \
-                    and (needed or self.anonymous_pull):
+            if needed and all(self.policy.allowed(None, s) == s.actions for s in needed):
                 return None
             raise self._challenge(needed, base_url)
         claims = self.issuer.verify(authorization[7:].strip())
         if claims is None:
             raise self._challenge(needed, base_url, error="invalid_token")
+        user = claims.get("sub") or None
         for scope in needed:
             if not token_grants(claims, scope):
+                # A known user whom the rules refuse gets DENIED: a new token would not help.
+                # Otherwise the token is merely too narrow, and the client asks for a wider one.
+                if user is not None and self.policy.allowed(user, scope) != scope.actions:
+                    raise self._denied(scope)
                 raise self._challenge(needed, base_url, error="insufficient_scope")
-        return claims.get("sub") or None
+        return user
 
     def _challenge(self, needed: list[Scope], base_url: str = "", error: str | None = None) -> ApiError:
         if self.mode == "htpasswd":
@@ -236,8 +418,55 @@ class Guard:
         return ApiError("UNAUTHORIZED", "authentication required", detail=detail or None,
                         headers={"WWW-Authenticate": header})
 
-    def token(self, authorization: str | None, scopes: list[Scope]) -> dict:
-        """The token endpoint: grant what the (possibly anonymous) user may have of each scope."""
+    # --- the token endpoint ---------------------------------------------------
+
+    def _grant(self, user: str | None, scopes: list[Scope]) -> tuple[dict, list[Scope]]:
+        granted = [Scope(s.type, s.name, self.policy.allowed(user, s)) for s in scopes]
+        return self.issuer.issue(user, granted), granted
+
+    def _secret(self, user: str) -> bytes | None:
+        return self.htpasswd.users.get(user) if self.htpasswd is not None else None
+
+    def token(self, authorization: str | None, scopes: list[Scope], offline: bool = False) -> dict:
+        """GET /token: what the (possibly anonymous) user may have of each scope.
+
+        Each scope is cut down to the actions the rules allow; a scope the user
+        may not have at all is granted empty, not refused (the registry refuses).
+        """
         user = self.login(authorization)
-        granted = [Scope(s.type, s.name, allowed(user, s, self.anonymous_pull)) for s in scopes]
-        return self.issuer.issue(user, granted)
+        body, _ = self._grant(user, scopes)
+        if offline and user is not None:
+            body["refresh_token"] = self.issuer.issue_refresh(user, self._secret(user) or b"")
+        return body
+
+    def oauth(self, form: dict[str, str], scopes: list[Scope]) -> dict:
+        """POST /token: the OAuth2 password and refresh_token grants of distribution's oauth spec."""
+        grant = form.get("grant_type")
+        if not grant:
+            raise OAuthError("invalid_request", "grant_type is required")
+        if not form.get("client_id"):
+            raise OAuthError("invalid_request", "client_id is required")
+        if form.get("service") != self.issuer.service:
+            raise OAuthError("invalid_request", f"service must be {self.issuer.service!r}")
+        refresh = None
+        if grant == "password":
+            user, password = form.get("username", ""), form.get("password", "")
+            if not user or self.htpasswd is None or not self.htpasswd.check(user, password):
+                raise OAuthError("invalid_grant", "invalid username or password")
+            if form.get("access_type") == "offline":
+                refresh = self.issuer.issue_refresh(user, self._secret(user) or b"")
+        elif grant == "refresh_token":
+            refresh = form.get("refresh_token") or ""
+            claims = self.issuer.verify_refresh(refresh) if refresh else None
+            user = claims.get("sub") if claims else None
+            secret = self._secret(user) if user else None
+            if (claims is None or secret is None
+                    or not hmac.compare_digest(str(claims.get("fpr")), self.issuer.fingerprint(user, secret))):
+                raise OAuthError("invalid_grant", "the refresh token is invalid, expired or revoked")
+        else:
+            raise OAuthError("unsupported_grant_type", f"grant_type {grant!r} is not supported",)
+        body, granted = self._grant(user, scopes)
+        body["scope"] = _scope_text(granted)
+        if refresh is not None:
+            body["refresh_token"] = refresh
+        return body

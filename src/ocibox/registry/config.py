@@ -19,9 +19,27 @@ names below (``-`` and ``_`` are interchangeable), all optional::
     anonymous_pull = true    # pulls without credentials
     token_realm = ""         # the token endpoint clients are sent to; default <this server>/token
     token_service = "ocibox"
-    token_ttl = 300
+    token_ttl = 300          # seconds an access token lives (at least 60)
+    refresh_token_ttl = 0    # seconds a refresh token lives; 0 = until the password changes
+    referrers_page = 1000    # referrers in one page when the client sends no n
     tls_cert = "/etc/ocibox/cert.pem"   # serve HTTPS when both are set
     tls_key = "/etc/ocibox/key.pem"
+
+    [groups]                 # named sets of users, for access rules
+    dev = ["alice", "bob"]
+
+    [[access]]               # rules grant; a user's actions are the union of every rule that
+    users = ["*"]            # matches. users: names, "*" (any known user), "anonymous"
+    repositories = ["library/**", "{user}/**"]   # * within a name component, ** across /
+    actions = ["pull"]       # "pull", "push", "delete" or "*"
+
+    [[access]]
+    groups = ["dev"]
+    repositories = ["team/**"]
+    actions = ["*"]
+
+Without [[access]] rules every known user may do everything; anonymous_pull
+adds a rule letting anonymous users pull everywhere.
 """
 
 from __future__ import annotations
@@ -66,6 +84,10 @@ class RegistryConfig:
     token_realm: str = ""
     token_service: str = "ocibox"
     token_ttl: int = 300
+    refresh_token_ttl: int = 0  # 0: refresh tokens live until the user's password changes
+    access: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # access rules
+    groups: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    referrers_page: int = 1000  # referrers in one page when the client asks for no n
     tls_cert: str = ""
     tls_key: str = ""
 
@@ -80,7 +102,8 @@ class RegistryConfig:
 
 
 def _coerce(name: str, value: Any, kind: Any) -> Any:
-    wanted = {"bool": bool, "int": int, "float": (int, float), "str": str}[kind]
+    kind = str(kind).split("[", 1)[0]
+    wanted = {"bool": bool, "int": int, "float": (int, float), "str": str, "list": list, "dict": dict}[kind]
     if isinstance(value, bool) and kind != "bool" or not isinstance(value, wanted):
         raise UsageError(f"config: {name} must be a {kind}, got {value!r}")
     return float(value) if kind == "float" else value
@@ -110,4 +133,21 @@ def load_config(path: str | None, base: RegistryConfig | None = None) -> Registr
             raise UsageError(f"config file {path}: unknown setting {key!r}",
                              hint="known settings: " + ", ".join(sorted(fields)))
         changes[name] = _coerce(name, value, fields[name])
-    return dataclasses.replace(config, **changes)
+    config = dataclasses.replace(config, **changes)
+    check(config)
+    return config
+
+
+def check(config: RegistryConfig) -> None:
+    """Settings that are wrong together or out of range: one clear error before serving."""
+    if config.token_ttl < 60:
+        raise UsageError(f"config: token_ttl must be at least 60 seconds, got {config.token_ttl}",
+                         hint="Docker's token spec: clients may treat shorter tokens as 60 s ones")
+    if config.referrers_page < 1 or config.max_page < 1:
+        raise UsageError("config: referrers_page and max_page must be at least 1")
+    if (config.access or config.groups) and config.auth in ("", "none"):
+        raise UsageError("config: access rules need auth = \"htpasswd\" or \"token\"",
+                         hint="without authentication every request is anonymous")
+    from .auth import Policy
+
+    Policy.from_settings(config.access, config.groups, config.anonymous_pull)
