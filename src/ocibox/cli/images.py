@@ -198,14 +198,23 @@ def _transfer_options(f):
 @click.option("--digestfile", metavar="FILE", help="Write the digest of the copied manifest to FILE.")
 @click.option("--additional-tag", "additional_tags", multiple=True, metavar="NAME:TAG",
               help="Another tag for the image in a docker-archive: destination (repeatable).")
+@click.option("--referrers", is_flag=True,
+              help="Also copy the artifacts that refer to the image (signatures, SBOMs), and theirs.")
+@click.option("--remove-signatures", is_flag=True,
+              help="Accepted for skopeo's sake: ocibox copies no signatures (except as --referrers).")
+@click.option("--multi-arch", type=click.Choice(["system", "all", "index-only"]),
+              help="As skopeo: the host's image (system), every image (all, as --all), or the index alone.")
 def copy_cmd(source, destination, **kw):
     """Copy an image from SOURCE to DESTINATION (docker://, oci:, oci-archive:, docker-archive:, dir:)."""
     from ..transport.copy import CopyOptions, copy
 
     _authfile(kw["authfile"])
     report, progress = _reporters(kw["quiet"])
+    if kw["multi_arch"] and kw["all_images"]:
+        raise UsageError("--all and --multi-arch exclude each other", hint="--all is --multi-arch all")
     options = CopyOptions(
-        all_images=kw["all_images"],
+        all_images=kw["all_images"] or kw["multi_arch"] == "all", index_only=kw["multi_arch"] == "index-only",
+        referrers=kw["referrers"], remove_signatures=kw["remove_signatures"],
         platform=_platform(kw["platform"], kw["override_os"], kw["override_arch"], kw["override_variant"]),
         format=kw["fmt"], compress=kw["dest_compress_format"], force_compress=kw["dest_compress"],
         decompress=kw["dest_decompress"], compress_level=kw["dest_compress_level"],
@@ -218,7 +227,9 @@ def copy_cmd(source, destination, **kw):
         with open(kw["digestfile"], "w") as f:
             f.write(result.digest)
     if report:
-        report(f"Copied {result.digest} ({result.blobs_copied} blobs copied, {result.blobs_skipped} present)")
+        referrers = f", {result.referrers_copied} referrers" if kw["referrers"] else ""
+        report(f"Copied {result.digest} ({result.blobs_copied} blobs copied, {result.blobs_skipped} present"
+               f"{referrers})")
 
 
 def _side(kw: dict, side: str):

@@ -44,6 +44,9 @@ class CopyOptions:
     decompress: bool = False  # --dest-decompress: store layers uncompressed
     compress_level: int | None = None  # --dest-compress-level
     additional_tags: list[str] = field(default_factory=list)  # more RepoTags in a docker-archive: destination
+    referrers: bool = False  # also copy the manifests that refer to the copied ones (signatures, SBOMs)
+    index_only: bool = False  # skopeo's --multi-arch index-only: an index without its images
+    remove_signatures: bool = False  # accepted: ocibox copies no signatures, unless as referrers
     preserve_digests: bool = False
     jobs: int = 6
     report: Report | None = None
@@ -59,6 +62,7 @@ class CopyResult:
     blobs_copied: int = 0
     blobs_skipped: int = 0
     bytes_copied: int = 0
+    referrers_copied: int = 0
 
 
 def copy(src: str | Location, dst: str | Location, options: CopyOptions | None = None) -> CopyResult:
@@ -86,6 +90,13 @@ async def copy_async(src: str | Location, dst: str | Location, options: CopyOpti
         if not isinstance(dest, DockerArchiveLocation):
             raise UsageError(f"{dest.name}: --additional-tag applies to docker-archive: destinations only")
         dest.additional_tags = list(o.additional_tags)
+    if o.remove_signatures and o.referrers:
+        raise UsageError("--remove-signatures and --referrers exclude each other: referrers may be signatures",
+                         hint="drop one of them")
+    if o.index_only and o.all_images:
+        raise UsageError("--multi-arch index-only and --all exclude each other")
+    if o.referrers and not dest.holds_referrers:
+        raise UsageError(f"{dest.name}: cannot hold referrers (--referrers)", hint="copy to docker:// or oci:")
     if o.format is None and isinstance(dest, OCILocation | OCIArchiveLocation):
         o.format = "oci"  # an OCI layout holds OCI manifests, as skopeo writes them
     ok = False
@@ -109,6 +120,7 @@ class _Copier:
         self._done: dict[str, Descriptor] = {}  # source blob digest -> destination descriptor
         self._inflight: dict[str, asyncio.Future] = {}
         self._executor = None
+        self._written: dict[str, str] = {}  # source manifest digest -> its digest at the destination
 
     def report(self, line: str) -> None:
         if self.o.report:
@@ -124,7 +136,13 @@ class _Copier:
     async def _run(self) -> CopyResult:
         top = await self.src.top()
         _check_manifest_type(top.media_type, top.data, self.src.name)
-        if top.media_type in mt.INDEXES:
+        src_digest = top.digest
+        if top.media_type in mt.INDEXES and self.o.index_only:
+            if self._target_format(top.media_type):
+                raise UsageError(f"{self.src.name}: --multi-arch index-only copies the index as it is",
+                                 hint="drop --format")
+            data, media_type = top.data, top.media_type
+        elif top.media_type in mt.INDEXES:
             if self.o.all_images:
                 data, media_type = await self._index(top.data, top.media_type)
             else:
@@ -135,13 +153,59 @@ class _Copier:
                 if child.media_type in mt.INDEXES:
                     raise UnsupportedMediaType(f"{self.src.name}: nested index {child.digest}; use --all")
                 data, media_type = await self._image(raw, child.media_type)
+                src_digest = child.digest
         else:
             data, media_type = await self._image(top.data, top.media_type)
         self.report("Writing manifest to image destination")
         await self.dst.put_manifest(data, media_type, top=True)
         self.result.digest = _digest.of_bytes(data)
         self.result.media_type = media_type
+        self._written[src_digest] = self.result.digest
+        if self.o.referrers:
+            await self._referrers()
         return self.result
+
+    # --- referrers ---------------------------------------------------------------
+
+    async def _referrers(self) -> None:
+        """Copy, unchanged, the manifests whose subject is a manifest just copied,
+        then theirs (a signature of an SBOM), down to MAX_DEPTH levels."""
+        from .referrers import MAX_DEPTH
+
+        seen: set[str] = set()
+        queue = [(src, dst, 0) for src, dst in self._written.items()]
+        while queue:
+            subject, dst_subject, depth = queue.pop(0)
+            found = await self.src.referrers(subject)
+            if found and dst_subject != subject:
+                raise UsageError(f"{self.src.name}: {subject} has {len(found)} referrer(s), but the copy changed "
+                                 f"its digest to {dst_subject}: they would refer to nothing",
+                                 hint="add --preserve-digests, or drop the flags that convert or recompress")
+            for desc in found:
+                if desc.digest in seen:
+                    continue
+                seen.add(desc.digest)
+                if desc.media_type not in mt.MANIFESTS | mt.INDEXES:
+                    self.report(f"Skipping referrer {desc.digest}: media type {desc.media_type}")
+                    continue
+                raw = await self.src.manifest(desc)
+                await self._as_is(raw, desc.media_type)
+                await self.dst.put_referrer(raw, desc.media_type, subject)
+                self.result.referrers_copied += 1
+                self.report(f"Copying referrer {_short(desc.digest)} done ({desc.artifact_type or desc.media_type})")
+                if depth + 1 < MAX_DEPTH:
+                    queue.append((desc.digest, desc.digest, depth + 1))
+
+    async def _as_is(self, raw: bytes, media_type: str) -> None:
+        """The blobs (and for an index, the manifests) a manifest names, copied unchanged."""
+        if media_type in mt.MANIFESTS:
+            await self._blobs_of(raw)
+            return
+        for child in Index.from_bytes(raw, f"{self.src.name}: index").manifests:
+            if child.media_type in mt.MANIFESTS | mt.INDEXES:
+                child_raw = await self.src.manifest(child)
+                await self._as_is(child_raw, child.media_type)
+                await self.dst.put_manifest(child_raw, child.media_type, top=False)
 
     # --- manifests -----------------------------------------------------------
 
@@ -158,6 +222,7 @@ class _Copier:
                 new, new_type = raw, child.media_type  # an artifact manifest of another kind
                 await self._blobs_of(raw)
             await self.dst.put_manifest(new, new_type, top=False)
+            self._written[child.digest] = _digest.of_bytes(new)
             if new != raw:
                 children[child.digest] = Descriptor.of(new_type, new)
         want = self._target_format(media_type)

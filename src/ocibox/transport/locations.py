@@ -17,7 +17,7 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from .. import digest as _digest
@@ -206,6 +206,15 @@ class Location:
     async def has_blob(self, desc: Descriptor) -> bool:
         raise NotImplementedError
 
+    # referrers (manifests whose subject is a given digest)
+    holds_referrers = False
+
+    async def referrers(self, dig: str) -> list[Descriptor]:
+        return []
+
+    async def put_referrer(self, data: bytes, media_type: str, subject: str) -> None:
+        raise UsageError(f"{self.name}: cannot hold referrers", hint="copy referrers to docker:// or oci:")
+
     async def put_blob(self, desc: Descriptor, source: Location, progress: Progress = None) -> None:
         raise NotImplementedError
 
@@ -263,6 +272,30 @@ class DockerLocation(Location):
                 return
         await self.registry.upload_blob(self.ref.repository, desc.digest, desc.size,
                                         lambda offset: source.blob(desc, offset), progress=progress)
+
+    holds_referrers = True
+
+    async def referrers(self, dig: str) -> list[Descriptor]:
+        found = await self.registry.referrers(self.ref.repository, dig)
+        return [Descriptor.from_dict(d, f"{self.name}: referrers of {dig}") for d in found]
+
+    async def put_referrer(self, data: bytes, media_type: str, subject: str) -> None:
+        from ..errors import ReferenceNotFound as NoTag
+        from .referrers import descriptor_of, fallback_tag, merged_index
+
+        desc = descriptor_of(data, media_type)
+        repo = self.ref.repository
+        await self.registry.put_manifest(repo, desc.digest, data, media_type)
+        if any(d.digest == desc.digest for d in await self.referrers(subject)):
+            return  # the registry's referrers API lists it
+        tag = fallback_tag(subject)  # no referrers API: keep the tag schema's index up to date
+        try:
+            existing = (await self.registry.get_manifest(repo, tag, accept=mt.OCI_INDEX)).data
+        except NoTag:
+            existing = None
+        merged = merged_index(existing, desc)
+        if merged is not None:
+            await self.registry.put_manifest(repo, tag, merged, mt.OCI_INDEX)
 
     async def put_manifest(self, data: bytes, media_type: str, top: bool) -> None:
         dig = _digest.of_bytes(data)
@@ -337,6 +370,35 @@ class OCILocation(Location):
     async def has_blob(self, desc: Descriptor) -> bool:
         assert self.layout is not None
         return self.layout.blobs.has(desc.digest)
+
+    holds_referrers = True
+
+    async def referrers(self, dig: str) -> list[Descriptor]:
+        """Entries of index.json whose manifest's subject is ``dig``."""
+        from .referrers import descriptor_of, subject_of
+
+        assert self.layout is not None
+        if getattr(self, "_subjects", None) is None:
+            self._subjects: dict[str, list[Descriptor]] = {}
+            for entry in self.layout.index().manifests:
+                if entry.media_type not in mt.MANIFESTS | mt.INDEXES or entry.size > 4 << 20:
+                    continue
+                if not self.layout.blobs.has(entry.digest):
+                    continue
+                data = self.layout.read_json_blob(entry, "manifest")
+                subject = subject_of(data)
+                if subject:
+                    self._subjects.setdefault(subject, []).append(descriptor_of(data, entry.media_type))
+        return list(self._subjects.get(dig, []))
+
+    async def put_referrer(self, data: bytes, media_type: str, subject: str) -> None:
+        from .referrers import descriptor_of
+
+        assert self.layout is not None
+        self.layout.blobs.put(data)
+        desc = replace(descriptor_of(data, media_type), annotations=None)  # index.json: type and artifactType
+        self.layout.update_index(lambda ms: ms if any(m.digest == desc.digest and not m.ref_name for m in ms)
+                                 else [*ms, desc])
 
     def new_blob_sink(self):
         from ..image.cas import BlobWriter
