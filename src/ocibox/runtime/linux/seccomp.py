@@ -4,11 +4,20 @@ The filter is built while the host's libraries are still reachable (libseccomp
 is loaded before pivot_root) and loaded as late as the process allows: with
 noNewPrivileges just before the user program runs; without it, while the init
 still holds CAP_SYS_ADMIN, which loading a filter then requires.
+
+SCMP_ACT_NOTIFY: libseccomp loads a filter with such rules with
+SECCOMP_FILTER_FLAG_NEW_LISTENER; the notify descriptor it returns is sent, with
+the container process state as JSON, over one connection to listenerPath
+(SCM_RIGHTS), by the process that loaded the filter, right after loading it.
+The connection is made, and a handle on the host's /proc kept (to learn the
+process's pid as the host sees it), while the profile is compiled: host paths
+are still reachable then.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 
 from ...errors import BundleError, NotImplementedYet
 
@@ -22,7 +31,14 @@ _ACTIONS = {
     "SCMP_ACT_TRACE": 0x7FF00000,
     "SCMP_ACT_LOG": 0x7FFC0000,
     "SCMP_ACT_ALLOW": _ALLOW,
+    "SCMP_ACT_NOTIFY": 0x7FC00000,
 }
+_NOTIFY = _ACTIONS["SCMP_ACT_NOTIFY"]
+# The runtime's own calls between loading the filter and exec: a notification
+# for sendmsg would wait for a listener that has not got the descriptor yet.
+_NOT_NOTIFIABLE = ("sendmsg", "write")
+# The fields of the spec's state (the runtime's state file has more).
+_STATE_KEYS = ("ociVersion", "id", "status", "pid", "bundle", "annotations")
 _WITH_DATA = ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE")
 _OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
         "SCMP_CMP_GE": 5, "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}  # fmt: skip
@@ -56,12 +72,11 @@ def _lib():
     lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
     lib.seccomp_load.argtypes = [ctypes.c_void_p]
     lib.seccomp_release.argtypes = [ctypes.c_void_p]
+    lib.seccomp_notify_fd.argtypes = [ctypes.c_void_p]
     return lib
 
 
 def _action(name: str | None, errno_ret: int | None, where: str) -> int:
-    if name == "SCMP_ACT_NOTIFY":
-        raise NotImplementedYet(f"{where}: SCMP_ACT_NOTIFY is not supported yet")
     if name not in _ACTIONS:
         raise BundleError(f"{where}: unknown seccomp action {name!r}")
     value = _ACTIONS[name]
@@ -75,12 +90,24 @@ def _action(name: str | None, errno_ret: int | None, where: str) -> int:
 class Filter:
     """A compiled profile, ready to load into the calling process."""
 
-    def __init__(self, profile: dict) -> None:
+    def __init__(self, profile: dict, state: dict | None = None) -> None:
+        """``state``: the spec's state of the container, for a listener (its pid is
+        filled in with the loading process's own when it has none)."""
         self.lib = _lib()
+        self.listener = None
         where = "config.json: linux.seccomp"
-        if profile.get("listenerPath"):
-            raise NotImplementedYet(f"{where}.listenerPath is not supported yet")
         self.default = _action(profile.get("defaultAction"), profile.get("defaultErrnoRet"), where)
+        if self.default == _NOTIFY:
+            raise BundleError(f"{where}.defaultAction: SCMP_ACT_NOTIFY cannot be the default "
+                              "action (the runtime's own calls would wait on the listener)")  # fmt: skip
+        notify = [r for r in profile.get("syscalls") or [] if r.get("action") == "SCMP_ACT_NOTIFY"]
+        for r in notify:
+            for name in r.get("names") or []:
+                if name in _NOT_NOTIFIABLE:
+                    raise BundleError(f"{where}: SCMP_ACT_NOTIFY cannot be used for {name}, "
+                                      "which the runtime calls after loading the filter")  # fmt: skip
+        if notify and not profile.get("listenerPath"):
+            raise BundleError(f"{where}: SCMP_ACT_NOTIFY needs a listenerPath")
         self.ctx = self.lib.seccomp_init(self.default)
         if not self.ctx:
             raise BundleError(f"{where}: seccomp_init failed")
@@ -100,11 +127,12 @@ class Filter:
                 self._check(ret, f"adding architecture {arch}")
         for i, rule in enumerate(profile.get("syscalls") or []):
             self._add(rule, f"{where}.syscalls[{i}]")
+        if notify:  # last: a profile refused above leaves the listener untouched
+            self.listener = _Listener(profile["listenerPath"], profile.get("listenerMetadata", ""),
+                                      state or {}, where)  # fmt: skip
 
     def _check(self, ret: int, what: str) -> None:
         if ret < 0:
-            import os
-
             raise BundleError(f"config.json: linux.seccomp: {what}: {os.strerror(-ret)}")
 
     def _add(self, rule: dict, where: str) -> None:
@@ -137,5 +165,58 @@ class Filter:
 
     def load(self) -> None:
         ret = self.lib.seccomp_load(self.ctx)
+        fd = self.lib.seccomp_notify_fd(self.ctx) if ret == 0 and self.listener else -1
         self.lib.seccomp_release(self.ctx)
         self._check(ret, "loading the filter")
+        if self.listener:
+            self._check(fd, "getting the notify descriptor")
+            self.listener.send(fd)
+
+    def close(self) -> None:
+        """Drop what a filter never loaded holds (the listener's connection)."""
+        if self.listener:
+            self.listener.close()
+
+
+class _Listener:
+    """One connection to listenerPath, made early, used once right after loading."""
+
+    def __init__(self, path: str, metadata: str, state: dict, where: str) -> None:
+        import socket
+
+        from .. import jsonlite  # now: after pivot_root the host's library is out of reach
+
+        self.where = f"{where}.listenerPath {path}"
+        self.metadata = metadata
+        self.state = {k: state[k] for k in _STATE_KEYS if k in state}
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            self.sock.connect(path)
+        except OSError as e:
+            self.sock.close()
+            raise BundleError(f"{self.where}: {e.strerror}") from None
+        self.send_fds = socket.send_fds
+        self.dumps = jsonlite.dumps
+        # Our pid as the host sees it: "self" in the host's /proc, whatever our namespaces.
+        self.proc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def send(self, fd: int) -> None:
+        try:
+            pid = int(os.readlink("self", dir_fd=self.proc))
+            state = {**self.state, "pid": self.state.get("pid") or pid}
+            msg = {"ociVersion": state.get("ociVersion", ""), "fds": ["seccompFd"], "pid": pid,
+                   "metadata": self.metadata, "state": state}  # fmt: skip
+            self.send_fds(self.sock, [self.dumps(msg).encode()], [fd])
+        except OSError as e:
+            raise BundleError(
+                f"{self.where}: sending the notify descriptor: {e.strerror}"
+            ) from None
+        finally:
+            os.close(fd)
+            self.close()
+
+    def close(self) -> None:
+        self.sock.close()
+        if self.proc >= 0:
+            os.close(self.proc)
+            self.proc = -1
