@@ -57,6 +57,8 @@ def create(
                          console_fd=console_fd)  # fmt: skip
     ic.no_new_keyring = no_new_keyring
     ic.keyring_name = cid
+    ic.state = {"ociVersion": OCI_VERSION, "id": cid, "status": "creating", "bundle": bundle,
+                "annotations": config.get("annotations") or {}}  # fmt: skip
     for w in ic.warnings:
         if warn:
             warn(w)

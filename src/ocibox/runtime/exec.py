@@ -94,7 +94,8 @@ def exec_process(container: Container, process: dict, *, detach: bool = False,
     if profile:
         from .linux import seccomp
 
-        sfilter = seccomp.Filter(profile)  # before any fork: libseccomp is a host library
+        # before any fork: libseccomp is a host library
+        sfilter = seccomp.Filter(profile, container.oci_state())
     ns_fds = _open_namespaces(init)
     cgroup_paths = (container.state or {}).get("cgroupPaths") or {}
     if not detach:
@@ -112,6 +113,8 @@ def exec_process(container: Container, process: dict, *, detach: bool = False,
         finally:
             os._exit(code)
     os.close(w)
+    if sfilter is not None:
+        sfilter.close()  # the child's copy of a listener connection is the one that sends
     if sock is not None:
         sock.close()
     for _, fd in ns_fds:

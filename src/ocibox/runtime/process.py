@@ -59,6 +59,7 @@ class InitConfig:
         self.no_new_keyring = False
         self.close_in_child: tuple[int, ...] = ()
         self.keyring_name: str | None = None
+        self.state: dict | None = None  # the spec's state while creating (a seccomp listener's)
 
 
 def prepare(
@@ -410,7 +411,7 @@ def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
         import subprocess  # noqa: F401
     os.close(rfd)
     # libseccomp is loaded and the profile compiled while the host's libraries are reachable.
-    sfilter = seccomp.Filter(linux["seccomp"]) if linux.get("seccomp") else None
+    sfilter = seccomp.Filter(linux["seccomp"], ic.state) if linux.get("seccomp") else None
     console_sock = None
     if process.get("terminal"):
         from .linux import console  # and socket with it, while the host's library is reachable
