@@ -1,0 +1,167 @@
+"""seccomp SCMP_ACT_NOTIFY: the notify descriptor and the container process state reach a
+listener on linux.seccomp.listenerPath, and the listener's answers decide the syscalls.
+
+The listener here is real: it receives the descriptor with SCM_RIGHTS, reads
+notifications with SECCOMP_IOCTL_NOTIF_RECV and answers with _SEND.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import struct
+import threading
+
+import pytest
+
+from ocibox.errors import BundleError
+
+# struct seccomp_notif (80 bytes) and seccomp_notif_resp (24 bytes); ioctl magic '!'.
+_NOTIF_SIZE, _RESP_SIZE = 80, 24
+_IOCTL_RECV = (3 << 30) | (_NOTIF_SIZE << 16) | (0x21 << 8) | 0
+_IOCTL_SEND = (3 << 30) | (_RESP_SIZE << 16) | (0x21 << 8) | 1
+_FLAG_CONTINUE = 1
+
+
+class Listener:
+    """Accepts connections; for each, answers notifications from ``answers`` in turn
+    (an errno to fail the call with, or 0 to let it run)."""
+
+    def __init__(self, path: str, answers: list[int]) -> None:
+        self.path = path
+        self.answers = list(answers)
+        self.states: list[dict] = []
+        self.seen: list[int] = []  # syscall numbers
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(path)
+        self.server.listen(4)
+        self.server.settimeout(30)
+        self.threads: list[threading.Thread] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            msg, fds, _, _ = socket.recv_fds(conn, 65536, 4)
+            rest = b""
+            while chunk := conn.recv(65536):  # the runtime closes the connection: EOF
+                rest += chunk
+            conn.close()
+            self.states.append({**json.loads(msg + rest), "_nfds": len(fds)})
+            t = threading.Thread(target=self._serve, args=(fds[0],), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _serve(self, fd: int) -> None:
+        while True:
+            buf = bytearray(_NOTIF_SIZE)
+            try:
+                fcntl.ioctl(fd, _IOCTL_RECV, buf)
+            except OSError:
+                break  # every process with the filter is gone
+            nid, _pid, _flags, nr = struct.unpack_from("<QIIi", buf)
+            self.seen.append(nr)
+            answer = self.answers.pop(0) if self.answers else 0
+            resp = struct.pack("<QqiI", nid, 0, -answer if answer else 0,
+                               0 if answer else _FLAG_CONTINUE)  # fmt: skip
+            try:
+                fcntl.ioctl(fd, _IOCTL_SEND, bytearray(resp))
+            except OSError:
+                pass  # the caller was killed meanwhile
+        os.close(fd)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _profile(listener_path: str) -> dict:
+    return {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": listener_path,
+        "listenerMetadata": "MKDIR=/d1;anything",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}],
+    }
+
+
+@pytest.fixture
+def listener(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    lst = Listener(str(tmp_path / "listener.sock"), [errno.EROFS, 0, errno.EACCES])
+    yield lst
+    lst.close()
+
+
+def test_notify_listener_decides_mkdir(ours, bundle, listener):
+    cid = ours.new_id()
+    script = "mkdir /dev/shm/d1; echo r1=$?; mkdir /dev/shm/d2; echo r2=$?; ls /dev/shm"
+    b = bundle.write(
+        ["sh", "-c", script],
+        lambda c: (
+            c["linux"].update(seccomp=_profile(listener.path)) or c.update(annotations={"k": "v"})
+        ),
+    )
+    p = ours("run", "--bundle", b, cid, check=False)
+    assert "Read-only file system" in p.stderr + p.stdout
+    assert "r1=1" in p.stdout and "r2=0" in p.stdout
+    assert "d2" in p.stdout.split() and "d1" not in p.stdout.split()
+    assert len(listener.seen) == 2
+    [st] = listener.states
+    assert st["fds"] == ["seccompFd"] and st["_nfds"] == 1
+    assert st["metadata"] == "MKDIR=/d1;anything"
+    assert st["ociVersion"] and st["pid"] > 1
+    s = st["state"]
+    assert s["id"] == cid and s["status"] == "creating" and s["pid"] == st["pid"]
+    assert s["bundle"] == b and s["annotations"] == {"k": "v"}
+
+
+def test_notify_for_exec_too(ours, bundle, listener):
+    cid = ours.new_id()
+    b = bundle.write(["sleep", "30"], lambda c: c["linux"].update(seccomp=_profile(listener.path)))
+    ours("create", "--bundle", b, cid)
+    init_pid = ours.state(cid)["pid"]
+    [st] = listener.states
+    assert st["pid"] == init_pid  # the pid the host sees, not 1
+    ours("start", cid)
+    listener.answers = [errno.EACCES]
+    p = ours("exec", cid, "mkdir", "/dev/shm/d9", check=False)
+    assert p.returncode != 0 and "Permission denied" in p.stderr + p.stdout
+    assert len(listener.states) == 2
+    ex = listener.states[1]
+    assert ex["state"]["pid"] == init_pid and ex["pid"] not in (init_pid, 1)
+    assert ex["state"]["status"] == "running"
+    ours("delete", "--force", cid)
+
+
+def test_notify_refusals(ours, bundle, tmp_path):
+    bad_profiles = {
+        "needs a listenerPath": {"defaultAction": "SCMP_ACT_ALLOW",
+                                 "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]},
+        "cannot be the default": {"defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": "/x"},
+        "cannot be used for write": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x",
+                                     "syscalls": [{"names": ["write"],
+                                                   "action": "SCMP_ACT_NOTIFY"}]},
+        "No such file": _profile(str(tmp_path / "nobody-listens")),
+    }  # fmt: skip
+    for message, profile in bad_profiles.items():
+        cid = ours.new_id()
+        b = bundle.write(["true"], lambda c, p=profile: c["linux"].update(seccomp=p))
+        p = ours("run", "--bundle", b, cid, check=False)
+        assert p.returncode != 0 and message in p.stderr, (message, p.stderr)
+    from ocibox.runtime.linux import seccomp
+
+    with pytest.raises(BundleError, match="needs a listenerPath"):
+        seccomp.Filter(bad_profiles["needs a listenerPath"])
+
+
+def test_features_list_notify():
+    from ocibox.runtime.features import features
+
+    sec = features()["linux"]["seccomp"]
+    assert "SCMP_ACT_NOTIFY" in sec["actions"]
