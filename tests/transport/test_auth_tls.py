@@ -117,3 +117,22 @@ def test_insecure_registry_from_registries_conf(image_layout, certificate, tmp_p
             ocibox_cmd("copy", "-q", "--src-tls-verify=true", dest, f"oci:{tmp_path}/b2:v1", check=False))
     finally:
         stop(server)
+
+
+def test_no_creds_ignores_stored_credentials(image_layout, htpasswd, tmp_path, no_auth_files):
+    server = start_docker_registry(tmp_path, auth=f"auth:\n  htpasswd:\n    realm: test\n    path: {htpasswd}\n")
+    try:
+        authfile = tmp_path / "auth.json"
+        ocibox_cmd("login", "--authfile", str(authfile), "-u", "alice", "-p", "s3cret", server.host)
+        src, dest = f"oci:{image_layout}:v1", server.ref("n/app:v1")
+        ocibox_cmd("copy", "-q", "--authfile", str(authfile), src, dest)
+        refused = ocibox_cmd("copy", "-q", "--authfile", str(authfile), "--dest-no-creds", src, dest, check=False)
+        assert "needs credentials" in _error(refused)
+        refused = ocibox_cmd("copy", "-q", "--authfile", str(authfile), "--src-no-creds", dest,
+                             f"oci:{tmp_path}/x:v1", check=False)
+        assert "needs credentials" in _error(refused)
+        ocibox_cmd("copy", "-q", "--authfile", str(authfile), "--retry-times", "0", dest, f"oci:{tmp_path}/y:v1")
+        both = ocibox_cmd("copy", "--dest-creds", "alice:s3cret", "--dest-no-creds", src, dest, check=False)
+        assert "exclude each other" in _error(both)
+    finally:
+        stop(server)
