@@ -351,3 +351,79 @@ def test_real_v2_pause_resume_through_cgroup_freeze(ours, bundle):
     ours("pause", cid)
     ours("delete", "--force", cid)  # thawed so that it dies
     assert not os.path.exists(v2_path)
+
+
+# --- whole containers on a unified host: this host's v2 hierarchy, seen alone --
+
+
+@pytest.fixture
+def ours_unified(tmp_path_factory):
+    """ocibox-runtime run in a private mount namespace where the host's v2 hierarchy is
+    mounted on /sys/fs/cgroup and the v1 ones are unmounted: what a unified host shows.
+    The kernel does everything for real; only the v1 controllers stay, unseen."""
+    import shutil
+    import sys
+
+    from conftest import Runtime
+
+    mp = _unified_mount()
+    if os.geteuid() != 0 or not mp or not shutil.which("unshare"):
+        pytest.skip("needs root, unshare and a cgroup v2 hierarchy")
+    wrap = ("umount -R /sys/fs/cgroup 2>/dev/null; mount -t cgroup2 cgroup2 /sys/fs/cgroup "
+            '&& exec "$0" "$@"')  # fmt: skip
+    argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c", wrap,
+            sys.executable, "-m", "ocibox.runtime.cli"]  # fmt: skip
+    rt = Runtime("ocibox-runtime (unified)", argv, tmp_path_factory.mktemp("ours-v2-root"))
+    before = open(os.path.join(mp, "cgroup.subtree_control")).read().split()
+    yield rt, mp
+    rt.cleanup()
+    for ctrl in set(open(os.path.join(mp, "cgroup.subtree_control")).read().split()) - set(before):
+        with open(os.path.join(mp, "cgroup.subtree_control"), "w") as f:
+            f.write("-" + ctrl)
+
+
+def test_real_unified_container_lifecycle(ours_unified, bundle):
+    ours, mp = ours_unified
+    cid = ours.new_id()
+    resources: dict = {
+        "devices": [{"allow": False, "access": "rwm"},
+                    {"allow": True, "type": "c", "major": 1, "minor": 11, "access": "w"}],
+        "unified": {"cgroup.max.descendants": "4"},
+    }  # fmt: skip
+    if "hugetlb" in v2.available(mp):
+        resources["hugepageLimits"] = [{"pageSize": "2MB", "limit": 2097152}]
+    kmsg = {"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11, "fileMode": 0o600}
+    b = bundle.write(["sleep", "30"],
+                     lambda c: c["linux"].update(resources=resources, devices=[kmsg]))  # fmt: skip
+    ours("run", "-d", "--bundle", b, cid)
+    st = ours.state(cid)
+    cg = os.path.join(mp, cid)
+    assert str(st["pid"]) in open(os.path.join(cg, "cgroup.procs")).read().split()
+    assert open(os.path.join(cg, "cgroup.max.descendants")).read().strip() == "4"
+    if "hugepageLimits" in resources:
+        assert open(os.path.join(cg, "hugetlb.2MB.max")).read().strip() == "2097152"
+    # No v1 cgroup was made: on a unified host there is none.
+    assert not os.path.exists(f"/sys/fs/cgroup/memory/{cid}")
+    # The device program decides what the container opens.
+    p = ours("exec", cid, "sh", "-c", "(exec 3</dev/kmsg) && echo r-ok || echo r-no", check=False)
+    assert "r-no" in p.stdout and "Operation not permitted" in p.stderr + p.stdout
+    p = ours("exec", cid, "sh", "-c", "(exec 4>/dev/kmsg) && echo w-ok || echo w-no", check=False)
+    assert "w-ok" in p.stdout
+    p = ours("exec", cid, "sh", "-c", "echo x > /dev/null && echo null-ok", check=False)
+    assert "null-ok" in p.stdout  # a default device
+    # pause and resume through cgroup.freeze
+    ours("pause", cid)
+    assert ours.state(cid)["status"] == "paused"
+    assert "frozen 1" in open(os.path.join(cg, "cgroup.events")).read()
+    ours("resume", cid)
+    assert ours.state(cid)["status"] == "running"
+    # update writes v2 files; events reads them
+    ours("update", "-r", "-", cid, input='{"unified": {"cgroup.max.descendants": "6"}}')
+    assert open(os.path.join(cg, "cgroup.max.descendants")).read().strip() == "6"
+    p = ours("update", "--memory", "64m", cid, check=False)
+    assert p.returncode != 0 and "memory controller is not available" in p.stderr
+    ev = json.loads(ours("events", "--stats", cid).stdout)
+    assert ev["type"] == "stats" and ev["data"]["pids"]["current"] >= 1
+    assert ev["data"]["cpu"]["usage"]["total"] > 0
+    ours("delete", "--force", cid)
+    assert not os.path.exists(cg)
