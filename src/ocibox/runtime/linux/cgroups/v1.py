@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 
 from ....errors import BundleError, NotImplementedYet
-from . import v2
 from .fs import device_rules, join, makedirs, remove, write
 
 
@@ -54,6 +53,8 @@ def set_resources(paths: dict[str, str], resources: dict) -> None:
         if "unified" not in paths:
             raise NotImplementedYet("linux.resources.unified: this host has no cgroup v2 "
                                     "hierarchy")  # fmt: skip
+        from . import v2
+
         v2.set_unified(paths["unified"], resources["unified"])
 
 
@@ -152,6 +153,8 @@ def _set_blkio(path: str | None, blkio: dict) -> None:
 def _set_hugetlb(paths: dict[str, str], limits: list[dict]) -> None:
     if not limits:
         return
+    from . import v2  # only when asked: create's start-up stays lean on v1 hosts
+
     path = paths.get("hugetlb")
     if path is None:
         # No v1 hugetlb hierarchy: the v2 one of a hybrid host may have the controller.
@@ -168,6 +171,10 @@ def _set_hugetlb(paths: dict[str, str], limits: list[dict]) -> None:
 
 
 def _set_rdma(paths: dict[str, str], rdma: dict) -> None:
+    if not rdma:
+        return
+    from . import v2
+
     lines = v2.rdma_lines(rdma)
     if not lines:
         return
