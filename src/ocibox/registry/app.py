@@ -271,13 +271,12 @@ class Registry:
         if digest is not None and actual != digest:
             raise E.ApiError("DIGEST_INVALID", "manifest digest does not match its content",
                              detail={"expected": digest, "actual": actual})
-        missing = self.store.missing_references(name, pushed)
+        missing = await _off_loop(self.store.publish_manifest, name, actual, data, pushed, tag)
         if missing:
             entries = [{"code": "MANIFEST_BLOB_UNKNOWN", "message": "manifest references an unknown blob or manifest",
                         "detail": {"digest": d}} for d in missing[1:]]
             raise E.ApiError("MANIFEST_BLOB_UNKNOWN", "manifest references an unknown blob or manifest",
                              detail={"digest": missing[0]}, more=entries)
-        await _off_loop(self.store.put_manifest, name, actual, data, pushed, tag)
         headers = {"Location": f"/v2/{name}/manifests/{actual}", "Docker-Content-Digest": actual}
         if pushed.subject is not None:
             headers["OCI-Subject"] = pushed.subject.digest
@@ -290,9 +289,9 @@ class Registry:
         if not self.store.repo_exists(name):
             raise E.name_unknown(name)
         if tag is not None:
-            self.store.delete_tag(name, check_tag(tag))
+            await _off_loop(self.store.delete_tag, name, check_tag(tag))
         else:
-            self.store.delete_manifest(name, digest)
+            await _off_loop(self.store.delete_manifest, name, digest)
         return web.Response(status=202)
 
     # --- blobs -------------------------------------------------------------
@@ -349,7 +348,7 @@ class Registry:
     async def start_upload(self, request: web.Request, name: str) -> web.Response:
         mount = request.query.get("mount")
         if mount is not None:
-            response = self._mount(name, check_digest(mount), request.query.get("from"))
+            response = await self._mount(name, check_digest(mount), request.query.get("from"))
             if response is not None:
                 return response
         digest = request.query.get("digest")
@@ -358,22 +357,17 @@ class Registry:
         upload = self.uploads.start(name)
         return web.Response(status=202, headers=_upload_headers(upload, 0))
 
-    def _mount(self, name: str, digest: str, source: str | None) -> web.Response | None:
+    async def _mount(self, name: str, digest: str, source: str | None) -> web.Response | None:
         if source is not None:
             check_name(source)
-            ok = self.store.has_blob(source, digest)
-        else:
-            ok = self.config.mount_without_from and self.store.blob_size(digest) is not None
-        if not ok:
+        if not await _off_loop(self.store.mount, name, digest, source, self.config.mount_without_from):
             return None  # fall back to an ordinary upload (202)
-        self.store.refresh_blob(digest)  # a gc running now keeps it, whichever repository it scanned
-        self.store.link_blob(name, digest)
         return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}",
                                                  "Docker-Content-Digest": digest})
 
     async def _monolithic(self, request: web.Request, name: str, digest: str) -> web.Response:
         upload = self.uploads.start(name)
-        async with upload.lock:
+        async with self.uploads.hold(upload):
             appender = self.uploads.writer(upload)
             try:
                 await self._receive(request, upload, appender)
@@ -439,7 +433,7 @@ class Registry:
 
     async def patch_upload(self, request: web.Request, name: str, uuid: str) -> web.Response:
         upload = self.uploads.get(name, uuid)
-        async with upload.lock:
+        async with self.uploads.hold(upload):
             appender = await _off_loop(self.uploads.writer, upload)
             try:
                 await self._receive_chunk(request, upload, appender)
@@ -451,7 +445,7 @@ class Registry:
     async def finish_upload(self, request: web.Request, name: str, uuid: str) -> web.Response:
         digest = check_digest(request.query.get("digest"))
         upload = self.uploads.get(name, uuid)
-        async with upload.lock:
+        async with self.uploads.hold(upload):
             appender = await _off_loop(self.uploads.writer, upload)
             try:
                 if request.body_exists:
@@ -468,7 +462,7 @@ class Registry:
 
     async def cancel_upload(self, request: web.Request, name: str, uuid: str) -> web.Response:
         upload = self.uploads.get(name, uuid)
-        async with upload.lock:
+        async with self.uploads.hold(upload):
             self.uploads.cancel(upload)
         return web.Response(status=204)
 

@@ -8,25 +8,55 @@
     repositories/<name>/_referrers/<alg>/<subject-hex>/<alg>-<hex>
                                                       referrer descriptor (JSON)
     repositories/<name>/_uploads/<uuid>/data          an upload in progress
+    _locks/gc.lock                                    gc sweeps vs. naming blobs
+    _locks/repositories/<name>/_manifests.lock        a repository's manifests and tags
 
 Names, tags and digests are checked by ``ocibox.registry.names`` before they
 reach this module. Content is written before the names that point at it
 (blob, then link; manifest bytes, then revision, then tag), each step atomic,
 so a crash leaves at worst unreferenced content that gc removes.
+
+Several processes may serve one root at once (replicas). Every file is
+replaced by rename, and nothing mutable is cached in memory; where a step
+reads and then writes, it holds a lock that all processes share (flock on a
+file under ``_locks``):
+
+- ``gc.lock``: naming a blob (a manifest push checking and touching what it
+  references, a mount, publishing an upload) holds it shared; gc holds it
+  exclusively while it re-checks and deletes one blob or link, so a blob is
+  never deleted between being found and being named.
+- ``<name>/_manifests.lock``: writing a manifest with its revision, referrer
+  entry and tag, and deleting a manifest (which finds and removes the tags
+  pointing at it), so a delete never removes a tag just moved elsewhere.
+
+Drivers without local files (memory) cannot be shared by processes; for them
+the locks are process-local.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import threading
+import weakref
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from .. import digest as _digest
+from .._fs import file_lock
+from ..errors import LockTimeout
 from . import errors as E
 from .manifests import PushedManifest, referrer_descriptor
 from .names import is_tag
 from .storage.base import PathNotFound, StorageDriver
 
 REPOS = "repositories"
+LOCKS = "_locks"
+# Locks of drivers without local files, per driver: every store over one driver (the server's,
+# gc's) must see the same ones.
+_THREAD_LOCKS: weakref.WeakKeyDictionary[StorageDriver, dict[str, threading.Lock]] = weakref.WeakKeyDictionary()
+_THREAD_LOCKS_GUARD = threading.Lock()
 
 
 def blob_path(digest: str) -> str:
@@ -42,6 +72,33 @@ def _digest_path(digest: str) -> str:
 class RegistryStore:
     def __init__(self, driver: StorageDriver) -> None:
         self.driver = driver
+
+    # --- locks shared by every process on the root ---------------------------
+
+    @contextlib.contextmanager
+    def lock(self, path: str, *, shared: bool = False, timeout: float = 60.0) -> Iterator[None]:
+        """Hold the lock named by ``path`` (blocking: call it off the event loop)."""
+        full = self.driver.local_path(path)
+        if full is None:
+            with _THREAD_LOCKS_GUARD:
+                lock = _THREAD_LOCKS.setdefault(self.driver, {}).setdefault(path, threading.Lock())
+            if not lock.acquire(timeout=timeout):
+                raise LockTimeout(f"timed out after {timeout:.0f}s waiting for lock {path}")
+            try:
+                yield
+            finally:
+                lock.release()
+            return
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with file_lock(full, shared=shared, timeout=timeout):
+            yield
+
+    def gc_lock(self, *, shared: bool) -> contextlib.AbstractContextManager[None]:
+        return self.lock(f"{LOCKS}/gc.lock", shared=shared)
+
+    def manifest_lock(self, name: str) -> contextlib.AbstractContextManager[None]:
+        # "_manifests.lock" can be no repository's name component, so no repository's lock dir
+        return self.lock(f"{LOCKS}/{REPOS}/{name}/_manifests.lock")
 
     # --- paths -------------------------------------------------------------
 
@@ -106,6 +163,18 @@ class RegistryStore:
 
     def link_blob(self, name: str, digest: str) -> None:
         self.driver.put_content(self.layer_link(name, digest), digest.encode())
+
+    def mount(self, name: str, digest: str, source: str | None, anywhere: bool) -> bool:
+        """Link a blob of ``source`` (or, with ``anywhere``, any blob) into ``name``."""
+        with self.gc_lock(shared=True):
+            if source is not None:
+                ok = self.has_blob(source, digest)
+            else:
+                ok = anywhere and self.blob_size(digest) is not None
+            if ok:
+                self.refresh_blob(digest)  # a gc that scanned before this keeps it
+                self.link_blob(name, digest)
+            return ok
 
     def unlink_blob(self, name: str, digest: str) -> bool:
         return self.driver.delete(self.layer_link(name, digest))
@@ -179,8 +248,21 @@ class RegistryStore:
                 missing.append(digest)
         return missing
 
+    def publish_manifest(self, name: str, digest: str, data: bytes, pushed: PushedManifest,
+                         tag: str | None) -> list[str]:
+        """Store a pushed manifest if all it references is there; else what is missing.
+
+        Blocking (locks, fsync): run it off the event loop.
+        """
+        with self.gc_lock(shared=True), self.manifest_lock(name):
+            missing = self.missing_references(name, pushed)
+            if not missing:
+                self.put_manifest(name, digest, data, pushed, tag)
+            return missing
+
     def put_manifest(self, name: str, digest: str, data: bytes, pushed: PushedManifest,
                      tag: str | None) -> None:
+        """The writes of a manifest push; the caller holds the locks (see publish_manifest)."""
         self.put_blob_bytes(digest, data)
         self.driver.put_content(self.revision_link(name, digest), pushed.media_type.encode())
         if pushed.subject is not None:
@@ -191,10 +273,15 @@ class RegistryStore:
             self.driver.put_content(self.tag_path(name, tag), digest.encode())
 
     def delete_tag(self, name: str, tag: str) -> None:
-        if not self.driver.delete(self.tag_path(name, tag)):
-            raise E.manifest_unknown(tag)
+        with self.manifest_lock(name):
+            if not self.driver.delete(self.tag_path(name, tag)):
+                raise E.manifest_unknown(tag)
 
     def delete_manifest(self, name: str, digest: str) -> None:
+        with self.manifest_lock(name):
+            self._delete_manifest(name, digest)
+
+    def _delete_manifest(self, name: str, digest: str) -> None:
         _, _, data = self.get_manifest(name, None, digest)
         for tag in self.tags(name):
             try:

@@ -7,13 +7,23 @@ on disk and the state disagree) the partial file is hashed again, which makes
 every upload resumable across restarts. Finishing verifies digest and size,
 makes the data durable and renames it into the global blob store: a blob
 appears whole or not at all.
+
+Several processes may serve one upload in turns (a chunk to one replica, the
+next to another). A request that writes holds an flock on the data file
+(``hold``), so writes to one upload never interleave, in one process or
+across several. Under that lock the bytes before the current size never
+change (data is only appended; a failed chunk is cut back to where it began),
+so a remembered hash state is still right exactly when its byte count equals
+the file's size, and it is re-hashed from the file otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
+import os
 import re
 import time
 import uuid as _uuid
@@ -23,6 +33,23 @@ from .. import digest as _digest
 from . import errors as E
 from .storage.base import Appender, PathNotFound
 from .store import RegistryStore, blob_path
+
+HOLD_TIMEOUT = 30.0  # seconds a request waits for another one writing the same upload
+
+
+def try_flock(full: str) -> int | None:
+    """An exclusive flock on an existing file: its fd, or None if another holder has it.
+
+    FileNotFoundError when the file is gone (the upload was finished or cancelled).
+    """
+    fd = os.open(full, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 STREAM_ALGORITHM = "sha256"
@@ -82,7 +109,34 @@ class Uploads:
                 self._open.pop((oldest.name, oldest.uuid), None)
         self._open[(upload.name, upload.uuid)] = upload
 
-    # --- writing (called with upload.lock held) ------------------------------
+    @contextlib.asynccontextmanager
+    async def hold(self, upload: Upload):
+        """Be the only writer of the upload, in this process and in every other one."""
+        async with upload.lock:
+            full = self.driver.local_path(self.path(upload))
+            if full is None:  # a driver no other process can share
+                yield
+                return
+            loop = asyncio.get_running_loop()
+            deadline, delay = loop.time() + HOLD_TIMEOUT, 0.002
+            while True:
+                try:
+                    fd = try_flock(full)
+                except FileNotFoundError:
+                    raise E.upload_unknown(upload.uuid) from None
+                if fd is not None:
+                    break
+                if loop.time() > deadline:
+                    raise E.ApiError("BLOB_UPLOAD_INVALID", "another request is writing this upload",
+                                     detail={"uuid": upload.uuid})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+            try:
+                yield
+            finally:
+                os.close(fd)
+
+    # --- writing (called within hold) -----------------------------------------
 
     def writer(self, upload: Upload) -> Appender:
         """Open the data file for appending, with the hash state matching it.
@@ -135,12 +189,13 @@ class Uploads:
         if actual != expected:
             raise E.ApiError("DIGEST_INVALID", "provided digest did not match uploaded content",
                              detail={"expected": expected, "actual": actual})
-        if self.store.blob_size(expected) is None:
-            appender.sync()
-            self.driver.move(self.path(upload), blob_path(expected))
-        # the data may have been written long ago: its age must not make gc take it now
-        self.store.refresh_blob(expected)
-        self.store.link_blob(upload.name, expected)
+        with self.store.gc_lock(shared=True):
+            if self.store.blob_size(expected) is None:
+                appender.sync()
+                self.driver.move(self.path(upload), blob_path(expected))
+            # the data may have been written long ago: its age must not make gc take it now
+            self.store.refresh_blob(expected)
+            self.store.link_blob(upload.name, expected)
         self.cancel(upload)
         return size
 
