@@ -393,8 +393,13 @@ def test_real_unified_container_lifecycle(ours_unified, bundle):
     if "hugetlb" in v2.available(mp):
         resources["hugepageLimits"] = [{"pageSize": "2MB", "limit": 2097152}]
     kmsg = {"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11, "fileMode": 0o600}
-    b = bundle.write(["sleep", "30"],
-                     lambda c: c["linux"].update(resources=resources, devices=[kmsg]))  # fmt: skip
+
+    def edit(c):
+        c["linux"].update(resources=resources, devices=[kmsg])
+        for kind in ("bounding", "effective", "permitted"):  # reading kmsg needs CAP_SYSLOG
+            c["process"]["capabilities"][kind].append("CAP_SYSLOG")
+
+    b = bundle.write(["sleep", "30"], edit)
     ours("run", "-d", "--bundle", b, cid)
     st = ours.state(cid)
     cg = os.path.join(mp, cid)
@@ -427,3 +432,44 @@ def test_real_unified_container_lifecycle(ours_unified, bundle):
     assert ev["data"]["cpu"]["usage"]["total"] > 0
     ours("delete", "--force", cid)
     assert not os.path.exists(cg)
+
+
+_RULE_SETS = {
+    "deny-all, allow kmsg w": [{"allow": False, "access": "rwm"},
+                               {"allow": True, "type": "c", "major": 1, "minor": 11,
+                                "access": "w"}],
+    "allow-all, deny kmsg r": [{"allow": True, "access": "rwm"},
+                               {"allow": False, "type": "c", "major": 1, "minor": 11,
+                                "access": "r"}],
+    "deny-all, allow c *:* rw": [{"allow": False, "access": "rwm"},
+                                 {"allow": True, "type": "c", "access": "rw"}],
+    "deny-all, deny null": [{"allow": False, "access": "rwm"},
+                            {"allow": False, "type": "c", "major": 1, "minor": 3,
+                             "access": "rwm"}],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(_RULE_SETS))
+def test_real_unified_devices_match_runc_v1(ours_unified, runc, bundle, name):
+    """The same device rules give the same opens under runc (v1 devices cgroup on this
+    hybrid host) and under ocibox-runtime's eBPF program (v2)."""
+    ours, _ = ours_unified
+    kmsg = {"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11, "fileMode": 0o600}
+    probe = "; ".join(f"(exec 3{op}{dev}) 2>/dev/null && echo {dev}:{m}:ok || echo {dev}:{m}:no"
+                      for dev in ("/dev/kmsg", "/dev/null", "/dev/zero")
+                      for op, m in (("<", "r"), (">", "w")))  # fmt: skip
+    rules = _RULE_SETS[name]
+
+    def edit(c):
+        c["linux"].update(resources={"devices": rules}, devices=[kmsg])
+        for kind in ("bounding", "effective", "permitted"):  # reading kmsg needs CAP_SYSLOG
+            c["process"]["capabilities"][kind].append("CAP_SYSLOG")
+
+    b = bundle.write(["sh", "-c", probe], edit)
+    out = {}
+    for rt in (runc, ours):
+        p = rt("run", "--bundle", b, rt.new_id(), check=False)
+        out[rt.name] = p.stdout.split()
+        assert p.returncode == 0, (rt.name, p.stderr)
+    assert out["runc"] == out[ours.name], out
+    assert len(out["runc"]) == 6
