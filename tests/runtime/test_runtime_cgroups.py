@@ -35,6 +35,7 @@ def test_map_runc_conversions():
     assert v2.cpu_max(20000, None) == "20000"
     assert v2.cpu_max(None, None) == ""
     assert v2.swap_max(None, 100) == ""
+    assert v2.swap_max(None, -1) == "max"
     assert v2.swap_max(-1, 100) == "max"
     assert v2.swap_max(300, 100) == "200"
     assert v2.swap_max(100, 100) == "0"  # memory+swap equal to memory: no swap

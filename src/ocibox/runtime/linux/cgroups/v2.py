@@ -99,6 +99,8 @@ def _num(value: int) -> str:
 
 def swap_max(swap: int | None, limit: int | None) -> str:
     """memory.swap.max from the spec's memory+swap ``swap`` (runc's conversion)."""
+    if not swap and limit == -1:
+        return "max"  # an unlimited memory with swap unset: both unlimited, as on v1
     if swap is None or swap == 0:
         return ""
     if swap < 0:
