@@ -127,10 +127,12 @@ def set_memory(path: str, mem: dict) -> None:
     if not (swap or limit or low):
         return
     enable(path, "memory", "linux.resources.memory")
-    if swap:
-        if not os.path.exists(os.path.join(path, "memory.swap.max")):
+    if swap and not os.path.exists(os.path.join(path, "memory.swap.max")):
+        if mem.get("swap"):
             raise NotImplementedYet("linux.resources.memory.swap: this kernel has no swap "
                                     "accounting (no memory.swap.max)")  # fmt: skip
+        swap = ""  # only implied by an unlimited memory: nothing to lift
+    if swap:
         write(path, "memory.swap.max", swap)
     if limit:
         write(path, "memory.max", limit)
