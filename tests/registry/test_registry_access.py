@@ -9,6 +9,7 @@ import urllib.parse
 
 import bcrypt
 import pytest
+from test_podman import image, podman_program, podmans  # noqa: F401 (fixtures)
 
 from conftest import OCI_MANIFEST, need, run, sha256
 from ocibox.errors import UsageError
@@ -224,3 +225,37 @@ def test_rules_need_auth():
 
     with pytest.raises(UsageError, match="access rules need auth"):
         make_guard(RegistryConfig(access=RULES))
+
+
+@pytest.mark.peer
+def test_podman_under_rules(make_server, htpasswd, podmans, image, tmp_path):  # noqa: F811 (fixtures)
+    def _refused(proc: subprocess.CompletedProcess) -> bool:
+        text = proc.stderr.lower()
+        return proc.returncode != 0 and ("denied" in text or "403" in text)  # DENIED, not a login prompt
+
+    pusher, puller = podmans
+    layout, _, image_id = image
+    server = make_server(auth="token", htpasswd=htpasswd, access=RULES, groups=GROUPS)
+    registry = f"127.0.0.1:{server.port}"
+    loaded = pusher("pull", f"oci:{layout}:v1").stdout.split()[-1]
+    pusher("login", "--tls-verify=false", "-u", "bob", "-p", "pw-bob", registry)
+    # bob may push to his own namespace, not to alice's nor to public/
+    pusher("push", "--tls-verify=false", loaded, f"docker://{registry}/bob/busybox:v1")
+    for target in ("alice/busybox:v1", "public/busybox:v1"):
+        proc = pusher("push", "--tls-verify=false", loaded, f"docker://{registry}/{target}", check=False)
+        assert _refused(proc), proc.stderr
+    assert c_tags(server, "bob/busybox") == ["v1"]
+    # alice may not pull bob's image; bob may
+    puller("login", "--tls-verify=false", "-u", "alice", "-p", "pw-alice", registry)
+    proc = puller("pull", "--tls-verify=false", f"{registry}/bob/busybox:v1", check=False)
+    assert _refused(proc), proc.stderr
+    puller("login", "--tls-verify=false", "-u", "bob", "-p", "pw-bob", registry)
+    assert "sha256:" + puller("pull", "--tls-verify=false", f"{registry}/bob/busybox:v1").stdout.split()[-1] \
+        == image_id
+
+
+def c_tags(server, name: str) -> list[str]:
+    token = _get_token(server.client, [f"repository:{name}:pull"], basic("bob"))["token"]
+    r = server.client.request("GET", f"/v2/{name}/tags/list", headers={"Authorization": f"Bearer {token}"})
+    assert r.status == 200, r.body
+    return r.json()["tags"]
