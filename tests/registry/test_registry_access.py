@@ -259,3 +259,21 @@ def c_tags(server, name: str) -> list[str]:
     r = server.client.request("GET", f"/v2/{name}/tags/list", headers={"Authorization": f"Bearer {token}"})
     assert r.status == 200, r.body
     return r.json()["tags"]
+
+
+def test_cli_access_command(tmp_path, htpasswd):
+    import sys
+
+    config = tmp_path / "rules.json"
+    config.write_text(json.dumps({"auth": "htpasswd", "htpasswd": htpasswd, "access": RULES, "groups": GROUPS}))
+    cli = [sys.executable, "-m", "ocibox.cli", "registry", "access", "--config", str(config)]
+    out = subprocess.run([*cli, "carol", "carol/x", "team/a/b", "alice/x", "public/p"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["carol/x\tpull,push,delete", "team/a/b\tpull,push", "alice/x\t-",
+                                       "public/p\tpull,push"]
+    out = subprocess.run([*cli, "anonymous", "public/p", "public/p/q"], capture_output=True, text=True, timeout=60)
+    assert out.stdout.splitlines() == ["public/p\tpull", "public/p/q\t-"]
+    config.write_text(json.dumps({"auth": "token", "access": [{"users": ["a"], "actions": ["pull"]}]}))
+    out = subprocess.run([*cli, "a", "x"], capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "needs repositories" in out.stderr and "Traceback" not in out.stderr

@@ -90,3 +90,25 @@ def gc(root: str | None, config_file: str | None, grace: float | None, upload_tt
         click.echo(f"{verb} {digest}")
     click.echo(f"{verb} {len(report.blobs_removed)} blobs ({report.bytes_freed} bytes), "
                f"{report.links_removed} links, {report.uploads_removed} uploads", err=True)
+
+
+@registry.command()
+@config_option
+@click.argument("user")
+@click.argument("repositories", nargs=-1, required=True)
+def access(config_file: str | None, user: str, repositories: tuple[str, ...]) -> None:
+    """Show what USER may do on each repository under the config's access rules.
+
+    USER "anonymous" stands for requests without credentials.
+    """
+    from ..registry.auth import ANONYMOUS, Policy
+    from ..registry.names import NAME
+
+    config = _config(config_file)
+    policy = Policy.from_settings(config.access, config.groups, config.anonymous_pull)
+    who = None if user == ANONYMOUS else user
+    for name in repositories:
+        if not NAME.fullmatch(name):
+            raise click.UsageError(f"{name!r} is not a repository name")
+        actions = policy.actions(who, name)
+        click.echo(f"{name}\t{','.join(a for a in ('pull', 'push', 'delete') if a in actions) or '-'}")
