@@ -138,3 +138,20 @@ def test_docker_archive_gets_uncompressed_layers_as_skopeo_writes(image_layout, 
 
     diff_ids = Layout.open(str(image_layout)).image("v1").config.diff_ids
     assert layer_digests(ours) == layer_digests(theirs) == list(diff_ids)
+
+
+def test_corrupt_source_blob_is_refused_on_every_path(plain_layout, tmp_path):
+    lay = Layout.open(str(plain_layout))
+    layer = lay.image("v1").manifest.layers[0]
+    path = Path(lay.blobs.path(layer.digest))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, other bytes
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+    for flags, dest in (([], f"oci:{tmp_path}/a:v1"), ([], f"dir:{tmp_path}/b"),
+                        (["--dest-compress"], f"oci:{tmp_path}/c:v1"), (["--dest-compress"], f"dir:{tmp_path}/d")):
+        proc = ocibox_cmd("copy", "-q", *flags, f"oci:{plain_layout}:v1", dest, check=False)
+        assert proc.returncode != 0 and "digest" in proc.stderr.lower() and "Traceback" not in proc.stderr, \
+            (flags, dest, proc.stderr)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+    assert not (tmp_path / "b" / "manifest.json").exists() and not (tmp_path / "d" / "manifest.json").exists()

@@ -42,3 +42,27 @@ def test_peak_rss_flat_in_layer_size(tmp_path, ocibox_registry, no_auth_files):
     assert big[0] - small[0] < 24 * 1024, peaks
     assert big[1] - small[1] < 24 * 1024, peaks
     ocibox_cmd("inspect", ocibox_registry.ref("m160/app:v1"))
+
+
+def test_six_layers_at_once_stay_small(tmp_path, busybox_rootfs):
+    """Blobs copied in parallel each hold a small buffer, not megabytes: oci: -> oci:
+    and dir: of six 16 MiB layers peak within a few MiB of a one-file image's copy;
+    compressing them holds one compressor per CPU, not per job."""
+    if not os.path.exists("/usr/bin/time"):
+        pytest.skip("/usr/bin/time is not installed")
+    tiny, six = tmp_path / "tiny", tmp_path / "six"
+    import_rootfs(Layout.init(str(tiny)), "v1", str(busybox_rootfs / "etc"), compression="none")
+    lay = Layout.init(str(six))
+    for i in range(6):
+        root = tmp_path / f"r{i}"
+        root.mkdir()
+        (root / "data").write_bytes(os.urandom(16 * MiB))
+        import_rootfs(lay, "v1", str(root), compression="none")
+    base = _peak_kib("copy", "-q", f"oci:{tiny}:v1", f"oci:{tmp_path}/t:v1")
+    plain = max(_peak_kib("copy", "-q", f"oci:{six}:v1", f"oci:{tmp_path}/o:v1"),
+                _peak_kib("copy", "-q", f"oci:{six}:v1", f"dir:{tmp_path}/d"))
+    compressed = _peak_kib("copy", "-q", "--dest-compress", f"oci:{six}:v1", f"oci:{tmp_path}/c:v1")
+    print("peak RSS KiB (tiny, six layers, six compressed):", base, plain, compressed)
+    assert plain - base < 6 * 1024, (base, plain)  # was 13 MiB more with 1 MiB buffers per blob
+    cpus = min(6, os.cpu_count() or 1)
+    assert compressed - base < (8 + 6 * cpus) * 1024, (base, compressed)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -370,8 +371,10 @@ class _Copier:
         if self._executor is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            # our own threads: the default pool also resolves host names for the HTTP client
-            self._executor = ThreadPoolExecutor(self.o.jobs, thread_name_prefix="ocibox-compress")
+            # Our own threads: the default pool also resolves host names for the HTTP client.
+            # No more than the CPUs: compression is CPU-bound, and each stream's state is MiBs.
+            workers = max(1, min(self.o.jobs, os.cpu_count() or 1))
+            self._executor = ThreadPoolExecutor(workers, thread_name_prefix="ocibox-compress")
         self._event("start", desc, 0)
         sink = self.dst.new_blob_sink()
         try:

@@ -19,9 +19,10 @@ from concurrent.futures import Executor
 
 from .. import digest as _digest
 from .. import mediatypes as mt
+from ..errors import LayerError
 from ..image.models import Descriptor
 
-CHUNK = 1 << 20
+CHUNK = 256 << 10  # six layers at once stay small
 DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 # layers whose compression a copy may change; foreign and non-distributable ones are left alone
 CHANGEABLE = frozenset({mt.OCI_LAYER, mt.OCI_LAYER_GZIP, mt.OCI_LAYER_ZSTD, DOCKER_LAYER, mt.DOCKER_LAYER_GZIP})
@@ -122,6 +123,12 @@ class _Pull:
         out, self._buf = self._buf[:n], self._buf[n:]
         return bytes(out)
 
+    def peek(self) -> bytes:
+        """The next bytes (at least the first chunk's head), left unread."""
+        if not self._buf and not self._eof:
+            self._buf = memoryview(self.read(CHUNK))
+        return bytes(self._buf[:8])
+
     def readinto(self, b) -> int:
         data = self.read(len(b))
         b[:len(data)] = data
@@ -151,14 +158,24 @@ async def transform(chunks: AsyncIterator[bytes], desc: Descriptor, have: str, w
     source = _Pull(chunks, loop, desc, what)
 
     def work() -> None:
-        reader = comp.open_reader(source, have)  # type: ignore[arg-type]
+        if have == "none":
+            # read the source as it comes (no decoder, no extra buffer), once its bytes
+            # are seen not to be compressed after all
+            reader = source
+            found = comp.detect(source.peek())
+            if found != "none":
+                raise LayerError(f"{what}: layer declared as uncompressed but its bytes are {found}-compressed",
+                                 hint="the media type in the manifest does not match the blob")
+        else:
+            reader = comp.open_reader(source, have)  # type: ignore[arg-type, assignment]
         try:
             writer = comp.open_writer(sink, want, level)
             while chunk := reader.read(CHUNK):
                 writer.write(chunk)
             writer.close()
         finally:
-            reader.close()
+            if reader is not source:
+                reader.close()
         source.drain()
 
     done = loop.run_in_executor(executor, work)

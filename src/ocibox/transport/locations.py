@@ -84,16 +84,46 @@ def _split_path_tag(rest: str, transport: str) -> tuple[str, str | None]:
     return rest, None
 
 
+FILE_CHUNK = 256 << 10  # reads from local files: small, so that six blobs at once stay small
+
+
 async def file_chunks(path: str, offset: int = 0) -> AsyncIterator[bytes]:
     with open(path, "rb") as f:
         f.seek(offset)
-        while chunk := f.read(CHUNK):
+        while chunk := f.read(FILE_CHUNK):
             yield chunk
+
+
+async def copy_file(path: str, write: Callable[[bytes], object], desc: Descriptor, what: str,
+                    progress: Progress = None) -> None:
+    """Copy a local file into ``write`` (a sink that hashes and verifies on commit) in a
+    worker thread through one reused buffer: memory is FILE_CHUNK whatever the size."""
+    loop = asyncio.get_running_loop()
+
+    def work() -> None:
+        buf = bytearray(FILE_CHUNK)
+        view = memoryview(buf)
+        total = 0
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                total += n
+                if total > desc.size:
+                    raise _digest.SizeMismatch(what, desc.size, total)
+                write(view[:n])
+                if progress:
+                    loop.call_soon_threadsafe(progress, n)
+
+    await loop.run_in_executor(None, work)
+
+
+def _write_all(write: Callable[[bytes], object], chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        write(chunk)
 
 
 async def pump(chunks: AsyncIterator[bytes], write: Callable[[bytes], object], size: int,
                what: str, progress: Progress = None) -> None:
-    """Feed ``chunks`` to ``write`` in a worker thread, 1 MiB at a time, one write in
+    """Feed ``chunks`` to ``write`` in a worker thread, about 1 MiB at a time, one write in
     flight while the next megabyte arrives: hashing and disk writes overlap the network."""
     loop = asyncio.get_running_loop()
     pending: asyncio.Future | None = None
@@ -108,16 +138,13 @@ async def pump(chunks: AsyncIterator[bytes], write: Callable[[bytes], object], s
         if progress:
             progress(len(chunk))
         if buffered >= CHUNK:
-            data = b"".join(buf)
-            buf.clear()
-            buffered = 0
             if pending is not None:
                 await pending
-            pending = loop.run_in_executor(None, write, data)
+            pending = loop.run_in_executor(None, _write_all, write, buf)
+            buf, buffered = [], 0
     if pending is not None:
         await pending
-    if buf:
-        write(b"".join(buf))
+    _write_all(write, buf)
 
 
 class _HashingFile:
@@ -189,6 +216,10 @@ class Location:
         data = b"".join(parts)
         _digest.verify_bytes(data, desc.digest, size=desc.size, what=f"{self.name}: blob {desc.digest}")
         return data
+
+    def blob_path(self, desc: Descriptor) -> str | None:
+        """The local file that holds the blob, if there is one (it is read directly)."""
+        return None
 
     # destination
     def layer_compression(self, have: str) -> str:
@@ -360,6 +391,11 @@ class OCILocation(Location):
         assert self.layout is not None
         return self.layout.read_json_blob(desc, "manifest")
 
+    def blob_path(self, desc: Descriptor) -> str | None:
+        assert self.layout is not None
+        path = self.layout.blobs.path(desc.digest)
+        return path if os.path.isfile(path) else None
+
     def blob(self, desc: Descriptor, offset: int = 0) -> AsyncIterator[bytes]:
         assert self.layout is not None
         path = self.layout.blobs.path(desc.digest)
@@ -410,7 +446,11 @@ class OCILocation(Location):
         assert self.layout is not None
         what = f"{source.name}: blob {desc.digest}"
         with self.layout.blobs.writer(_digest.parse(desc.digest)[0]) as w:
-            await pump(source.blob(desc), w.write, desc.size, what, progress)
+            path = source.blob_path(desc)
+            if path is not None:
+                await copy_file(path, w.write, desc, what, progress)
+            else:
+                await pump(source.blob(desc), w.write, desc.size, what, progress)
             await asyncio.get_running_loop().run_in_executor(
                 None, lambda: w.commit(desc.digest, desc.size, what=what))
 
@@ -523,6 +563,10 @@ class DirLocation(Location):
         _digest.verify_bytes(data, desc.digest, size=desc.size, what=f"{self.name}: manifest")
         return data
 
+    def blob_path(self, desc: Descriptor) -> str | None:
+        path = self._blob_path(desc.digest)
+        return path if os.path.isfile(path) else None
+
     def blob(self, desc: Descriptor, offset: int = 0) -> AsyncIterator[bytes]:
         path = self._blob_path(desc.digest)
         if not os.path.exists(path):
@@ -536,7 +580,11 @@ class DirLocation(Location):
         f = _HashingFile(self._blob_path(desc.digest))
         what = f"{source.name}: blob {desc.digest}"
         try:
-            await pump(source.blob(desc), f.write, desc.size, what, progress)
+            path = source.blob_path(desc)
+            if path is not None:
+                await copy_file(path, f.write, desc, what, progress)
+            else:
+                await pump(source.blob(desc), f.write, desc.size, what, progress)
             f.commit(desc.digest, desc.size, what)
         finally:
             f.abort()
