@@ -77,6 +77,19 @@ def test_all_capability_sets(runc, ours, bundle):
     assert "CapAmb:\t0000000000000001" in mine
 
 
+def test_ambient_without_inheritable_is_dropped_as_runc_does(runc, ours, bundle):
+    # what `runc spec` writes: ambient capabilities and no inheritable set
+    caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+
+    def edit(cfg):
+        cfg["process"]["capabilities"] = {
+            "bounding": caps, "effective": caps, "permitted": caps, "ambient": caps}
+
+    theirs, mine = _both(runc, ours, bundle, "grep ^Cap /proc/self/status", edit)
+    assert mine == theirs
+    assert "CapAmb:\t0000000000000000" in mine and "CapPrm:\t0000000020000420" in mine
+
+
 def test_hostname_sysctl_oom_rlimits(runc, ours, bundle):
     def edit(cfg):
         cfg["hostname"] = "box-7"

@@ -43,6 +43,16 @@ def parse(caps: dict | None, warn=None) -> dict[str, int]:
                 continue
             mask |= 1 << num
         out[which] = mask
+    # The kernel raises an ambient capability only if it is also permitted and
+    # inheritable. `runc spec` lists ambient ones with no inheritable set, and
+    # runc then runs the process without them: do the same, but say so.
+    stray = out["ambient"] & ~(out["inheritable"] & out["permitted"])
+    if stray:
+        out["ambient"] &= ~stray
+        if warn:
+            names = ", ".join(_name(c) for c in range(stray.bit_length()) if stray >> c & 1)
+            warn(f"process.capabilities.ambient: ignoring {names}: an ambient capability "
+                 "must also be in the permitted and inheritable sets")
     return out
 
 
