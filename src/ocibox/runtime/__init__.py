@@ -8,7 +8,7 @@
   ``build_process`` and ``exec_process``; ``stats``: ``update`` and ``stats``.
 - ``process``: the forked intermediate and init processes; ``hooks``.
 - ``linux``: namespaces, mounts, rootfs, devices, capabilities, rlimits,
-  seccomp, cgroups (v1), console, and the libc calls behind them.
+  seccomp, cgroups (v1, v2 and hybrid; eBPF device programs), console, and the libc calls behind them.
 - ``cli``: ``ocibox-runtime``, runc's command line.
 
 Nothing is imported here on purpose: ``ocibox-runtime state`` must start fast,
