@@ -216,3 +216,25 @@ def test_token_servers_started_together_share_one_key(tmp_path):
             assert r.status == 404, r.body  # accepted; the repository is just not there
     finally:
         _stop(*(p for p, _ in procs))
+
+
+
+def test_lock_held_elsewhere_is_429(make_server, tmp_path):
+    """A lock another process holds past lock_timeout: TOOMANYREQUESTS with Retry-After, nothing named."""
+    server = make_server(lock_timeout=0.3)
+    c = server.client
+    config = c.push_blob(NAME, b"{}")
+    manifest = _manifest(config, [])
+    lock_file = Path(server.config.root) / "_locks" / "gc.lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, time\n"
+                               f"f = open({str(lock_file)!r}, 'a'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+                               "print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline().strip() == b"held"  # as gc holds it while it deletes a blob
+        r = c.push_manifest(NAME, "v1", manifest)
+        assert r.status == 429 and r.codes == ["TOOMANYREQUESTS"] and r.headers["Retry-After"] == "1"
+        assert c.request("GET", f"/v2/{NAME}/manifests/v1").status == 404
+    finally:
+        holder.kill()
+        holder.wait()
+    assert c.push_manifest(NAME, "v1", manifest).status == 201

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from .. import digest as _digest
 from .. import mediatypes as mt
-from ..errors import UsageError
+from ..errors import LockTimeout, UsageError
 from . import errors as E
 from . import manifests
 from .auth import Guard, Htpasswd, OAuthError, Policy, Scope, TokenIssuer
@@ -80,7 +80,8 @@ class Registry:
 
     def __init__(self, config: RegistryConfig, driver: StorageDriver | None = None) -> None:
         self.config = config
-        self.store = RegistryStore(driver or FilesystemDriver(config.root, durable=config.durable))
+        self.store = RegistryStore(driver or FilesystemDriver(config.root, durable=config.durable),
+                                   lock_timeout=config.lock_timeout)
         self.uploads = Uploads(self.store)
         self.guard = make_guard(config)
         self.routes: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
@@ -471,6 +472,10 @@ class Registry:
 async def _errors(request: web.Request, handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except LockTimeout as e:
+        # another process (a replica, gc) held a lock of the storage root for too long
+        e = E.ApiError("TOOMANYREQUESTS", "the registry is busy: " + e.message, headers={"Retry-After": "1"})
+        return web.Response(status=e.status, body=e.body(), headers=e.headers, content_type="application/json")
     except E.ApiError as e:
         return web.Response(status=e.status, body=e.body(), headers=e.headers,
                             content_type="application/json")

@@ -22,6 +22,7 @@ names below (``-`` and ``_`` are interchangeable), all optional::
     token_ttl = 300          # seconds an access token lives (at least 60)
     refresh_token_ttl = 0    # seconds a refresh token lives; 0 = until the password changes
     referrers_page = 1000    # referrers in one page when the client sends no n
+    lock_timeout = 60        # seconds a request waits for a lock held by another server or gc (then 429)
     tls_cert = "/etc/ocibox/cert.pem"   # serve HTTPS when both are set
     tls_key = "/etc/ocibox/key.pem"
 
@@ -88,6 +89,7 @@ class RegistryConfig:
     access: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # access rules
     groups: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     referrers_page: int = 1000  # referrers in one page when the client asks for no n
+    lock_timeout: float = 60.0  # seconds to wait for a storage lock (another server, gc): then 429
     tls_cert: str = ""
     tls_key: str = ""
 

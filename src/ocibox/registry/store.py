@@ -70,14 +70,19 @@ def _digest_path(digest: str) -> str:
 
 
 class RegistryStore:
-    def __init__(self, driver: StorageDriver) -> None:
+    def __init__(self, driver: StorageDriver, *, lock_timeout: float = 60.0) -> None:
         self.driver = driver
+        self.lock_timeout = lock_timeout
 
     # --- locks shared by every process on the root ---------------------------
 
     @contextlib.contextmanager
-    def lock(self, path: str, *, shared: bool = False, timeout: float = 60.0) -> Iterator[None]:
-        """Hold the lock named by ``path`` (blocking: call it off the event loop)."""
+    def lock(self, path: str, *, shared: bool = False, timeout: float | None = None) -> Iterator[None]:
+        """Hold the lock named by ``path`` (blocking: call it off the event loop).
+
+        Waits ``timeout`` seconds (default: the store's lock_timeout), then raises LockTimeout.
+        """
+        timeout = self.lock_timeout if timeout is None else timeout
         full = self.driver.local_path(path)
         if full is None:
             with _THREAD_LOCKS_GUARD:
