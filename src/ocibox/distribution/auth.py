@@ -13,7 +13,7 @@ import json
 import os
 import re
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .._fs import atomic_write
 from ..errors import OciboxError
@@ -27,6 +27,9 @@ class AuthError(OciboxError):
 class Credentials:
     username: str
     password: str
+    # an OAuth2 refresh token ("identitytoken" in auth.json, or a credential helper's
+    # secret for the user "<token>"): bearer tokens are then fetched with it
+    identity_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def parse(cls, text: str) -> Credentials:
@@ -93,14 +96,19 @@ def _normalise(key: str) -> str:
 def _from_entry(entry: dict, path: str) -> Credentials | None:
     if not isinstance(entry, dict):
         return None
+    token = entry.get("identitytoken") or None
+    if token is not None and not isinstance(token, str):
+        raise AuthError(f"{path}: malformed identitytoken entry")
     if entry.get("auth"):
         try:
             user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
             raise AuthError(f"{path}: malformed auth entry") from None
-        return Credentials(user, password)
+        return Credentials(user, password, token)
     if entry.get("username"):
-        return Credentials(entry["username"], entry.get("password", ""))
+        return Credentials(entry["username"], entry.get("password", ""), token)
+    if token:
+        return Credentials("", "", token)
     return None
 
 
@@ -116,6 +124,8 @@ def _helper(name: str, registry: str) -> Credentials | None:
         return None  # "credentials not found in native keychain"
     try:
         d = json.loads(proc.stdout)
+        if d["Username"] == "<token>":  # docker's convention for an identity token
+            return Credentials("", "", d["Secret"])
         return Credentials(d["Username"], d["Secret"])
     except (ValueError, KeyError, TypeError):
         raise AuthError(f"credential helper {program} printed malformed output") from None

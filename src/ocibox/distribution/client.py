@@ -1,4 +1,4 @@
-"""A client of the OCI Distribution Specification (v1.1), on aiohttp.
+"""A client of the OCI Distribution Specification (v1.1), on ocibox's own HTTP/1.1 client.
 
 One ``Registry`` talks to one registry host: it pings ``/v2/``, answers
 authentication challenges (Basic, or Bearer tokens fetched per scope and
@@ -15,18 +15,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import ssl
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import aiohttp
-
 from .. import digest as _digest
 from .. import mediatypes as mt
 from ..errors import BlobNotFound, InvalidObject, NotFound, OciboxError, ReferenceNotFound
+from . import _http
+from ._http import Response
 from .auth import AuthError, Challenge, Credentials, lookup, parse_challenges
 from .options import Fetched, Options
 from .reference import check_repository
@@ -37,8 +36,8 @@ ACCEPT_MANIFESTS = ", ".join([mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST_
                               mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_V1_SIGNED])
 USER_AGENT = "ocibox"
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-_NET_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError,
-               ConnectionError)
+# dropped, refused or reset connections, short bodies and timeouts: worth a retry
+_NET_ERRORS = (ConnectionError, TimeoutError)
 
 
 class RegistryError(OciboxError):
@@ -60,18 +59,29 @@ def _is_local(host: str) -> bool:
     return h in ("localhost", "127.0.0.1", "[::1]") or h.startswith("127.")
 
 
-def _ssl_context(host: str, options: Options) -> ssl.SSLContext | bool:
-    if not options.tls_verify:
-        return False
+def _cert_dirs(host: str, options: Options) -> list[str]:
     if options.cert_dir and not os.path.isdir(options.cert_dir):
         raise TLSError(f"{host}: certificate directory {options.cert_dir} does not exist")
     dirs = [options.cert_dir] if options.cert_dir else [
         f"/etc/containers/certs.d/{host}", f"/etc/docker/certs.d/{host}",
         os.path.expanduser(f"~/.config/containers/certs.d/{host}")]
-    dirs = [d for d in dirs if d and os.path.isdir(d)]
-    if not dirs:
-        return True  # aiohttp's own verifying context, made once at import: no second CA load
-    ctx = ssl.create_default_context()
+    return [d for d in dirs if d and os.path.isdir(d)]
+
+
+def _ssl_context(host: str, options: Options):
+    """The TLS context for this registry, made on the first https connection only
+    (loading the system's CAs costs tens of milliseconds): the system's CAs plus
+    the cert dir's ``*.crt``, its ``*.cert``/``*.key`` pairs as client
+    certificates; without verification when the registry is insecure."""
+    import ssl
+
+    dirs = _cert_dirs(host, options)
+    if options.tls_verify:
+        ctx = ssl.create_default_context()
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
     for d in dirs:
         for name in sorted(os.listdir(d)):
             path = os.path.join(d, name)
@@ -110,7 +120,7 @@ class Registry:
             from .registries import is_insecure
 
             self.options = replace(self.options, tls_verify=not is_insecure(self.host))
-        self._session: aiohttp.ClientSession | None = None
+        self._http: _http.Pool | None = None
         self._base: str | None = None
         self._tokens: dict[str, _Token] = {}
         self._challenge: Challenge | None = None
@@ -126,20 +136,17 @@ class Registry:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
-    def _sess(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=32, ssl=_ssl_context(self.host, self.options))
-            self._session = aiohttp.ClientSession(
-                connector=connector, headers={"User-Agent": USER_AGENT},
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=30,
-                                              sock_read=self.options.timeout),
-                auto_decompress=False, read_bufsize=1 << 20,
-                trust_env=True)  # HTTP(S)_PROXY and NO_PROXY, as skopeo honours them
-        return self._session
+    def _pool(self) -> _http.Pool:
+        if self._http is None:
+            _cert_dirs(self.host, self.options)  # a missing --cert-dir fails now, not at the first https
+            self._http = _http.Pool(limit=32, ssl_context=lambda: _ssl_context(self.host, self.options),
+                                    connect_timeout=30, read_timeout=self.options.timeout,
+                                    user_agent=USER_AGENT)
+        return self._http
 
     def _creds(self, repository: str | None) -> Credentials | None:
         if self.options.creds is not None:
@@ -168,8 +175,8 @@ class Registry:
                 base = f"{scheme}://{self.host}"
                 try:
                     for attempt in range(o.retries + 1):
-                        async with self._sess().get(f"{base}/v2/", allow_redirects=False) as r:
-                            await r.read()
+                        r = await self._pool().request("GET", f"{base}/v2/", follow_redirects=False)
+                        await _drain(r)
                         if r.status not in _RETRY_STATUS or attempt == o.retries:
                             break
                         await asyncio.sleep(o.backoff * 2 ** attempt)
@@ -180,10 +187,10 @@ class Registry:
                                             status=r.status)
                     self._base = base
                     return base
-                except aiohttp.ClientConnectorCertificateError as e:
-                    raise TLSError(f"{self.host}: TLS certificate not trusted: {e.certificate_error}",
+                except _http.CertificateError as e:
+                    raise TLSError(f"{self.host}: TLS certificate not trusted: {e}",
                                    hint="pass --cert-dir with the CA's .crt, or --tls-verify=false") from None
-                except (TimeoutError, aiohttp.ClientSSLError, aiohttp.ClientConnectionError) as e:
+                except (TimeoutError, ConnectionError, _http.HTTPError) as e:
                     last = e
             what = f"{type(last).__name__}: {last}" if last else "no scheme"
             raise RegistryError(f"{self.host}: registry unreachable ({what})",
@@ -206,7 +213,7 @@ class Registry:
             return None
         creds = self._creds(repository)
         if c.scheme == "basic":
-            if creds is None:
+            if creds is None or (creds.identity_token and not creds.username):
                 raise AuthError(f"{self.host}: registry needs credentials",
                                 hint=f"run: ocibox login {self.host}, or pass --creds USER:PASSWORD")
             return creds.basic()
@@ -221,22 +228,41 @@ class Registry:
         return token.header
 
     async def _fetch_token(self, c: Challenge, scopes: list[str], creds: Credentials | None) -> _Token:
+        """A bearer token for ``scopes`` from the challenge's realm: a GET with Basic
+        credentials, or with an identity token from auth.json the OAuth2 POST
+        (grant_type=refresh_token), as containers/image does."""
         realm = c.params.get("realm")
         if not realm:
             raise AuthError(f"{self.host}: Bearer challenge without a realm")
         query: list[tuple[str, str]] = []
+        oauth = creds is not None and bool(creds.identity_token)
+        if oauth:
+            query += [("grant_type", "refresh_token"), ("refresh_token", creds.identity_token),
+                      ("client_id", "containers/image")]
         if c.params.get("service"):
             query.append(("service", c.params["service"]))
         for s in scopes:
             query.append(("scope", s))
-        headers = {"Authorization": creds.basic()} if creds else {}
+        form = urllib.parse.urlencode(query)
         try:
-            async with self._sess().get(realm, params=query, headers=headers) as r:
-                body = await r.read()
-        except _NET_ERRORS as e:
+            if oauth:
+                r = await self._pool().request(
+                    "POST", realm, body=form.encode(),
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+            else:
+                headers = {"Authorization": creds.basic()} if creds else {}
+                sep = "&" if "?" in realm else "?"
+                r = await self._pool().request("GET", f"{realm}{sep}{form}" if form else realm,
+                                               headers=headers)
+            try:
+                body = await r.read(MANIFEST_MAX)
+            finally:
+                await r.aclose()
+        except (*_NET_ERRORS, _http.HTTPError) as e:
             raise RegistryError(f"{self.host}: token server {realm} unreachable: {e}") from None
-        if r.status in (401, 403):
-            who = f"user {creds.username!r}" if creds else "anonymous access"
+        if r.status in (400, 401, 403):
+            who = ("the identity token from the auth file" if oauth
+                   else f"user {creds.username!r}" if creds else "anonymous access")
             raise AuthError(f"{self.host}: authentication failed for {who} (token server said {r.status})",
                             hint=f"check the credentials (ocibox login {self.host}, or --creds)")
         if r.status != 200:
@@ -244,26 +270,31 @@ class Registry:
         try:
             d = json.loads(body)
             tok = d.get("token") or d["access_token"]
-            expires_in = int(d.get("expires_in") or 60)
-        except (ValueError, KeyError, TypeError):
+            if not isinstance(tok, str) or not tok:
+                raise ValueError
+            expires_in = int(d.get("expires_in") or 0)
+            issued_at = d.get("issued_at")
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise AuthError(f"{self.host}: token server sent a malformed answer") from None
-        # renew a little early; the spec's minimum lifetime is 60 s
-        return _Token(f"Bearer {tok}", time.monotonic() + max(expires_in - 10, 5))
+        return _Token(f"Bearer {tok}", time.monotonic() + _token_lifetime(expires_in, issued_at))
 
     async def request(self, method: str, path: str, *, repository: str | None = None,
                       actions: str = "pull", extra_scopes: tuple[str, ...] = (),
                       headers: dict[str, str] | None = None, data: Any = None,
                       params: Any = None, ok: tuple[int, ...] = (200,),
                       retry: bool = True, stream: bool = False,
-                      allow_redirects: bool = True) -> aiohttp.ClientResponse:
+                      allow_redirects: bool = True) -> Response:
         """One request with auth and retries; ``data`` may be a zero-arg callable
         returning a fresh body (so that a retry can resend it).
 
-        The response is returned unread when ``stream`` is true (caller releases
-        it), otherwise read. Statuses outside ``ok`` raise ``RegistryError``.
+        The response is returned unread when ``stream`` is true (the caller reads
+        it, and ``aclose``s it if it stops early), otherwise read. Statuses outside
+        ``ok`` raise ``RegistryError``.
         """
         base = await self.ping()
         url = path if path.startswith(("http://", "https://")) else base + path
+        if params:
+            url += ("&" if "?" in url else "?") + urllib.parse.urlencode(params)
         scopes = ([f"repository:{repository}:{actions}"] if repository else []) + list(extra_scopes)
         attempts = self.options.retries + 1 if retry else 1
         forced = False
@@ -278,30 +309,35 @@ class Registry:
                 h["Authorization"] = auth
             body = data() if callable(data) else data
             try:
-                r = await self._sess().request(method, url, headers=h, data=body, params=params,
-                                               allow_redirects=allow_redirects)
-            except aiohttp.ClientConnectorCertificateError as e:
-                raise TLSError(f"{self.host}: TLS certificate not trusted: {e.certificate_error}") from None
+                r = await self._pool().request(method, url, headers=h, body=body,
+                                               follow_redirects=allow_redirects)
+            except _http.CertificateError as e:
+                raise TLSError(f"{self.host}: TLS certificate not trusted: {e}") from None
             except _NET_ERRORS as e:
                 if attempt + 1 < attempts:
                     await asyncio.sleep(self.options.backoff * 2 ** attempt)
                     continue
                 raise RegistryError(f"{self.host}: {method} {path}: connection failed: {e or type(e).__name__}") from None
-            except (aiohttp.ClientError, ValueError) as e:  # bad URL in a Location, redirect loops
-                raise RegistryError(f"{self.host}: {method} {path}: {type(e).__name__}: {e}") from None
+            except _http.HTTPError as e:  # a malformed answer, a bad Location, a proxy refusing
+                raise RegistryError(f"{self.host}: {method} {path}: {e}") from None
             if r.status == 401:
-                body_bytes = await r.read()
-                r.release()
+                body_bytes = await _drain(r)
                 challenge = self._pick_challenge(r.headers.get("WWW-Authenticate"))
                 if not forced and challenge is not None:
+                    # a new challenge (an expired or revoked token, or a wider scope
+                    # asked for): fetch a fresh token for it, once
                     self._challenge = challenge
+                    for s in (challenge.params.get("scope") or "").split():
+                        if s not in scopes:
+                            scopes.append(s)
                     forced = True
                     attempt -= 1  # answering a challenge is not a retry
                     continue
                 who = self._creds(repository)
                 msg, _ = _error_message(401, body_bytes)
                 as_who = (" with the given registry token" if self.options.registry_token
-                          else f" as {who.username!r}" if who else " (no credentials)")
+                          else f" as {who.username!r}" if who and who.username
+                          else " with an identity token" if who else " (no credentials)")
                 raise AuthError(
                     f"{self.host}: {method} {path}: unauthorized{as_who}: {msg}",
                     hint=f"check the credentials (ocibox login {self.host}, or --creds USER:PASSWORD)")
@@ -309,18 +345,15 @@ class Registry:
                 delay = self.options.backoff * 2 ** attempt
                 if r.status == 429 and (ra := r.headers.get("Retry-After", "")).isdigit():
                     delay = min(float(ra), 30.0)
-                r.release()
+                await r.aclose()
                 await asyncio.sleep(delay)
                 continue
             if r.status not in ok:
-                body_bytes = await r.read()
-                r.release()
+                body_bytes = await _drain(r)
                 msg, codes = _error_message(r.status, body_bytes)
-                cls = RegistryError
-                raise cls(f"{self.host}: {method} {path}: {msg}", status=r.status, codes=codes)
+                raise RegistryError(f"{self.host}: {method} {path}: {msg}", status=r.status, codes=codes)
             if not stream:
-                await r.read()
-                r.release()
+                await _drain(r)
             return r
         raise RegistryError(f"{self.host}: {method} {path}: gave up after {attempts} attempts")
 
@@ -342,12 +375,12 @@ class Registry:
             if (r.content_length or 0) > MANIFEST_MAX:
                 raise InvalidObject(f"{self.host}/{repository}@{reference}", "size",
                                     f"{r.content_length} bytes is over the {MANIFEST_MAX >> 20} MiB limit")
-            data = await _read_limited(r, MANIFEST_MAX + 1)
+            data = await r.read(MANIFEST_MAX + 1)
             if len(data) > MANIFEST_MAX:
                 raise InvalidObject(f"{self.host}/{repository}@{reference}", "size",
                                     f"over the {MANIFEST_MAX >> 20} MiB limit")
         finally:
-            r.release()
+            await r.aclose()
         media_type = (r.headers.get("Content-Type") or "").split(";")[0].strip()
         if not media_type or media_type in ("application/json", "text/plain"):
             try:
@@ -441,7 +474,7 @@ class Registry:
                     cr = r.headers.get("Content-Range", "")
                     if not cr.startswith(f"bytes {position}-"):
                         raise RegistryError(f"{self.host}: blob {dig}: bad Content-Range {cr!r}")
-                async for chunk in r.content.iter_chunked(CHUNK):
+                async for chunk in r.iter_chunks(CHUNK):
                     if skip:
                         if len(chunk) <= skip:
                             skip -= len(chunk)
@@ -456,14 +489,16 @@ class Registry:
                 if size is None or position >= size:
                     return
                 # fewer bytes than promised and a clean end: treat as a drop
-                raise aiohttp.ClientPayloadError("response ended early")
+                raise _http.ConnectionDropped("response ended early")
             except _NET_ERRORS as e:
                 failures += 1
                 if failures > self.options.retries:
                     raise RegistryError(f"{self.host}: blob {dig}: download failed at byte {position}: {e}") from None
                 await asyncio.sleep(self.options.backoff * 2 ** (failures - 1))
+            except _http.HTTPError as e:  # a malformed body (bad chunk framing)
+                raise RegistryError(f"{self.host}: blob {dig}: {e}") from None
             finally:
-                r.release()
+                await r.aclose()
 
     async def fetch_blob(self, repository: str, dig: str, size: int | None, sink,
                          progress: Callable[[int], None] | None = None) -> None:
@@ -494,11 +529,11 @@ class Registry:
 
     # --- uploads -----------------------------------------------------------
 
-    def _location(self, r: aiohttp.ClientResponse, path: str) -> str:
+    def _location(self, r: Response, path: str) -> str:
         loc = r.headers.get("Location")
         if not loc:
             raise RegistryError(f"{self.host}: upload answer without a Location header")
-        return urllib.parse.urljoin(str(r.url), loc)
+        return urllib.parse.urljoin(r.url, loc)
 
     async def mount_blob(self, repository: str, dig: str, source_repository: str) -> bool:
         """Cross-repository mount; True when the registry linked the blob."""
@@ -649,9 +684,9 @@ class Registry:
                     raise NotFound(f"{self.host}/{repository}: repository not found") from None
                 raise
             try:
-                body = await _read_limited(r, MANIFEST_MAX * 4)
+                body = await r.read(MANIFEST_MAX * 4)
             finally:
-                r.release()
+                await r.aclose()
             try:
                 tags.extend(json.loads(body).get("tags") or [])
             except (ValueError, AttributeError):
@@ -666,8 +701,10 @@ class Registry:
         try:
             r = await self.request("GET", f"/v2/{repository}/referrers/{dig}",
                                    repository=repository, params=params, stream=True)
-            body = await _read_limited(r, MANIFEST_MAX + 1)
-            r.release()
+            try:
+                body = await r.read(MANIFEST_MAX + 1)
+            finally:
+                await r.aclose()
             if (r.headers.get("Content-Type") or "").startswith(mt.OCI_INDEX):
                 manifests = json.loads(body).get("manifests") or []
                 if artifact_type and "OCI-Filters-Applied" not in r.headers:
@@ -687,18 +724,37 @@ class Registry:
         return manifests
 
 
-async def _read_limited(r: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body up to ``limit`` bytes (StreamReader.read(n) returns what has arrived,
-    not n bytes: loop to the end)."""
-    parts: list[bytes] = []
-    total = 0
-    while total < limit:
-        chunk = await r.content.read(limit - total)
-        if not chunk:
-            break
-        parts.append(chunk)
-        total += len(chunk)
-    return b"".join(parts)
+async def _drain(r: Response, limit: int = 1 << 20) -> bytes:
+    """A small body (an error, an answer to a PUT) read, and the response closed."""
+    try:
+        return await r.read(limit)
+    finally:
+        await r.aclose()
+
+
+def _token_lifetime(expires_in: int, issued_at: Any) -> float:
+    """Seconds to keep a bearer token: ``expires_in`` (at least 60, the spec's
+    minimum) counted from ``issued_at`` when the server gives it, renewed a
+    little before the end."""
+    lifetime = float(max(expires_in, 60))
+    if isinstance(issued_at, str) and issued_at:
+        from datetime import datetime
+
+        text = issued_at.strip().replace("Z", "+00:00").replace("z", "+00:00")
+        head, dot, rest = text.partition(".")
+        if dot:  # Go writes nanoseconds; Python takes up to microseconds
+            digits = len(rest) - len(rest.lstrip("0123456789"))
+            text = f"{head}.{rest[:min(digits, 6)]}{rest[digits:]}"
+        try:
+            issued = datetime.fromisoformat(text).timestamp()
+        except ValueError:
+            issued = None
+        if issued is not None:
+            # a token issued in the past has less time left; clocks that disagree
+            # never make it last longer than expires_in
+            lifetime = min(lifetime, issued + lifetime - time.time())
+    margin = min(10.0, lifetime / 10)
+    return max(lifetime - margin, 0.0)
 
 
 def _next_link(header: str | None) -> str | None:
