@@ -73,13 +73,13 @@ def create(
         os.mkfifo(fifo, 0o622)
         os.chmod(fifo, 0o622)  # past the umask: an init that is not root must open it
         ic.fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
-        on_intermediate = None
+        on_cgroups = None
         resources = (config.get("linux") or {}).get("resources")
         cgroups_path = (config.get("linux") or {}).get("cgroupsPath")
         if resources or cgroups_path:
             from .linux import cgroups
 
-            def on_intermediate(pid: int) -> None:
+            def on_cgroups(pid: int) -> None:
                 paths, made = cgroups.apply(cid, cgroups_path, resources or {}, pid)
                 cgroup_paths.update(paths)
                 cgroup_created.extend(made)
@@ -96,7 +96,7 @@ def create(
             return state
 
         ic.close_in_child = (container.create_lock,)  # or the init would hold it for ever
-        init_pid = process.spawn(ic, subreaper=subreaper, on_intermediate=on_intermediate,
+        init_pid = process.spawn(ic, subreaper=subreaper, on_cgroups=on_cgroups,
                                  on_hooks=on_hooks)  # fmt: skip
         found = proc_start_time(init_pid)
         if found is None:

@@ -4,16 +4,26 @@ No re-exec: the runtime forks itself.
 
     runtime (parent) --fork--> intermediate --fork--> init (pid 1 of the new pid namespace)
 
-The intermediate joins and creates the namespaces (a new pid namespace only
-applies to children, hence the second fork; a new user namespace needs the
-parent to write its id maps). The init builds the root filesystem, applies the
+The intermediate joins namespaces by path and creates the user, pid and time
+ones (a new pid namespace only applies to children, hence the second fork; a
+new user namespace needs the parent to write its id maps). The init builds the root filesystem, applies the
 process settings, reports "ready", then blocks opening ``exec.fifo`` for
 writing until ``start`` opens it, and execs the user program.
 
 Two pipes carry the sync protocol, one short line per message:
 
-    parent -> intermediate:  go | mapped
-    children -> parent:      userns | pid N | ready | error MESSAGE
+    parent -> children:  mapped | cgrouped | hooked STATE
+    children -> parent:  userns | pid N | hooks | ready | error MESSAGE
+
+The cgroups are joined while the init is already at work. On a kernel with
+cgroup v1 the first write to a cgroup.procs waits ~12 ms for an RCU grace
+period. So the intermediate makes only the namespaces that apply to children
+(user, pid, time) and forks the init at once; the parent moves the init into
+its cgroups (``pid N`` -> ``cgrouped``) while the init makes its other
+namespaces and mounts the root filesystem. The init waits for ``cgrouped``
+before anything that depends on its cgroup: a new cgroup namespace (unshared
+then, so that it is rooted at the container's cgroup), cgroup mounts, device
+nodes, the hooks, and the exec.
 """
 
 from __future__ import annotations
@@ -59,6 +69,7 @@ class InitConfig:
         self.no_new_keyring = False
         self.close_in_child: tuple[int, ...] = ()
         self.keyring_name: str | None = None
+        self.cgroups = False  # whether the init waits for the parent to join its cgroups
         self.state: dict | None = None  # the spec's state while creating (a seccomp listener's)
 
 
@@ -150,16 +161,17 @@ def _io_priority(prio: dict) -> None:
 # --- the parent's side ---------------------------------------------------------
 
 
-def spawn(ic: InitConfig, *, subreaper: bool = False, on_intermediate=None, on_hooks=None) -> int:
+def spawn(ic: InitConfig, *, subreaper: bool = False, on_cgroups=None, on_hooks=None) -> int:
     """Fork the container; return the init's host pid once it is ready and waiting.
 
-    ``on_intermediate(pid)`` runs before the children go on (cgroups are joined
-    there, so that a new cgroup namespace is rooted at the container's cgroup).
+    ``on_cgroups(init_pid)`` joins the container's cgroups while the init goes on
+    with its own setup; it waits for them where it must (see the module's doc).
     ``on_hooks(init_pid)`` runs the runtime-side create hooks when the init asks,
     and returns the state to hand to the init's own hooks.
     """
     if subreaper:
         sc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+    ic.cgroups = on_cgroups is not None
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
     pid = os.fork()
@@ -171,17 +183,20 @@ def spawn(ic: InitConfig, *, subreaper: bool = False, on_intermediate=None, on_h
     ready = False
     hooks_wanted = False
     error = None
+    lines = _lines(from_child_r)
     try:
-        if on_intermediate:
-            on_intermediate(pid)
-        os.write(to_child_w, b"go\n")
-        for line in _lines(from_child_r):
+        for line in lines:
             verb, _, arg = line.partition(" ")
             if verb == "userns":
                 _write_id_maps(pid, ic.config["linux"])
-                os.write(to_child_w, b"mapped\n")
+                _send(to_child_w, b"mapped\n")
             elif verb == "pid":
                 init_pid = int(arg)
+                if on_cgroups is not None:
+                    error = _join_cgroups(on_cgroups, init_pid, lines)
+                    if error:
+                        break
+                    _send(to_child_w, b"cgrouped\n")
             elif verb == "hooks":
                 hooks_wanted = True
             elif verb == "ready":
@@ -192,7 +207,7 @@ def spawn(ic: InitConfig, *, subreaper: bool = False, on_intermediate=None, on_h
             if hooks_wanted and init_pid:
                 hooks_wanted = False
                 state = on_hooks(init_pid) if on_hooks else {}
-                os.write(to_child_w, b"hooked " + json.dumps(state).encode() + b"\n")
+                _send(to_child_w, b"hooked " + json.dumps(state).encode() + b"\n")
             if ready and init_pid:
                 break
         else:
@@ -223,6 +238,30 @@ def _lines(fd: int):
         while b"\n" in buf:
             line, buf = buf.split(b"\n", 1)
             yield line.decode(errors="replace")
+
+
+def _send(fd: int, msg: bytes) -> None:
+    """A message to the children; if they are gone, their error (or EOF) is read next."""
+    try:
+        os.write(fd, msg)
+    except BrokenPipeError:
+        pass
+
+
+def _join_cgroups(on_cgroups, init_pid: int, lines) -> str | None:
+    """Run ``on_cgroups``; if it fails because the init already failed, return the init's error."""
+    try:
+        on_cgroups(init_pid)
+    except (OciboxError, OSError):
+        # The init may have died of its own error meanwhile (and the move then
+        # fails for want of a process): its message says more than ours.
+        _kill(init_pid)
+        for line in lines:
+            verb, _, arg = line.partition(" ")
+            if verb == "error":
+                return arg.replace("\\n", "\n")
+        raise
+    return None
 
 
 def _write_id_maps(pid: int, linux: dict) -> None:
@@ -291,8 +330,6 @@ def _read_line(fd: int) -> str:
 
 
 def _intermediate(ic: InitConfig, rfd: int, wfd: int) -> None:
-    if _read_line(rfd) != "go":
-        raise OciboxError("unexpected message from the runtime")
     ns = ic.namespaces
     fds = nsmod.open_joins(ns)
     nsmod.join(fds)
@@ -303,9 +340,10 @@ def _intermediate(ic: InitConfig, rfd: int, wfd: int) -> None:
             raise OciboxError("user namespace was not mapped")
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
-    rest = ns.new & ~sc.CLONE_NEWUSER
-    if rest:
-        nsmod.unshare(rest)
+    # Only what takes effect in children is made here; the init makes the rest
+    # itself, so that the parent learns its pid (and starts on the cgroups) sooner.
+    if ns.new & _FOR_CHILDREN:
+        nsmod.unshare(ns.new & _FOR_CHILDREN)
     offsets = (ic.config.get("linux") or {}).get("timeOffsets")
     if offsets:
         _time_offsets(offsets, ns.new & sc.CLONE_NEWTIME)
@@ -321,6 +359,12 @@ def _intermediate(ic: InitConfig, rfd: int, wfd: int) -> None:
         finally:
             os._exit(code)
     os.write(wfd, f"pid {pid}\n".encode())
+
+
+# Namespaces that unshare gives to the caller's children, not to the caller.
+_FOR_CHILDREN = sc.CLONE_NEWPID | sc.CLONE_NEWTIME
+# Those the init makes for itself; the cgroup one once it is in its cgroups.
+_FOR_INIT = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWNET
 
 
 def _time_offsets(offsets: dict, new_timens: int) -> None:
@@ -354,6 +398,14 @@ def _personality(p: dict) -> None:
         raise BundleError(f"config.json: linux.personality {domain}: {e.strerror}") from None
 
 
+def _enter_cgroups(ic: InitConfig, rfd: int) -> None:
+    """Wait until the parent has moved us into our cgroups; then make the cgroup namespace."""
+    if ic.cgroups and _read_line(rfd) != "cgrouped":
+        raise OciboxError("unexpected message from the runtime")
+    if ic.namespaces.new & sc.CLONE_NEWCGROUP:
+        nsmod.unshare(sc.CLONE_NEWCGROUP)
+
+
 def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
     """The container's init: build the environment, wait for start, exec."""
     cfg = ic.config
@@ -361,6 +413,8 @@ def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
     linux = cfg.get("linux") or {}
     ns = ic.namespaces
     in_userns = ns.has("user")
+    if ns.new & _FOR_INIT:
+        nsmod.unshare(ns.new & _FOR_INIT)
     os.setsid()
     if not ic.no_new_keyring:
         try:
@@ -389,6 +443,7 @@ def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
         linux.get("devices") or [],
         propagation=linux.get("rootfsPropagation", ""),
         in_userns=in_userns,
+        before_cgroups=lambda: _enter_cgroups(ic, rfd),
     )
     cwd = process.get("cwd") or "/"
     if not cwd.startswith("/"):

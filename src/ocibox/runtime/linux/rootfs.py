@@ -38,8 +38,14 @@ def prepare(
     *,
     propagation: str = "",
     in_userns: bool = False,
+    before_cgroups=None,
 ) -> None:
-    """Mount everything under ``rootfs`` (still seen from the host's paths)."""
+    """Mount everything under ``rootfs`` (still seen from the host's paths).
+
+    ``before_cgroups()`` is called once, before the first cgroup mount or else
+    after the last mount, and before any device node is made: what comes
+    after it depends on the process's cgroups (and cgroup namespace).
+    """
     if propagation not in _ROOT_PROPAGATION:
         raise BundleError(f"config.json: linux.rootfsPropagation: unknown value {propagation!r}")
     sc.mount(None, "/", None, _ROOT_PROPAGATION[propagation] or (sc.MS_SLAVE | sc.MS_REC))
@@ -50,10 +56,16 @@ def prepare(
     except OSError:
         pass
     dev_is_bind = False
+    pending = before_cgroups
     for m in mounts:
+        if pending is not None and m.type in ("cgroup", "cgroup2"):
+            pending()
+            pending = None
         mnt.mount_in(rootfs, m)
         if m.destination.rstrip("/") == "/dev" and m.is_bind:
             dev_is_bind = True
+    if pending is not None:
+        pending()
     if not dev_is_bind:
         old = os.umask(0)
         try:
