@@ -474,8 +474,9 @@ async def _errors(request: web.Request, handler) -> web.StreamResponse:
         return await handler(request)
     except LockTimeout as e:
         # another process (a replica, gc) held a lock of the storage root for too long
-        e = E.ApiError("TOOMANYREQUESTS", "the registry is busy: " + e.message, headers={"Retry-After": "1"})
-        return web.Response(status=e.status, body=e.body(), headers=e.headers, content_type="application/json")
+        busy = E.ApiError("TOOMANYREQUESTS", "the registry is busy: " + e.message, headers={"Retry-After": "1"})
+        return web.Response(status=busy.status, body=busy.body(), headers=busy.headers,
+                            content_type="application/json")
     except E.ApiError as e:
         return web.Response(status=e.status, body=e.body(), headers=e.headers,
                             content_type="application/json")

@@ -464,7 +464,7 @@ class Guard:
                     or not hmac.compare_digest(str(claims.get("fpr")), self.issuer.fingerprint(user, secret))):
                 raise OAuthError("invalid_grant", "the refresh token is invalid, expired or revoked")
         else:
-            raise OAuthError("unsupported_grant_type", f"grant_type {grant!r} is not supported",)
+            raise OAuthError("unsupported_grant_type", f"grant_type {grant!r} is not supported")
         body, granted = self._grant(user, scopes)
         body["scope"] = _scope_text(granted)
         if refresh is not None:
