@@ -6,7 +6,14 @@ are served), ``wrong`` (blob bytes of the right length but other content),
 ``basic`` (Basic auth, user/secret), ``bearer`` (token flow with scopes),
 ``mediatype`` (manifests served with an unknown Content-Type), ``flaky`` (the
 first two requests of each path answer 503), ``ratelimit`` (the first request of
-each path answers 429 with Retry-After: 1), ``norange`` (Range ignored).
+each path answers 429 with Retry-After: 1), ``norange`` (Range ignored),
+``oauth`` (with ``bearer``: the token endpoint also takes the OAuth2 POST
+grant_type=refresh_token with refresh_token "refresh-secret"), ``revoke`` (with
+``bearer``: the tokens issued so far are revoked after the first manifest GET,
+which then answers 401 with error="invalid_token").
+
+Tokens are "good-token", then "good-token-2", ...; ``token_expires_in`` and
+``token_issued_ago`` (seconds before now, as issued_at) shape the token answers.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import asyncio
 import base64
 import json
 import threading
+import time
 from collections import Counter
 
 from aiohttp import web
@@ -31,6 +39,10 @@ class FakeRegistry:
         self.hits: Counter = Counter()
         self.tokens_issued: list[list[str]] = []
         self.auth_seen: list[str] = []
+        self.valid_tokens = {"good-token"}
+        self.oauth_forms: list[dict[str, str]] = []
+        self.token_expires_in = 300
+        self.token_issued_ago: float | None = None
         self.next_link: str | None = None  # a Link: rel="next" for the tag list
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -77,22 +89,41 @@ class FakeRegistry:
         if "basic" in self.faults:
             return header == "Basic " + base64.b64encode(b"user:secret").decode()
         if "bearer" in self.faults:
-            return header == "Bearer good-token"
+            return header.startswith("Bearer ") and header[7:] in self.valid_tokens
         return True
 
-    def _challenge(self) -> web.Response:
+    def _challenge(self, request: web.Request) -> web.Response:
         if "basic" in self.faults:
             value = 'Basic realm="fake"'
         else:
             value = f'Bearer realm="http://{self.host}/token",service="fake"'
+            if request.headers.get("Authorization", "").startswith("Bearer "):
+                value += ',error="invalid_token"'
         return web.json_response({"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]},
                                  status=401, headers={"WWW-Authenticate": value})
 
     async def token(self, request: web.Request) -> web.Response:
+        if request.method == "POST" and "oauth" in self.faults:
+            form = await request.post()
+            self.oauth_forms.append({k: ",".join(form.getall(k)) for k in form})
+            self.tokens_issued.append(form.getall("scope", []))
+            if form.get("grant_type") != "refresh_token" or form.get("refresh_token") != "refresh-secret":
+                return web.json_response({"error": "invalid_grant"}, status=400)
+            return web.json_response({"access_token": self._issue(), "expires_in": self.token_expires_in})
         self.tokens_issued.append(request.query.getall("scope", []))
         if request.headers.get("Authorization") != "Basic " + base64.b64encode(b"user:secret").decode():
             return web.json_response({"details": "bad credentials"}, status=401)
-        return web.json_response({"token": "good-token", "expires_in": 300})
+        answer = {"token": self._issue(), "expires_in": self.token_expires_in}
+        if self.token_issued_ago is not None:
+            answer["issued_at"] = time.strftime("%Y-%m-%dT%H:%M:%S.123456789Z",
+                                                time.gmtime(time.time() - self.token_issued_ago))
+        return web.json_response(answer)
+
+    def _issue(self) -> str:
+        n = len(self.tokens_issued)
+        token = "good-token" if n <= 1 else f"good-token-{n}"
+        self.valid_tokens.add(token)
+        return token
 
     # --- registry ----------------------------------------------------------------
 
@@ -107,7 +138,9 @@ class FakeRegistry:
             return web.json_response({"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]},
                                      status=429, headers={"Retry-After": "1"})
         if not self._authorized(request):
-            return self._challenge()
+            return self._challenge(request)
+        if "revoke" in self.faults and "/manifests/" in path and self.hits[path] == 1:
+            self.valid_tokens.clear()  # revoked after this answer
         if path == "/v2/":
             return web.json_response({})
         parts = path.split("/")

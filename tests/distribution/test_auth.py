@@ -103,3 +103,22 @@ def test_malformed_file_is_one_clear_error(no_auth_files, monkeypatch, tmp_path)
     monkeypatch.setenv("REGISTRY_AUTH_FILE", str(bad))
     with pytest.raises(AuthError, match="unreadable credentials file"):
         auth.lookup("reg.example")
+
+
+def test_identity_tokens_from_auth_file_and_helper(no_auth_files, tmp_path, monkeypatch):
+    auth_file = tmp_path / "auth.json"
+    auth_file.write_text(json.dumps({"auths": {
+        "only-token.example": {"identitytoken": "rt-1"},
+        "both.example": {"auth": _b64("u:p"), "identitytoken": "rt-2"},
+    }, "credHelpers": {"helper.example": "fake"}}))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(auth_file))
+    assert auth.lookup("only-token.example") == Credentials("", "", "rt-1")
+    assert auth.lookup("both.example").identity_token == "rt-2"
+    assert "rt-2" not in repr(auth.lookup("both.example"))
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    helper = bindir / "docker-credential-fake"
+    helper.write_text('#!/bin/sh\necho \'{"Username":"<token>","Secret":"rt-3"}\'\n')
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    assert auth.lookup("helper.example") == Credentials("", "", "rt-3")
