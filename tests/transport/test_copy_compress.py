@@ -155,3 +155,17 @@ def test_corrupt_source_blob_is_refused_on_every_path(plain_layout, tmp_path):
             (flags, dest, proc.stderr)
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
     assert not (tmp_path / "b" / "manifest.json").exists() and not (tmp_path / "d" / "manifest.json").exists()
+
+
+def test_compression_is_reproducible_whatever_the_source(plain_layout, ocibox_registry, tmp_path, no_auth_files):
+    """The same layer compresses to the same blob from a file and from a registry's stream
+    (other chunk boundaries): a second push finds its blobs present."""
+    ocibox_cmd("copy", "-q", "--preserve-digests", f"oci:{plain_layout}:v1", ocibox_registry.ref("u/app:v1"))
+    ocibox_cmd("copy", "-q", "--dest-compress", f"oci:{plain_layout}:v1", f"oci:{tmp_path}/a:v1")
+    ocibox_cmd("copy", "-q", "--dest-compress", ocibox_registry.ref("u/app:v1"), f"oci:{tmp_path}/b:v1")
+    a, b = (Layout.open(str(tmp_path / x)).image("v1").manifest.layers for x in "ab")
+    assert [x.digest for x in a] == [x.digest for x in b]
+    first = ocibox_cmd("copy", f"oci:{plain_layout}:v1", ocibox_registry.ref("g/app:v1"))
+    again = ocibox_cmd("copy", f"oci:{plain_layout}:v1", ocibox_registry.ref("g/app:v1"))
+    assert "compressed with gzip" in first.stderr
+    assert "blobs copied" in again.stderr and "(0 blobs copied, 2 present)" in again.stderr, again.stderr

@@ -76,6 +76,10 @@ def test_referrers_through_api_tag_schema_and_layouts(signed_layout, ocibox_regi
     listed = referrers(ocibox_registry, "a/app", image.digest)
     assert [(d["digest"], d["artifactType"]) for d in listed] == [(sbom.digest, SBOM_TYPE)]
     assert [d["digest"] for d in referrers(ocibox_registry, "a/app", sbom.digest)] == [sig.digest]
+    # another repository of the same registry (blobs mounted, referrers through the API)
+    ocibox_cmd("copy", "-q", "--referrers", ocibox_registry.ref("a/app:v1"), ocibox_registry.ref("c/app:v1"))
+    assert [d["digest"] for d in referrers(ocibox_registry, "c/app", image.digest)] == [sbom.digest]
+    assert [d["digest"] for d in referrers(ocibox_registry, "c/app", sbom.digest)] == [sig.digest]
     # without --referrers nothing but the image goes
     ocibox_cmd("copy", "-q", f"oci:{layout}:v1", ocibox_registry.ref("plain/app:v1"))
     assert referrers(ocibox_registry, "plain/app", image.digest) == []

@@ -389,6 +389,7 @@ class _Copier:
                 sink.finish()
                 if await self.dst.has_blob(new):
                     self.result.blobs_skipped += 1
+                    want = "skipped: already exists"
                 else:
                     await self.dst.put_blob(new, _FileSource(sink.path, new))
                     self.result.blobs_copied += 1
@@ -399,8 +400,11 @@ class _Copier:
                 sink.discard()
         self.result.bytes_copied += new_size
         self._event("done", desc, desc.size)
-        verb = "decompressed" if want == "none" else f"compressed with {want}"
-        self.report(f"Copying blob {_short(desc.digest)} done ({verb}: {_short(new_digest)}, {_human(new_size)})")
+        if want.startswith("skipped"):
+            self.report(f"Copying blob {_short(desc.digest)} (as {_short(new_digest)}) {want}")
+        else:
+            verb = "decompressed" if want == "none" else f"compressed with {want}"
+            self.report(f"Copying blob {_short(desc.digest)} done ({verb}: {_short(new_digest)}, {_human(new_size)})")
         return new
 
 

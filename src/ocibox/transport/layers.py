@@ -148,6 +148,17 @@ class _Pull:
             raise _digest.DigestMismatch(self._what, self._desc.digest, actual)
 
 
+def _fill(reader, view: memoryview) -> int:
+    """Read into ``view`` until it is full or the stream ends."""
+    n = 0
+    while n < len(view):
+        got = reader.readinto(view[n:])
+        if not got:
+            break
+        n += got
+    return n
+
+
 async def transform(chunks: AsyncIterator[bytes], desc: Descriptor, have: str, want: str,
                     level: int | None, sink, executor: Executor, what: str) -> tuple[str, int]:
     """Stream ``chunks`` (the blob ``desc``, compressed as ``have``) into ``sink``
@@ -170,8 +181,12 @@ async def transform(chunks: AsyncIterator[bytes], desc: Descriptor, have: str, w
             reader = comp.open_reader(source, have)  # type: ignore[arg-type, assignment]
         try:
             writer = comp.open_writer(sink, want, level)
-            while chunk := reader.read(CHUNK):
-                writer.write(chunk)
+            buf = bytearray(CHUNK)
+            view = memoryview(buf)
+            # whole blocks whatever the source's chunks: isal's output depends on the
+            # writes' boundaries, and a layer must compress to the same digest every time
+            while n := _fill(reader, view):
+                writer.write(view[:n])
             writer.close()
         finally:
             if reader is not source:
