@@ -238,3 +238,58 @@ def test_lock_held_elsewhere_is_429(make_server, tmp_path):
         holder.kill()
         holder.wait()
     assert c.push_manifest(NAME, "v1", manifest).status == 201
+
+
+def test_push_and_delete_of_one_manifest_through_two_servers(tmp_path):
+    """One server pushes a manifest (with a subject) under a tag again and again; the other deletes it.
+
+    Afterwards no tag points at a deleted manifest, and the referrers list it exactly when it exists.
+    """
+    root = tmp_path / "data"
+    a, port_a = _serve(root)
+    b, port_b = _serve(root)
+    pusher, deleter = Client(port_a), Client(port_b)
+    try:
+        subject_digest, subject = pusher.push_image(NAME, "base")
+        config = pusher.push_blob(NAME, b"{}")
+        versions = []
+        for i in range(2):
+            m = json.loads(_manifest(config, []))
+            m["subject"] = {"mediaType": OCI_MANIFEST, "digest": subject_digest, "size": len(subject)}
+            m["annotations"] = {"v": str(i)}
+            versions.append(json.dumps(m).encode())
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def push() -> None:
+            n = 0
+            while not stop.is_set():
+                r = pusher.push_manifest(NAME, f"t{n % 3}", versions[n % 2])
+                if r.status != 201:
+                    errors.append(AssertionError(r.body))
+                n += 1
+
+        def delete() -> None:
+            while not stop.is_set():
+                r = deleter.request("DELETE", f"/v2/{NAME}/manifests/{sha256(versions[0])}")
+                if r.status not in (202, 404):
+                    errors.append(AssertionError(r.body))
+
+        threads = [threading.Thread(target=push), threading.Thread(target=delete)]
+        for t in threads:
+            t.start()
+        time.sleep(4)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert not errors, errors[:3]
+        tags = pusher.request("GET", f"/v2/{NAME}/tags/list").json()["tags"]
+        for tag in tags:
+            r = deleter.request("GET", f"/v2/{NAME}/manifests/{tag}")
+            assert r.status == 200, f"tag {tag} points at a deleted manifest"
+        listed = {d["digest"] for d in pusher.request("GET", f"/v2/{NAME}/referrers/{subject_digest}").json()["manifests"]}
+        for data in versions:
+            exists = pusher.request("HEAD", f"/v2/{NAME}/manifests/{sha256(data)}").status == 200
+            assert (sha256(data) in listed) == exists
+    finally:
+        _stop(a, b)
