@@ -83,8 +83,10 @@ class _Cancelled(Exception):
 
 
 class _Pull:
-    """A blocking reader, for a worker thread, of an async byte stream on ``loop``;
-    it checks size and digest against ``desc`` once the stream ends."""
+    """A blocking reader, for a worker thread, of an async byte stream on ``loop``.
+
+    Bytes are hashed as they are handed out, so the check against ``desc`` at the
+    end covers what the decoder actually consumed."""
 
     def __init__(self, chunks: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop,
                  desc: Descriptor, what: str) -> None:
@@ -93,6 +95,7 @@ class _Pull:
         self._hash = _digest.hasher(_digest.parse(desc.digest)[0])
         self._size = 0
         self._eof = False
+        self._verified = False
         self.cancelled = False
 
     async def _next(self) -> bytes | None:
@@ -101,33 +104,37 @@ class _Pull:
         except StopAsyncIteration:
             return None
 
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        if self.cancelled:
-            raise _Cancelled
-        if not self._buf and not self._eof:
+    def _fill_buffer(self) -> None:
+        while not self._buf and not self._eof:
+            if self.cancelled:
+                raise _Cancelled
             chunk = asyncio.run_coroutine_threadsafe(self._next(), self._loop).result()
             if chunk is None:
                 self._eof = True
-                self._verify()
             else:
-                self._hash.update(chunk)
-                self._size += len(chunk)
-                if self._size > self._desc.size:
-                    raise _digest.SizeMismatch(self._what, self._desc.size, self._size)
                 self._buf = memoryview(chunk)
-        if n is None or n < 0:
-            n = len(self._buf)
-        out, self._buf = self._buf[:n], self._buf[n:]
-        return bytes(out)
+
+    def readable(self) -> bool:
+        return True
 
     def peek(self) -> bytes:
-        """The next bytes (at least the first chunk's head), left unread."""
-        if not self._buf and not self._eof:
-            self._buf = memoryview(self.read(CHUNK))
+        """The next bytes (up to 8), left unread."""
+        self._fill_buffer()
         return bytes(self._buf[:8])
+
+    def read(self, n: int = -1) -> bytes:
+        self._fill_buffer()
+        if n is None or n < 0:
+            n = len(self._buf)
+        out, self._buf = bytes(self._buf[:n]), self._buf[n:]
+        if out:
+            self._hash.update(out)
+            self._size += len(out)
+            if self._size > self._desc.size:
+                raise _digest.SizeMismatch(self._what, self._desc.size, self._size)
+        elif self._eof and not self._verified:
+            self._verify()
+        return out
 
     def readinto(self, b) -> int:
         data = self.read(len(b))
@@ -135,12 +142,12 @@ class _Pull:
         return len(data)
 
     def drain(self) -> None:
-        """Read what the decompressor left (nothing, for a well-formed layer) and verify."""
-        while not self._eof:
-            self._buf = memoryview(b"")
-            self.read(CHUNK)
+        """Read what the decoder left (nothing, for a well-formed layer) and verify all."""
+        while self.read(CHUNK):
+            pass
 
     def _verify(self) -> None:
+        self._verified = True
         if self._size != self._desc.size:
             raise _digest.SizeMismatch(self._what, self._desc.size, self._size)
         actual = f"{_digest.parse(self._desc.digest)[0]}:{self._hash.hexdigest()}"
