@@ -145,3 +145,27 @@ def test_token_ttl_floor(tmp_path):
     path.write_text('auth = "token"\ntoken_ttl = 30\n')
     with pytest.raises(UsageError, match="at least 60"):
         load_config(str(path))
+
+
+def test_htpasswd_changes_apply_while_serving(make_server, htpasswd):
+    """A new password for bob in the running server: old password and old refresh tokens stop working."""
+    c = make_server(auth="token", htpasswd=str(htpasswd)).client
+    refresh = post(c, grant_type="password", username="bob", password="b0b", service="ocibox",
+                   client_id="t", access_type="offline").json()["refresh_token"]
+    basic = {"Authorization": "Basic " + base64.b64encode(b"bob:b0b").decode()}
+    assert c.request("GET", "/token?service=ocibox", headers=basic).status == 200
+    lines = htpasswd.read_text().splitlines()
+    replacement = htpasswd.with_name("htpasswd.new")
+    replacement.write_text(f"{lines[0]}\nbob:{_hash('n3w')}\ndave:{_hash('d')}\n")
+    replacement.replace(htpasswd)  # as htpasswd(1) and config tools do: a new file renamed over
+    assert c.request("GET", "/token?service=ocibox", headers=basic).status == 401
+    r = post(c, grant_type="refresh_token", refresh_token=refresh, service="ocibox", client_id="t")
+    assert r.status == 400 and r.json()["error"] == "invalid_grant"
+    assert post(c, grant_type="password", username="bob", password="n3w", service="ocibox",
+                client_id="t").status == 200
+    assert post(c, grant_type="password", username="dave", password="d", service="ocibox",
+                client_id="t").status == 200
+    # a broken file keeps the last good users
+    htpasswd.write_text("dave:$apr1$md5$hash\n")
+    assert post(c, grant_type="password", username="dave", password="d", service="ocibox",
+                client_id="t").status == 200

@@ -61,16 +61,29 @@ class Scope:
 
 
 class Htpasswd:
-    """An htpasswd file of bcrypt hashes (``htpasswd -B``); other schemes are refused."""
+    """An htpasswd file of bcrypt hashes (``htpasswd -B``); other schemes are refused.
+
+    The file is read again when it changes (another inode, size or mtime), so
+    users added, removed or given a new password take effect without a restart,
+    in every server that reads it. A file that became unreadable or invalid
+    keeps the last good entries (and says why in the log).
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self.users: dict[str, bytes] = {}
+        self._ok: dict[bytes, float] = {}
+        self._stamp: tuple[int, int, int] | None = None
+        self.users: dict[str, bytes] = self._read()
+
+    def _read(self) -> dict[str, bytes]:
+        path = self.path
         try:
             with open(path, encoding="utf-8") as f:
+                st = os.fstat(f.fileno())
                 lines = f.read().splitlines()
         except OSError as e:
             raise UsageError(f"cannot read htpasswd file {path}: {e.strerror}") from None
+        users = {}
         for number, line in enumerate(lines, 1):
             line = line.strip()
             if not line or line.startswith("#"):
@@ -79,14 +92,35 @@ class Htpasswd:
             if not sep or not hashed.startswith(("$2y$", "$2a$", "$2b$")):
                 raise UsageError(f"{path}:{number}: only bcrypt entries are supported",
                                  hint="create them with: htpasswd -B FILE USER")
-            self.users[user] = hashed.encode()
-        self._ok: dict[bytes, float] = {}
+            users[user] = hashed.encode()
+        self._stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+        return users
+
+    def refresh(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return
+        if (st.st_ino, st.st_size, st.st_mtime_ns) == self._stamp:
+            return
+        try:
+            self.users = self._read()
+        except UsageError as e:
+            import logging
+
+            logging.getLogger("ocibox.registry").warning("htpasswd not reloaded: %s", e.message)
+            self._stamp = (st.st_ino, st.st_size, st.st_mtime_ns)  # say it once per change
+
+    def entry(self, user: str) -> bytes | None:
+        """The user's bcrypt hash as the file has it now."""
+        self.refresh()
+        return self.users.get(user)
 
     def check(self, user: str, password: str) -> bool:
         """bcrypt is slow on purpose; a success is remembered for a minute (keyed by a hash)."""
         import bcrypt
 
-        hashed = self.users.get(user)
+        hashed = self.entry(user)
         if hashed is None:
             return False
         key = hashlib.sha256(user.encode() + b"\0" + password.encode() + b"\0" + hashed).digest()
@@ -425,7 +459,7 @@ class Guard:
         return self.issuer.issue(user, granted), granted
 
     def _secret(self, user: str) -> bytes | None:
-        return self.htpasswd.users.get(user) if self.htpasswd is not None else None
+        return self.htpasswd.entry(user) if self.htpasswd is not None else None
 
     def token(self, authorization: str | None, scopes: list[Scope], offline: bool = False) -> dict:
         """GET /token: what the (possibly anonymous) user may have of each scope.
