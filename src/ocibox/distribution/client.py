@@ -77,7 +77,7 @@ def _ssl_context(host: str, options: Options):
 
     dirs = _cert_dirs(host, options)
     if options.tls_verify:
-        ctx = ssl.create_default_context()
+        ctx = _http.system_context()
     else:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
