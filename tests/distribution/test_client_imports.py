@@ -1,0 +1,35 @@
+"""Start-up: the registry commands never import aiohttp (~120 ms of imports and SSL
+contexts); the client speaks HTTP through ocibox.distribution._http."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from fake_registry import FakeRegistry
+
+CODE = """
+import runpy, sys
+sys.argv = ["ocibox", *sys.argv[1:]]
+try:
+    runpy.run_module("ocibox.cli", run_name="__main__", alter_sys=True)
+except SystemExit as e:
+    assert not e.code, f"exit {e.code}"
+assert "aiohttp" not in sys.modules, "aiohttp was imported"
+assert "ocibox.distribution._http" in sys.modules
+"""
+
+
+@pytest.mark.parametrize("command", ["copy", "inspect", "list-tags", "sync"])
+def test_registry_commands_do_not_import_aiohttp(image_layout, tmp_path, no_auth_files, command):
+    with FakeRegistry(str(image_layout)) as fake:
+        args = {
+            "copy": ["copy", "-q", f"docker://{fake.host}/test/app:v1", f"oci:{tmp_path}/out:v1"],
+            "inspect": ["inspect", f"docker://{fake.host}/test/app:v1"],
+            "list-tags": ["list-tags", f"docker://{fake.host}/test/app"],
+            "sync": ["sync", "-q", "--src", "docker", "--dest", "dir", f"{fake.host}/test/app", str(tmp_path / "s")],
+        }[command]
+        proc = subprocess.run([sys.executable, "-c", CODE, *args], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert any(p.endswith("/tags/list" if command == "list-tags" else "/manifests/v1") for _, p, _ in fake.log)
