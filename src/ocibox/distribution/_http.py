@@ -587,8 +587,7 @@ class Pool:
             else:
                 w.write(head)
                 w.write(body)
-            async with asyncio.timeout(timeout):
-                await w.drain()
+            await _drain(w, timeout)
             return
         w.write(head)
         declared = _declared_length(headers)
@@ -605,14 +604,23 @@ class Pool:
                 if sent > declared:
                     raise ProtocolError(f"request body longer than its Content-Length {declared}")
                 w.write(chunk)
-            async with asyncio.timeout(timeout):
-                await w.drain()
+            await _drain(w, timeout)
         if declared is None:
             w.write(b"0\r\n\r\n")
         elif sent != declared:
             raise ProtocolError(f"request body of {sent} bytes, but Content-Length said {declared}")
+        await _drain(w, timeout)
+
+
+async def _drain(w: _Stream, timeout: float) -> None:
+    """Wait while the socket's send buffer is full (a no-op when it is not)."""
+    if not w._write_paused and not w._lost:
+        return
+    try:
         async with asyncio.timeout(timeout):
             await w.drain()
+    except TimeoutError:
+        raise Timeout(f"sending the request stalled for {timeout:g} s") from None
 
 
 def _declared_length(headers: dict[str, str]) -> int | None:
