@@ -68,3 +68,17 @@ def test_local_copies_do_not_import_the_http_client(image_layout, tmp_path):
             "assert 'aiohttp' not in sys.modules, 'aiohttp imported'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_copy_options_are_not_changed_by_a_copy(image_layout, tmp_path):
+    """One CopyOptions for several copies (as sync does): an oci: destination's OCI format
+    does not leak into the next copy, which keeps the Docker source's format."""
+    from ocibox.transport import CopyOptions, copy
+
+    ocibox_cmd("copy", "-q", "--format", "v2s2", f"oci:{image_layout}:v1", f"dir:{tmp_path}/docker")
+    options = CopyOptions()
+    copy(f"dir:{tmp_path}/docker", f"oci:{tmp_path}/oci:v1", options)
+    assert options.format is None
+    copy(f"dir:{tmp_path}/docker", f"dir:{tmp_path}/again", options)
+    assert json.loads((tmp_path / "again" / "manifest.json").read_bytes())["mediaType"] == \
+        "application/vnd.docker.distribution.manifest.v2+json"

@@ -115,11 +115,19 @@ def test_dest_compress_decompress_and_level(plain_layout, tmp_path):
     ocibox_cmd("copy", "-q", f"dir:{tmp_path}/plain-dir", f"oci:{tmp_path}/back:v1")
     assert Layout.open(str(tmp_path / "back")).resolve("v1").digest == Layout.open(
         str(plain_layout)).resolve("v1").digest
-    # zstd into a Docker schema2 manifest is refused in one line
+    # zstd for a Docker schema2 image: refused in one line (as skopeo 1.9), unless converted to OCI
     ocibox_cmd("copy", "-q", "--format", "v2s2", f"oci:{plain_layout}:v1", f"dir:{tmp_path}/docker")
-    proc = ocibox_cmd("copy", "--dest-compress-format", "zstd", f"dir:{tmp_path}/docker",
-                      f"dir:{tmp_path}/z", check=False)
-    assert proc.returncode != 0 and "cannot name zstd layers" in proc.stderr
+    proc = ocibox_cmd("copy", "--dest-compress-format", "zstd", f"dir:{tmp_path}/docker", f"dir:{tmp_path}/z",
+                      check=False)
+    assert proc.returncode != 0 and "cannot name zstd layers" in proc.stderr and "--format oci" in proc.stderr
+    assert not (tmp_path / "z" / "manifest.json").exists()
+    ocibox_cmd("copy", "-q", "--format", "oci", "--dest-compress-format", "zstd", f"dir:{tmp_path}/docker",
+               f"dir:{tmp_path}/z")
+    z = json.loads((tmp_path / "z" / "manifest.json").read_bytes())
+    assert z["mediaType"] == mt.OCI_MANIFEST and [x["mediaType"] for x in z["layers"]] == [mt.OCI_LAYER_ZSTD]
+    proc = ocibox_cmd("copy", "--format", "v2s2", "--dest-compress-format", "zstd", f"dir:{tmp_path}/docker",
+                      f"dir:{tmp_path}/z2", check=False)
+    assert proc.returncode != 0 and "cannot carry zstd" in proc.stderr
     for bad in (["--dest-compress", "--dest-decompress"], ["--dest-compress-level", "12"]):
         proc = ocibox_cmd("copy", *bad, f"oci:{plain_layout}:v1", f"oci:{tmp_path}/bad:v1", check=False)
         assert proc.returncode != 0 and "Traceback" not in proc.stderr

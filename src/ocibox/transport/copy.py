@@ -13,7 +13,7 @@ import asyncio
 import json
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .. import digest as _digest
 from .. import mediatypes as mt
@@ -99,7 +99,7 @@ async def copy_async(src: str | Location, dst: str | Location, options: CopyOpti
     if o.referrers and not dest.holds_referrers:
         raise UsageError(f"{dest.name}: cannot hold referrers (--referrers)", hint="copy to docker:// or oci:")
     if o.format is None and isinstance(dest, OCILocation | OCIArchiveLocation):
-        o.format = "oci"  # an OCI layout holds OCI manifests, as skopeo writes them
+        o = replace(o, format="oci")  # an OCI layout holds OCI manifests, as skopeo writes them
     ok = False
     await source.open(writing=False)
     try:
