@@ -33,3 +33,19 @@ def test_registry_commands_do_not_import_aiohttp(image_layout, tmp_path, no_auth
         proc = subprocess.run([sys.executable, "-c", CODE, *args], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert any(p.endswith("/tags/list" if command == "list-tags" else "/manifests/v1") for _, p, _ in fake.log)
+
+
+def test_loopback_plain_http_registry_makes_no_tls_context(image_layout, no_auth_files):
+    """Plain HTTP is tried first on loopback, so no CA bundle is loaded for it."""
+    import asyncio
+
+    from ocibox.distribution.client import Options, Registry
+
+    with FakeRegistry(str(image_layout)) as fake:
+        async def go():
+            async with Registry(fake.host, Options(no_auth_lookup=True)) as reg:
+                assert reg.options.tls_verify  # not marked insecure: https would be verified
+                assert (await reg.ping()) == f"http://{fake.host}"
+                await reg.get_manifest("test/app", "v1")
+                assert reg._http._ssl is None
+        asyncio.run(go())

@@ -511,14 +511,15 @@ class Pool:
 
     async def request(self, method: str, url: str, *, headers: dict[str, str] | None = None,
                       body: bytes | AsyncIterable[bytes] | None = None,
-                      follow_redirects: bool = True) -> Response:
+                      follow_redirects: bool = True, timeout: float | None = None) -> Response:
         """Send one request (following redirects); the response's body is unread.
 
         The caller reads it (``read``, ``iter_chunks``) and must ``aclose`` it when
-        it stops early."""
+        it stops early. ``timeout`` replaces the pool's read timeout while waiting
+        for the response's head."""
         headers = dict(headers or {})
         for _ in range(MAX_REDIRECTS + 1):
-            r = await self._send(method, url, headers, body)
+            r = await self._send(method, url, headers, body, timeout)
             loc = r.headers.get("Location")
             if not follow_redirects or r.status not in (301, 302, 303, 307, 308) or not loc:
                 return r
@@ -537,7 +538,7 @@ class Pool:
         raise ProtocolError(f"{method} {url}: more than {MAX_REDIRECTS} redirects")
 
     async def _send(self, method: str, url: str, headers: dict[str, str],
-                    body: bytes | AsyncIterable[bytes] | None) -> Response:
+                    body: bytes | AsyncIterable[bytes] | None, timeout: float | None = None) -> Response:
         scheme, host, port, netloc, target = _split(url)
         proxy = proxy_for(scheme, host, port)
         if proxy is not None and scheme == "http":
@@ -556,7 +557,7 @@ class Pool:
                 try:
                     await self._write(conn, head, body, headers)
                     status, version, reason, fields = await _read_head(
-                        conn.reader, self.read_timeout, skip_informational=True)
+                        conn.reader, timeout or self.read_timeout, skip_informational=True)
                 except (ConnectionDropped, ConnectionError, asyncio.IncompleteReadError) as e:
                     self._discard(conn)
                     if reused and replayable:

@@ -166,20 +166,30 @@ class Registry:
             o = self.options
             if o.plain_http:
                 schemes = ["http"]
-            elif not o.tls_verify or _is_local(self.host):
+            elif _is_local(self.host):
+                # loopback (nothing on the wire to protect): plain HTTP first. A TLS port
+                # refuses it at once (400, or a closed connection), and a plain registry
+                # then costs no TLS context (~20 ms of loading CAs) nor a failed handshake
+                schemes = ["http", "https"]
+            elif not o.tls_verify:
                 schemes = ["https", "http"]
             else:
                 schemes = ["https"]
             last: Exception | None = None
-            for scheme in schemes:
+            for n, scheme in enumerate(schemes):
                 base = f"{scheme}://{self.host}"
+                probe = scheme == "http" and n + 1 < len(schemes)
                 try:
                     for attempt in range(o.retries + 1):
-                        r = await self._pool().request("GET", f"{base}/v2/", follow_redirects=False)
+                        r = await self._pool().request("GET", f"{base}/v2/", follow_redirects=False,
+                                                       timeout=min(10.0, o.timeout) if probe else None)
                         await _drain(r)
                         if r.status not in _RETRY_STATUS or attempt == o.retries:
                             break
                         await asyncio.sleep(o.backoff * 2 ** attempt)
+                    if probe and r.status == 400:  # "Client sent an HTTP request to an HTTPS server"
+                        last = RegistryError(f"{self.host}: /v2/ over plain HTTP answered 400", status=400)
+                        continue
                     if r.status == 401:
                         self._challenge = self._pick_challenge(r.headers.get("WWW-Authenticate"))
                     elif r.status >= 400 and r.status != 404:
