@@ -549,3 +549,19 @@ def test_plain_http_makes_no_ssl_context(monkeypatch):
             await pool.close()
     run(go())
     assert made == []
+
+
+def test_stray_bytes_after_a_response_retire_the_connection():
+    async def handler(req, reader, writer):
+        writer.write(answer(200, b"ok") + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray")
+
+    async def go():
+        async with Server(handler) as srv:
+            pool = _http.Pool()
+            for _ in range(2):
+                r = await pool.request("GET", srv.url + "/")
+                assert await r.read() == b"ok"
+                await asyncio.sleep(0.05)
+            assert srv.connections == 2  # the first connection had unasked-for bytes waiting
+            await pool.close()
+    run(go())

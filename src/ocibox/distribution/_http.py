@@ -312,6 +312,11 @@ class _Stream(asyncio.BufferedProtocol):
     def at_eof(self) -> bool:
         return self._eof and self._lo == self._hi
 
+    def idle_clean(self) -> bool:
+        """Open, and nothing unasked-for has arrived (stray bytes would be misread
+        as the next response)."""
+        return not self._eof and not self._lost and self._lo == self._hi
+
     async def readuntil(self, sep: bytes = b"\n") -> bytes:
         searched = 0  # bytes after _lo known not to hold sep (_lo moves when the buffer is compacted)
         while True:
@@ -402,7 +407,7 @@ class _Conn:
         self.idle_since = 0.0
 
     def usable(self) -> bool:
-        return (not self.writer.is_closing() and not self.reader.at_eof()
+        return (not self.writer.is_closing() and self.reader.idle_clean()
                 and time.monotonic() - self.idle_since < IDLE_KEEP)
 
     def close(self) -> None:
