@@ -177,3 +177,20 @@ def test_compression_is_reproducible_whatever_the_source(plain_layout, ocibox_re
     again = ocibox_cmd("copy", f"oci:{plain_layout}:v1", ocibox_registry.ref("g/app:v1"))
     assert "compressed with gzip" in first.stderr
     assert "blobs copied" in again.stderr and "(0 blobs copied, 2 present)" in again.stderr, again.stderr
+
+
+def test_blob_info_cache_skips_compressing_again(plain_layout, docker_registry, tmp_path, no_auth_files):
+    """As skopeo's blob info cache: a layer compressed for one push is not read again when
+    the repository has its compressed form."""
+    lay = Layout.open(str(plain_layout))
+    layer = lay.image("v1").manifest.layers[0]
+    ocibox_cmd("copy", "-q", f"oci:{plain_layout}:v1", docker_registry.ref("c/app:v1"))
+    assert (no_auth_files / ".cache" / "ocibox" / "blob-info.sqlite").is_file()
+    path = Path(lay.blobs.path(layer.digest))
+    path.chmod(0o644)
+    path.write_bytes(b"\0" * layer.size)  # if it were read now, the copy would fail its digest check
+    again = ocibox_cmd("copy", f"oci:{plain_layout}:v1", docker_registry.ref("c/app:v1"))
+    assert "skipped: already exists" in again.stderr and "compressed with" not in again.stderr
+    proc = ocibox_cmd("copy", "--dest-compress-level", "9", f"oci:{plain_layout}:v1",
+                      docker_registry.ref("c/app:v9"), check=False)  # a level: no cache, the layer is read
+    assert proc.returncode != 0 and "digest mismatch" in proc.stderr

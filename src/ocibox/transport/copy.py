@@ -48,6 +48,7 @@ class CopyOptions:
     referrers: bool = False  # also copy the manifests that refer to the copied ones (signatures, SBOMs)
     index_only: bool = False  # skopeo's --multi-arch index-only: an index without its images
     remove_signatures: bool = False  # accepted: ocibox copies no signatures, unless as referrers
+    blob_info_cache: bool = True  # remember what layers compressed to, and skip that work next time
     preserve_digests: bool = False
     jobs: int = 6
     report: Report | None = None
@@ -121,6 +122,7 @@ class _Copier:
         self._done: dict[str, Descriptor] = {}  # source blob digest -> destination descriptor
         self._inflight: dict[str, asyncio.Future] = {}
         self._executor = None
+        self._cache = None
         self._written: dict[str, str] = {}  # source manifest digest -> its digest at the destination
 
     def report(self, line: str) -> None:
@@ -133,6 +135,8 @@ class _Copier:
         finally:
             if self._executor is not None:
                 self._executor.shutdown(wait=False)
+            if self._cache is not None:
+                self._cache.close()
 
     async def _run(self) -> CopyResult:
         top = await self.src.top()
@@ -362,12 +366,31 @@ class _Copier:
         if self.o.progress:
             self.o.progress(event, desc, n)
 
+    def _blob_info(self):
+        """The blob info cache, unless disabled or a level is asked for (the cached blob may have another)."""
+        if not self.o.blob_info_cache or self.o.compress_level is not None:
+            return None
+        if self._cache is None:
+            from .blobinfo import BlobInfoCache
+
+            self._cache = BlobInfoCache()
+        return self._cache
+
     async def _transform(self, desc: Descriptor, want: str) -> Descriptor:
         """Copy a layer compressed as ``want``: streamed through a worker thread into a
         sink that hashes it (the destination layout itself, or a temporary file)."""
         from .layers import transform
 
         have = mt.layer_compression(desc.media_type)
+        cache = self._blob_info()
+        known = cache.get(desc.digest, want) if cache else None
+        if known:
+            new = Descriptor(media_type=media_type_for(desc.media_type, want), digest=known[0], size=known[1])
+            if await self.dst.has_blob(new):  # compressed by an earlier copy: not even read this time
+                self.result.blobs_skipped += 1
+                self._event("skip", desc, 0)
+                self.report(f"Copying blob {_short(desc.digest)} (as {_short(new.digest)}) skipped: already exists")
+                return new
         if self._executor is None:
             from concurrent.futures import ThreadPoolExecutor
 
@@ -376,6 +399,7 @@ class _Copier:
             workers = max(1, min(self.o.jobs, os.cpu_count() or 1))
             self._executor = ThreadPoolExecutor(workers, thread_name_prefix="ocibox-compress")
         self._event("start", desc, 0)
+        skipped = False
         sink = self.dst.new_blob_sink()
         try:
             chunks = _counted(self.src.blob(desc), lambda n: self._event("bytes", desc, n))
@@ -389,7 +413,7 @@ class _Copier:
                 sink.finish()
                 if await self.dst.has_blob(new):
                     self.result.blobs_skipped += 1
-                    want = "skipped: already exists"
+                    skipped = True
                 else:
                     await self.dst.put_blob(new, _FileSource(sink.path, new))
                     self.result.blobs_copied += 1
@@ -398,10 +422,12 @@ class _Copier:
                 sink.abort()
             else:
                 sink.discard()
+        if cache:
+            cache.put(desc.digest, want, new_digest, new_size)
         self.result.bytes_copied += new_size
         self._event("done", desc, desc.size)
-        if want.startswith("skipped"):
-            self.report(f"Copying blob {_short(desc.digest)} (as {_short(new_digest)}) {want}")
+        if skipped:
+            self.report(f"Copying blob {_short(desc.digest)} (as {_short(new_digest)}) skipped: already exists")
         else:
             verb = "decompressed" if want == "none" else f"compressed with {want}"
             self.report(f"Copying blob {_short(desc.digest)} done ({verb}: {_short(new_digest)}, {_human(new_size)})")
