@@ -3,7 +3,7 @@
 Handlers parse and check the request (names, references, digests, ranges),
 call the store, and answer with the specification's statuses, headers and
 error bodies. Request bodies are streamed to disk and hashed on the way;
-blobs are answered with sendfile.
+blobs are read and written in chunks (see .sending).
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from .. import digest as _digest
 from .. import mediatypes as mt
 from ..errors import LockTimeout, UsageError
 from . import errors as E
-from . import manifests
+from . import manifests, sending
 from .auth import Guard, Htpasswd, OAuthError, Policy, Scope, TokenIssuer
 from .config import RegistryConfig
 from .config import check as check_config
 from .metrics import Metrics
 from .names import check_digest, check_name, check_reference, check_tag
-from .storage.base import StorageDriver
+from .storage.base import PathNotFound, StorageDriver
 from .storage.filesystem import FilesystemDriver
 from .store import RegistryStore
 from .uploads import Upload, Uploads
@@ -298,18 +298,14 @@ class Registry:
     # --- blobs -------------------------------------------------------------
 
     async def get_blob(self, request: web.Request, name: str, digest: str) -> web.StreamResponse:
+        """A blob, or one byte range of it; read and written, not sent with sendfile (see .sending)."""
         check_digest(digest)
         size = self.store.linked_blob_size(name, digest)
+        etag = f'"{digest}"'  # the content never changes under its digest, on any server or worker
         headers = {"Docker-Content-Digest": digest, "Content-Type": "application/octet-stream",
-                   "Accept-Ranges": "bytes"}
-        path = self.store.local_blob_path(digest)
-        if path is not None:
-            return web.FileResponse(path, headers=headers)
-        return await self._stream_blob(request, digest, size, headers)
-
-    async def _stream_blob(self, request: web.Request, digest: str, size: int,
-                           headers: dict[str, str]) -> web.StreamResponse:
-        """Serve a blob from a driver without local files, honouring one byte range."""
+                   "Accept-Ranges": "bytes", "ETag": etag}
+        if etag in request.headers.get("If-None-Match", ""):
+            return web.Response(status=304, headers=headers)
         start, stop, status = 0, size, 200
         try:
             rng = request.http_range
@@ -323,16 +319,20 @@ class Registry:
             if start >= stop:
                 return web.Response(status=416, headers={"Content-Range": f"bytes */{size}"})
             status = 206
-            headers = {**headers, "Content-Range": f"bytes {start}-{stop - 1}/{size}"}
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
         response = web.StreamResponse(status=status, headers=headers)
         response.content_length = stop - start
-        await response.prepare(request)
-        if request.method != "HEAD":
-            with self.store.open_blob(digest, start) as f:
-                left = stop - start
-                while left > 0 and (chunk := f.read(min(_digest.CHUNK, left))):
-                    left -= len(chunk)
-                    await response.write(chunk)
+        if request.method == "HEAD":
+            await response.prepare(request)
+            await response.write_eof()
+            return response
+        try:
+            reader = self.store.open_blob(digest, start)
+        except PathNotFound:
+            raise E.blob_unknown(digest) from None  # removed since the size was read
+        with reader:
+            await response.prepare(request)
+            await sending.send(response, reader, stop - start)
         await response.write_eof()
         return response
 
