@@ -194,3 +194,21 @@ def test_blob_info_cache_skips_compressing_again(plain_layout, docker_registry, 
     proc = ocibox_cmd("copy", "--dest-compress-level", "9", f"oci:{plain_layout}:v1",
                       docker_registry.ref("c/app:v9"), check=False)  # a level: no cache, the layer is read
     assert proc.returncode != 0 and "digest mismatch" in proc.stderr
+
+
+def test_docker_tar_layers_are_gzipped_for_a_registry_as_skopeo_does(plain_layout, docker_registry, tmp_path,
+                                                                      no_auth_files):
+    """A docker-archive's uncompressed layers (the Docker tar type) become Docker gzip layers."""
+    skopeo = need("skopeo")
+    archive = tmp_path / "plain.tar"
+    run([skopeo, "copy", "-q", f"oci:{plain_layout}:v1", f"docker-archive:{archive}:x/plain:v1"])
+    run([skopeo, "copy", "-q", "--dest-tls-verify=false", f"docker-archive:{archive}", docker_registry.ref("sk/d:v1")])
+    ocibox_cmd("copy", "-q", f"docker-archive:{archive}", docker_registry.ref("ob/d:v1"))
+    theirs, ours = raw_manifest(docker_registry.ref("sk/d:v1")), raw_manifest(docker_registry.ref("ob/d:v1"))
+    for m in (theirs, ours):
+        assert m["mediaType"] == mt.DOCKER_MANIFEST
+        assert [x["mediaType"] for x in m["layers"]] == [mt.DOCKER_LAYER_GZIP]
+    assert ours["config"]["digest"] == theirs["config"]["digest"]
+    ocibox_cmd("copy", "-q", docker_registry.ref("ob/d:v1"), f"oci:{tmp_path}/back:v1")
+    back = Layout.open(str(tmp_path / "back")).image("v1")
+    assert uncompressed_digest(tmp_path / "back", back.manifest.layers[0].digest) == back.config.diff_ids[0]
