@@ -3,8 +3,12 @@
 Blobs move in parallel (up to ``jobs`` at once) and stream: no layer is held
 in memory. Each blob is verified where it lands; manifests go after the blobs
 they name, children before their index, and the name (tag) last. Conversion
-(``format``) and recompression (``compress``) write new manifests; with
-``preserve_digests`` anything that would change a digest is refused instead.
+(``format``) and compression changes write new manifests: layers are compressed
+as the destination prefers (gzip for registries, none for docker archives, as
+skopeo) or as asked (``compress``, ``force_compress``, ``decompress``); with
+``preserve_digests`` the preference yields and a request that would change a
+digest is refused. With ``referrers`` the manifests whose subject is a copied
+manifest follow it, unchanged.
 """
 
 from __future__ import annotations
