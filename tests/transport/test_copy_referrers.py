@@ -6,6 +6,7 @@ schema (docker-registry 2.8 has no referrers API) and OCI layouts; and skopeo's
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from pathlib import Path
 
@@ -119,6 +120,20 @@ def test_referrers_refusals(signed_layout, tmp_path):
     # --remove-signatures alone: accepted, and nothing but the image is copied
     ocibox_cmd("copy", "-q", "--remove-signatures", f"oci:{layout}:v1", f"oci:{tmp_path}/s:v1")
     assert [m.digest for m in Layout.open(str(tmp_path / "s")).index().manifests] == [image.digest]
+
+
+def test_multi_arch_index_only_to_a_registry(multiarch_layout, docker_registry, no_auth_files):  # noqa: F811
+    """As skopeo: the registry refuses an index whose images it lacks; once they are there, it takes it."""
+    index = Layout.open(str(multiarch_layout)).resolve("multi")
+    proc = ocibox_cmd("copy", "--multi-arch", "index-only", f"oci:{multiarch_layout}:multi",
+                      docker_registry.ref("io/app:idx"), check=False)
+    assert proc.returncode != 0 and "MANIFEST_BLOB_UNKNOWN" in proc.stderr and "Traceback" not in proc.stderr
+    ocibox_cmd("copy", "-q", "--multi-arch", "all", f"oci:{multiarch_layout}:multi", docker_registry.ref("io/app:all"))
+    out = ocibox_cmd("copy", "--multi-arch", "index-only", f"oci:{multiarch_layout}:multi",
+                     docker_registry.ref("io/app:idx"))
+    assert "Copying blob" not in out.stderr
+    raw = ocibox_cmd("inspect", "--raw", docker_registry.ref("io/app:idx")).stdout.encode()
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == index.digest
 
 
 def test_multi_arch(multiarch_layout, tmp_path):  # noqa: F811
