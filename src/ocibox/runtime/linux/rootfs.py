@@ -27,8 +27,11 @@ DEV_SYMLINKS = (
     ("/proc/self/fd/2", "/dev/stderr"),
 )
 
-# rootfsPropagation takes the mount options' propagation names; unset means rslave.
-_ROOT_PROPAGATION = {"": sc.MS_SLAVE | sc.MS_REC, **mnt.PROPAGATION}
+# rootfsPropagation takes the mount options' propagation names.
+_ROOT_PROPAGATION = {"": 0, **mnt.PROPAGATION}
+
+# Set by prepare(), applied to the new / once the old one is gone (see finish_root).
+_root_propagation = 0
 
 
 def prepare(
@@ -46,9 +49,15 @@ def prepare(
     after the last mount, and before any device node is made: what comes
     after it depends on the process's cgroups (and cgroup namespace).
     """
+    global _root_propagation
     if propagation not in _ROOT_PROPAGATION:
         raise BundleError(f"config.json: linux.rootfsPropagation: unknown value {propagation!r}")
-    sc.mount(None, "/", None, _ROOT_PROPAGATION[propagation] or (sc.MS_SLAVE | sc.MS_REC))
+    # Whatever the container asks for, the copy of the host's tree is made a
+    # slave first: a shared / would send the container's mounts to the host
+    # (and make pivot_root fail), an unbindable one could not be bound. The
+    # requested propagation goes on the container's own / after pivot_root.
+    sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC)
+    _root_propagation = _ROOT_PROPAGATION[propagation]
     # pivot_root needs the new root to be a mount point whose parent is not shared.
     sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
     try:
@@ -90,10 +99,21 @@ def _device_list(devices: list[dict]) -> list[dict]:
     return list(out.values())
 
 
+def _makedirs(path: str) -> None:
+    """makedirs with 0755 for every directory it makes (it gives parents 0777 under umask 0)."""
+    if os.path.isdir(path):
+        return
+    _makedirs(os.path.dirname(path))
+    try:
+        os.mkdir(path, 0o755)
+    except FileExistsError:
+        pass
+
+
 def _create_devices(rootfs: str, devices: list[dict], in_userns: bool) -> None:
     for d in _device_list(devices):
         target = mnt.secure_join(rootfs, d["path"])
-        os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+        _makedirs(os.path.dirname(target))
         try:
             os.unlink(target)
         except FileNotFoundError:
@@ -151,6 +171,7 @@ def pivot(rootfs: str) -> None:
     finally:
         os.close(old)
         os.close(new)
+    _apply_root_propagation(unbindable=False)
 
 
 def chroot(rootfs: str) -> None:
@@ -159,6 +180,22 @@ def chroot(rootfs: str) -> None:
     sc.mount(rootfs, "/", None, sc.MS_MOVE)
     os.chroot(".")
     os.chdir("/")
+    _apply_root_propagation(unbindable=False)
+
+
+def _apply_root_propagation(unbindable: bool) -> None:
+    """linux.rootfsPropagation on the container's /.
+
+    Unbindable waits for readonly_paths: binding a path of the root file
+    system onto itself needs a bindable /.
+    """
+    flags = _root_propagation
+    if not flags or bool(flags & sc.MS_UNBINDABLE) != unbindable:
+        return
+    try:
+        sc.mount(None, "/", None, flags)
+    except OSError as e:
+        raise BundleError(f"linux.rootfsPropagation: {os.strerror(e.errno)}") from None
 
 
 def write_sysctl(sysctl: dict[str, str]) -> None:
@@ -191,6 +228,7 @@ def readonly_paths(paths: list[str]) -> None:
         except OSError as e:
             if e.errno != errno.ENOENT:
                 raise BundleError(f"making {p} read-only: {os.strerror(e.errno)}") from None
+    _apply_root_propagation(unbindable=True)
 
 
 def readonly_root() -> None:
