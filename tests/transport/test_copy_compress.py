@@ -98,7 +98,7 @@ def test_preserve_digests_keeps_uncompressed_and_refuses_flags(plain_layout, oci
     assert lay.resolve("v1").digest != Layout.open(str(gz)).resolve("v1").digest
 
 
-def test_dest_compress_decompress_and_level(plain_layout, tmp_path):
+def test_dest_compress_decompress_and_level(plain_layout, tmp_path, no_auth_files):
     src = Layout.open(str(plain_layout)).image("v1")
     sizes = {}
     for level in ("1", "9"):
@@ -133,7 +133,7 @@ def test_dest_compress_decompress_and_level(plain_layout, tmp_path):
         assert proc.returncode != 0 and "Traceback" not in proc.stderr
 
 
-def test_docker_archive_gets_uncompressed_layers_as_skopeo_writes(image_layout, tmp_path):
+def test_docker_archive_gets_uncompressed_layers_as_skopeo_writes(image_layout, tmp_path, no_auth_files):
     skopeo = need("skopeo")
     ours, theirs = tmp_path / "ours.tar", tmp_path / "theirs.tar"
     ocibox_cmd("copy", "-q", f"oci:{image_layout}:v1", f"docker-archive:{ours}:x/app:v1")
@@ -148,7 +148,7 @@ def test_docker_archive_gets_uncompressed_layers_as_skopeo_writes(image_layout, 
     assert layer_digests(ours) == layer_digests(theirs) == list(diff_ids)
 
 
-def test_corrupt_source_blob_is_refused_on_every_path(plain_layout, tmp_path):
+def test_corrupt_source_blob_is_refused_on_every_path(plain_layout, tmp_path, no_auth_files):
     lay = Layout.open(str(plain_layout))
     layer = lay.image("v1").manifest.layers[0]
     path = Path(lay.blobs.path(layer.digest))

@@ -44,7 +44,7 @@ def test_peak_rss_flat_in_layer_size(tmp_path, ocibox_registry, no_auth_files):
     ocibox_cmd("inspect", ocibox_registry.ref("m160/app:v1"))
 
 
-def test_six_layers_at_once_stay_small(tmp_path, busybox_rootfs):
+def test_six_layers_at_once_stay_small(tmp_path, busybox_rootfs, no_auth_files):
     """Blobs copied in parallel each hold a small buffer, not megabytes: oci: -> oci:
     and dir: of six 16 MiB layers peak within a few MiB of a one-file image's copy;
     compressing them holds one compressor per CPU, not per job."""
