@@ -136,6 +136,14 @@ def _parse(
 
 
 class _Log:
+    """runc's --log, --log-format and --debug.
+
+    Errors and warnings go to the --log file (stderr gets its own one line
+    regardless); debug messages, only with --debug, go to the --log file or,
+    without one, to stderr, as runc's do. Lines are runc's (logrus's): text
+    ``time="..." level=debug msg="..."`` or JSON ``{"level", "msg", "time"}``.
+    """
+
     def __init__(self, path: str | None, fmt: str, debug: bool) -> None:
         self.path = path
         self.fmt = fmt
@@ -144,19 +152,32 @@ class _Log:
     def write(self, level: str, msg: str) -> None:
         if not self.path:
             return
+        self._emit(self.path, level, msg)
+
+    def debug(self, msg: str, at: int | None = None) -> None:
+        """A debug line; ``at`` is when it happened (time_ns) if not now (a child's step)."""
+        if self.debug_on:
+            self._emit(self.path, "debug", msg, at)
+
+    def _emit(self, path: str | None, level: str, msg: str, at: int | None = None) -> None:
         from .container import now_rfc3339
 
-        t = now_rfc3339()
+        t = now_rfc3339(at)
         if self.fmt == "json":
             from . import jsonlite as json
 
-            line = json.dumps({"level": level, "msg": msg, "time": t})
+            line = json.dumps({"level": level, "msg": msg, "time": t}, separators=(",", ":"))
         else:
             line = f'time="{t}" level={level} msg="{_quote(msg)}"'
+        data = (line + "\n").encode(errors="replace")
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            if path is None:
+                os.write(2, data)
+                return
+            # Opened for each line: forked children must not inherit the file.
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
-                os.write(fd, (line + "\n").encode())
+                os.write(fd, data)
             finally:
                 os.close(fd)
         except OSError:
@@ -187,6 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         if fmt not in ("text", "json"):
             raise _Usage(f"invalid log format {fmt!r}: use text or json")
         log = _Log(gflags.get("--log") or None, fmt, bool(gflags.get("--debug")))
+        if log.debug_on:  # only then: the library's debug() costs nothing otherwise
+            from .container import set_debug
+
+            set_debug(log.debug)
+            log.debug(f"{PROG} {VERSION} (pid {os.getpid()}): {' '.join(argv)}")
         if gflags.get("--systemd-cgroup"):
             from ..errors import NotImplementedYet
 

@@ -41,6 +41,27 @@ CREATING, CREATED, RUNNING, STOPPED = "creating", "created", "running", "stopped
 PAUSED = "paused"  # a runtime-defined status, as the spec allows (runc's name)
 
 
+# --debug: where the steps worth logging go (the CLI sets it); None when off,
+# so that logging costs a global lookup and nothing more.
+_debug_sink = None
+
+
+def set_debug(sink) -> None:
+    """Send debug messages to ``sink(msg)`` (None: drop them)."""
+    global _debug_sink
+    _debug_sink = sink
+
+
+def debugging() -> bool:
+    return _debug_sink is not None
+
+
+def debug(msg: str, at: int | None = None) -> None:
+    """Log one step at debug level, if --debug asked for it (``at``: when, in time_ns)."""
+    if _debug_sink is not None:
+        _debug_sink(msg, at)
+
+
 class ContainerStateError(OciboxError):
     """An operation that the container's current status does not allow."""
 
@@ -51,8 +72,9 @@ def validate_id(cid: str) -> None:
         raise UsageError(f"invalid container id {cid!r}", hint="use letters, digits, _ + - and .")
 
 
-def now_rfc3339() -> str:
-    ns = time.time_ns()
+def now_rfc3339(ns: int | None = None) -> str:
+    """``ns`` (time.time_ns(), default now) in RFC 3339, UTC, to the nanosecond."""
+    ns = time.time_ns() if ns is None else ns
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
 
 
@@ -235,6 +257,7 @@ class Container:
             raise ContainerStateError(
                 f"cannot start container {self.id}: already started"
             ) from None
+        debug(f"container {self.id}: opened exec.fifo, letting init {self.pid} exec")
         try:
             self._await_release(fd, timeout)
         finally:
@@ -243,6 +266,7 @@ class Container:
             os.unlink(fifo)
         except FileNotFoundError:
             pass
+        debug(f"container {self.id}: started")
         if self.state and self.state.get("hooks"):
             self._hooks("poststart", RUNNING)
 
@@ -293,6 +317,7 @@ class Container:
                                       hint="only a created or running container takes signals")  # fmt: skip
         pids = self.processes() if all_processes else [self.pid]
         for pid in pids:
+            debug(f"container {self.id}: sending signal {sig} to process {pid}")
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
@@ -355,6 +380,7 @@ class Container:
                 )
             if status in (CREATED, RUNNING, PAUSED):
                 for pid in self.processes() or [self.pid]:
+                    debug(f"container {self.id}: {status}, delete --force kills process {pid}")
                     try:
                         os.kill(pid, 9)
                     except ProcessLookupError:
@@ -363,6 +389,7 @@ class Container:
                     self._freeze("THAWED")  # frozen tasks die only once thawed
                 self._wait_stopped(5.0)
         config = self.config() if self.state and self.state.get("hooks") else None
+        debug(f"container {self.id}: destroying (cgroups, state directory)")
         self.destroy()
         if config and (config.get("hooks") or {}).get("poststop"):
             self._hooks("poststop", STOPPED, config)
@@ -379,6 +406,7 @@ class Container:
         if self.state and self.state.get("cgroupCreated"):
             from .linux import cgroups
 
+            debug(f"container {self.id}: removing cgroups {' '.join(self.state['cgroupCreated'])}")
             cgroups.remove(self.state["cgroupCreated"])
         for name in (STATE_FILE, FIFO, CONFIG_COPY):
             try:

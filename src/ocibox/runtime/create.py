@@ -12,6 +12,7 @@ from .container import (
     FIFO,
     OCI_VERSION,
     Container,
+    debug,
     now_rfc3339,
     proc_start_time,
     write_atomic,
@@ -63,6 +64,7 @@ def create(
         if warn:
             warn(w)
     container = Container.reserve(root, cid)
+    debug(f"container {cid}: creating from bundle {bundle} (root {root})")
     cgroup_paths: dict[str, str] = {}
     cgroup_created: list[str] = []
     init_pid = 0
@@ -83,6 +85,7 @@ def create(
                 paths, made = cgroups.apply(cid, cgroups_path, resources or {}, pid)
                 cgroup_paths.update(paths)
                 cgroup_created.extend(made)
+                debug(f"container {cid}: init {pid} joined cgroups {' '.join(paths.values())}")
 
         hook_cfg = config.get("hooks") or {}
 
@@ -116,11 +119,13 @@ def create(
                 "hooks": bool(hook_cfg),
             }
         )
+        debug(f"container {cid}: created, init {init_pid} waits on exec.fifo")
         os.close(ic.fifo_fd)
         ic.fifo_fd = -1
         if pid_file:
             write_atomic(os.path.abspath(pid_file), str(init_pid).encode())
-    except BaseException:
+    except BaseException as e:
+        debug(f"container {cid}: create failed ({e}); cleaning up")
         if ic.fifo_fd >= 0:
             os.close(ic.fifo_fd)
         if init_pid:
@@ -198,6 +203,7 @@ def _forward_signals(pid: int, skip: tuple[str, ...] = ()) -> None:
     from .signals import NUMBERS
 
     def forward(signum: int, _frame) -> None:
+        debug(f"forwarding signal {signum} to process {pid}")
         try:
             os.kill(pid, signum)
         except ProcessLookupError:
@@ -221,4 +227,5 @@ def wait(pid: int) -> int:
         except ChildProcessError:
             return 255
         if got == pid:
+            debug(f"process {pid} exited (wait status {status})")
             return exit_code(status)

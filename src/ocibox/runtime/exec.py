@@ -16,7 +16,15 @@ import os
 from ..errors import BundleError, NotImplementedYet, OciboxError, UsageError
 from . import jsonlite as json
 from . import process as proc
-from .container import CREATED, PAUSED, RUNNING, Container, ContainerStateError, write_atomic
+from .container import (
+    CREATED,
+    PAUSED,
+    RUNNING,
+    Container,
+    ContainerStateError,
+    debug,
+    write_atomic,
+)
 from .linux import capabilities as caps
 from .linux import namespaces as nsmod
 from .linux import rlimits
@@ -129,9 +137,11 @@ def exec_process(container: Container, process: dict, *, detach: bool = False,
     os.close(r)
     proc._reap(pid)
     if error:
+        debug(f"exec in container {container.id} failed: {error}")
         if target and not detach:
             proc._reap(target)
         raise BundleError(error)
+    debug(f"exec in container {container.id}: process {target} runs {process['args'][0]}")
     if not target:
         raise OciboxError(f"exec in container {container.id}: the process did not start")
     if pid_file:

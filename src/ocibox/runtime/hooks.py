@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from ..errors import BundleError
 from . import jsonlite as json
+from .container import debug
 
 KINDS = ("prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop")
 
@@ -45,6 +46,7 @@ def run(hooks: dict | None, kind: str, state: dict) -> None:
         args = h.get("args") or [h["path"]]
         env = dict(e.split("=", 1) for e in h.get("env") or [] if "=" in e)
         what = f"{kind} hook {i} ({h['path']})"
+        debug(f"running {what} for container {state.get('id')} ({state.get('status')})")
         try:
             p = subprocess.run(args, executable=h["path"], input=data, env=env,
                                capture_output=True, timeout=h.get("timeout"))  # fmt: skip
@@ -52,6 +54,7 @@ def run(hooks: dict | None, kind: str, state: dict) -> None:
             raise BundleError(f"{what}: timed out after {h.get('timeout')}s") from None
         except OSError as e:
             raise BundleError(f"{what}: {e.strerror}") from None
+        debug(f"{what} exited with status {p.returncode}")
         if p.returncode != 0:
             detail = p.stderr.decode(errors="replace").strip().splitlines()
             why = f": {detail[-1]}" if detail else ""

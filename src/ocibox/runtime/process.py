@@ -13,7 +13,9 @@ writing until ``start`` opens it, and execs the user program.
 Two pipes carry the sync protocol, one short line per message:
 
     parent -> children:  mapped | cgrouped | hooked STATE
-    children -> parent:  userns | pid N | hooks | ready | error MESSAGE
+    children -> parent:  userns | pid N | hooks | ready | error MESSAGE | log MESSAGE
+
+(``log`` only under --debug: the children's steps, logged by the parent.)
 
 The cgroups are joined while the init is already at work. On a kernel with
 cgroup v1 the first write to a cgroup.procs waits ~12 ms for an RCU grace
@@ -30,10 +32,12 @@ from __future__ import annotations
 
 import _signal as signal  # the C module: the signal module imports enum (~3 ms of start-up)
 import os
+import time
 
 from ..errors import BundleError, NotImplementedYet, OciboxError
 from . import hooks
 from . import jsonlite as json
+from .container import debug, debugging, set_debug
 from .linux import capabilities as caps
 from .linux import mounts as mnt
 from .linux import namespaces as nsmod
@@ -177,6 +181,7 @@ def spawn(ic: InitConfig, *, subreaper: bool = False, on_cgroups=None, on_hooks=
     pid = os.fork()
     if pid == 0:
         _child_main(ic, to_child_r, from_child_w, (to_child_w, from_child_r))
+    debug(f"forked the intermediate process {pid}")
     os.close(to_child_r)
     os.close(from_child_w)
     init_pid = 0
@@ -187,11 +192,17 @@ def spawn(ic: InitConfig, *, subreaper: bool = False, on_cgroups=None, on_hooks=
     try:
         for line in lines:
             verb, _, arg = line.partition(" ")
+            if verb == "log":
+                at, _, msg = arg.partition(" ")
+                debug(msg.replace("\\n", "\n"), int(at))
+                continue
             if verb == "userns":
+                debug(f"intermediate {pid}: new user namespace; writing its id maps")
                 _write_id_maps(pid, ic.config["linux"])
                 _send(to_child_w, b"mapped\n")
             elif verb == "pid":
                 init_pid = int(arg)
+                debug(f"intermediate {pid}: forked the init, {init_pid}")
                 if on_cgroups is not None:
                     error = _join_cgroups(on_cgroups, init_pid, lines)
                     if error:
@@ -200,12 +211,14 @@ def spawn(ic: InitConfig, *, subreaper: bool = False, on_cgroups=None, on_hooks=
             elif verb == "hooks":
                 hooks_wanted = True
             elif verb == "ready":
+                debug(f"init {init_pid}: ready, waiting for start")
                 ready = True
             elif verb == "error":
                 error = arg.replace("\\n", "\n")
                 break
             if hooks_wanted and init_pid:
                 hooks_wanted = False
+                debug(f"running the runtime's create hooks for init {init_pid}")
                 state = on_hooks(init_pid) if on_hooks else {}
                 _send(to_child_w, b"hooked " + json.dumps(state).encode() + b"\n")
             if ready and init_pid:
@@ -297,6 +310,12 @@ def _child_main(ic: InitConfig, rfd: int, wfd: int, close: tuple[int, ...]) -> N
     try:
         for fd in (*close, *ic.close_in_child):
             os.close(fd)
+        if debugging():  # the parent logs for us: the log file may be out of our reach
+            set_debug(
+                lambda msg, at=None: _report(
+                    wfd, OciboxError(msg), prefix=b"log %d " % (at or time.time_ns())
+                )
+            )
         _intermediate(ic, rfd, wfd)
         code = 0
     except BaseException as e:  # noqa: B036 - a forked child must never unwind into the parent's code
@@ -400,6 +419,7 @@ def _personality(p: dict) -> None:
 
 def _enter_cgroups(ic: InitConfig, rfd: int) -> None:
     """Wait until the parent has moved us into our cgroups; then make the cgroup namespace."""
+    debug("init: mounts before the cgroup ones done; waiting for its cgroups")
     if ic.cgroups and _read_line(rfd) != "cgrouped":
         raise OciboxError("unexpected message from the runtime")
     if ic.namespaces.new & sc.CLONE_NEWCGROUP:
@@ -477,6 +497,9 @@ def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
             console_sock = socket.socket(fileno=ic.console_fd)
         else:
             console_sock = console.connect(ic.console_socket)
+    debug(
+        f"init: root filesystem {ic.rootfs} ready for {'chroot' if ic.no_pivot else 'pivot_root'}"
+    )
     if ic.no_pivot:
         rootfs.chroot(ic.rootfs)
     else:
@@ -502,6 +525,8 @@ def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
         signal.signal(s, _die)
     if not os.path.isdir("/proc/self/fd"):
         _reopen_fifo(-1)  # says clearly what is missing, while create can still report it
+    debug(f"init: process settings applied; {exe} to exec")
+    set_debug(None)  # the pipe is closed next
     os.write(wfd, b"ready\n")
     os.close(wfd)
     fd = _reopen_fifo(fifo_fd)
