@@ -358,15 +358,16 @@ def test_real_v2_pause_resume_through_cgroup_freeze(ours, bundle):
 
 
 @pytest.fixture
-def ours_unified(tmp_path_factory):
+def ours_unified(tmp_path_factory, ours):
     """ocibox-runtime run in a private mount namespace where the host's v2 hierarchy is
     mounted on /sys/fs/cgroup and the v1 ones are unmounted: what a unified host shows.
     The kernel does everything for real; only the v1 controllers stay, unseen."""
     import shutil
     import sys
 
-    from conftest import Runtime
-
+    # tests/runtime/conftest.py's Runtime, without importing "conftest" by name
+    # (another directory's conftest may hold that name in a whole-suite run)
+    Runtime = type(ours)
     mp = _unified_mount()
     if os.geteuid() != 0 or not mp or not shutil.which("unshare"):
         pytest.skip("needs root, unshare and a cgroup v2 hierarchy")
