@@ -44,6 +44,7 @@ class FakeRegistry:
         self.token_expires_in = 300
         self.token_issued_ago: float | None = None
         self.next_link: str | None = None  # a Link: rel="next" for the tag list
+        self.blob_redirect: str | None = None  # "http://host": blob GETs answer 307 to host + path
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
@@ -147,6 +148,8 @@ class FakeRegistry:
         if len(parts) >= 5 and parts[-2] == "manifests":
             return self._manifest(request, parts[-1])
         if len(parts) >= 5 and parts[-2] == "blobs":
+            if self.blob_redirect and request.method == "GET":
+                return web.Response(status=307, headers={"Location": f"{self.blob_redirect}{path}?sig=x"})
             return await self._blob(request, parts[-1])
         if path.endswith("/tags/list"):
             headers = {"Link": f'<{self.next_link}>; rel="next"'} if self.next_link and not request.query else {}

@@ -260,3 +260,18 @@ def test_https_proxy_env_is_honoured(image_layout, tmp_path, no_auth_files, monk
                           f"oci:{tmp_path}/dest:v1", check=False)
     assert proc.returncode == 0, proc.stderr
     assert any(p.endswith("/manifests/v1") for _, p, _ in fake.log)
+
+
+def test_blob_redirect_to_storage_host_without_credentials(image_layout, tmp_path, no_auth_files):
+    """Blob GETs redirected to another host (object storage) are followed there
+    without the registry's bearer token; the copy completes and verifies."""
+    dest = tmp_path / "dest"
+    with FakeRegistry(str(image_layout)) as storage, \
+            FakeRegistry(str(image_layout), faults={"bearer"}) as fake:
+        fake.blob_redirect = f"http://{storage.host}"
+        proc = _copy(fake, dest, "--src-creds", "user:secret")
+    assert proc.returncode == 0, proc.stderr
+    _same_image(image_layout, dest)
+    assert any("/blobs/" in p for _, p, _ in storage.log)
+    assert storage.auth_seen and not any(storage.auth_seen)
+    assert "Bearer good-token" in fake.auth_seen
