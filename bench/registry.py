@@ -18,6 +18,12 @@ in turn, the first server swapping every round:
    99th-percentile latency; any non-2xx answer is an error;
 5. peak RSS: ``VmHWM`` from /proc/PID/status of each server process at the end of the round.
 
+Around each pull the CPU time of the pulling skopeo processes (``getrusage`` of the
+waited children) and of the server (/proc/PID/stat) is taken too. On a shared machine
+these are steadier than wall time, and a pull is mostly the client's work: serving with
+sendfile once cost skopeo ~10 % more CPU (it copies cold page-cache pages), which these
+rows show and the wall time only hinted at.
+
 Every pull is checked: the manifest digest that comes back is the one pushed. The
 report gives the median of each figure over the rounds (peak RSS: the highest), and
 the ratio ocibox/peer with the direction that is better. The machine is shared (2
@@ -34,6 +40,7 @@ import datetime
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -94,6 +101,12 @@ class Server:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"{self.who} did not answer on {self.host}: {self.log.read_text()[-2000:]}")
+
+    def cpu_s(self) -> float:
+        """User and system CPU time the server process has used so far."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def status_kib(self, field_name: str) -> int:
         assert self.proc is not None
@@ -156,6 +169,12 @@ def distribution_server(program: str, run: Path) -> Server:
 def skopeo_argv(skopeo: str, src: str, dst: str) -> list[str]:
     return [skopeo, "--insecure-policy", "copy", "--quiet", "--src-tls-verify=false",
             "--dest-tls-verify=false", src, dst]
+
+
+def children_cpu_s() -> float:
+    """User and system CPU time of every child process waited for so far."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def timed(argv: list[str]) -> float:
@@ -229,6 +248,10 @@ class Figures:
     push_s: list[float] = field(default_factory=list)
     pull_s: list[float] = field(default_factory=list)
     pull8_s: list[float] = field(default_factory=list)
+    pull_client_cpu: list[float] = field(default_factory=list)
+    pull_server_cpu: list[float] = field(default_factory=list)
+    pull8_client_cpu: list[float] = field(default_factory=list)
+    pull8_server_cpu: list[float] = field(default_factory=list)
     rps: list[float] = field(default_factory=list)
     p50_ms: list[float] = field(default_factory=list)
     p99_ms: list[float] = field(default_factory=list)
@@ -274,17 +297,23 @@ class Bench:
                 s = servers[who]
                 dest = pulls / f"{who}-single"
                 c.run(["sync"])
-                self.figures[who].pull_s.append(timed(skopeo_argv(self.skopeo, f"docker://{s.host}/{REPO}:{image.TAG}",
-                                                                  f"oci:{dest}:{image.TAG}")))
+                f, client0, server0 = self.figures[who], children_cpu_s(), s.cpu_s()
+                f.pull_s.append(timed(skopeo_argv(self.skopeo, f"docker://{s.host}/{REPO}:{image.TAG}",
+                                                  f"oci:{dest}:{image.TAG}")))
+                f.pull_client_cpu.append(children_cpu_s() - client0)
+                f.pull_server_cpu.append(s.cpu_s() - server0)
                 self._check(who, dest)
                 c.rmtree(dest)
             for who in order:
                 s = servers[who]
                 dests = [pulls / f"{who}-{i}" for i in range(a.pullers)]
                 c.run(["sync"])
-                self.figures[who].pull8_s.append(timed_parallel(
+                f, client0, server0 = self.figures[who], children_cpu_s(), s.cpu_s()
+                f.pull8_s.append(timed_parallel(
                     [skopeo_argv(self.skopeo, f"docker://{s.host}/{REPO}:{image.TAG}", f"oci:{d}:{image.TAG}")
                      for d in dests]))
+                f.pull8_client_cpu.append(children_cpu_s() - client0)
+                f.pull8_server_cpu.append(s.cpu_s() - server0)
                 for d in dests:
                     self._check(who, d)
                     c.rmtree(d)
@@ -370,10 +399,18 @@ def rows(figs: dict[str, Figures], size: int, pullers: int) -> list[list[str]]:
         row(f"pull {mb:.0f} MB, s", "lower", med(o.pull_s), med(d.pull_s), "{:.2f}", paired(o.pull_s, d.pull_s)),
         row("pull throughput, MB/s", "higher", mb / med(o.pull_s), mb / med(d.pull_s), "{:.0f}",
             paired(o.pull_s, d.pull_s, invert=True)),
+        row("pull: skopeo CPU, s", "lower", med(o.pull_client_cpu), med(d.pull_client_cpu), "{:.2f}",
+            paired(o.pull_client_cpu, d.pull_client_cpu)),
+        row("pull: server CPU, s", "lower", med(o.pull_server_cpu), med(d.pull_server_cpu), "{:.2f}",
+            paired(o.pull_server_cpu, d.pull_server_cpu)),
         row(f"{pullers} concurrent pulls, s (all done)", "lower", med(o.pull8_s), med(d.pull8_s), "{:.2f}",
             paired(o.pull8_s, d.pull8_s)),
         row(f"{pullers} concurrent pulls, MB/s in all", "higher", pullers * mb / med(o.pull8_s),
             pullers * mb / med(d.pull8_s), "{:.0f}", paired(o.pull8_s, d.pull8_s, invert=True)),
+        row(f"{pullers} concurrent pulls: skopeo CPU, s", "lower", med(o.pull8_client_cpu),
+            med(d.pull8_client_cpu), "{:.2f}", paired(o.pull8_client_cpu, d.pull8_client_cpu)),
+        row(f"{pullers} concurrent pulls: server CPU, s", "lower", med(o.pull8_server_cpu),
+            med(d.pull8_server_cpu), "{:.2f}", paired(o.pull8_server_cpu, d.pull8_server_cpu)),
         row("manifest GET, requests/s", "higher", med(o.rps), med(d.rps), "{:.0f}", paired(o.rps, d.rps)),
         row("manifest GET p50 latency, ms", "lower", med(o.p50_ms), med(d.p50_ms), "{:.2f}",
             paired(o.p50_ms, d.p50_ms)),
@@ -394,7 +431,12 @@ def samples(figs: dict[str, Figures]) -> list[list[str]]:
     for who in WHO:
         f = figs[who]
         for name, xs, fmt in (("push s", f.push_s, "{:.2f}"), ("pull s", f.pull_s, "{:.2f}"),
-                              ("concurrent pulls s", f.pull8_s, "{:.2f}"), ("requests/s", f.rps, "{:.0f}"),
+                              ("pull skopeo CPU s", f.pull_client_cpu, "{:.2f}"),
+                              ("pull server CPU s", f.pull_server_cpu, "{:.2f}"),
+                              ("concurrent pulls s", f.pull8_s, "{:.2f}"),
+                              ("concurrent pulls skopeo CPU s", f.pull8_client_cpu, "{:.2f}"),
+                              ("concurrent pulls server CPU s", f.pull8_server_cpu, "{:.2f}"),
+                              ("requests/s", f.rps, "{:.0f}"),
                               ("p99 ms", f.p99_ms, "{:.2f}"), ("VmHWM MiB", [k / 1024 for k in f.hwm_kib], "{:.0f}")):
             out.append([who, name, " ".join(fmt.format(x) for x in xs)])
     return out
