@@ -95,6 +95,10 @@ def exec_process(container: Container, process: dict, *, detach: bool = False,
 
         sock = console.connect(console_socket)
     rlimits.check(process.get("rlimits") or [])
+    if "scheduler" in process:
+        proc.check_scheduler(process["scheduler"])
+    if "ioPriority" in process:
+        proc.check_io_priority(process["ioPriority"])
     cap_sets = caps.parse(process.get("capabilities"), warn)
     init = container.pid
     profile = (container.config().get("linux") or {}).get("seccomp")

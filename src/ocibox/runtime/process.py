@@ -144,14 +144,80 @@ def _check_unsupported(config: dict, warnings: list[str]) -> None:
     for key in ("intelRdt", "memoryPolicy", "netDevices"):
         if linux.get(key):
             raise NotImplementedYet(f"config.json: linux.{key} is not supported yet")
-    if process.get("scheduler"):
-        raise NotImplementedYet("config.json: process.scheduler is not supported yet")
-    prio = process.get("ioPriority")
-    if prio and prio.get("class") not in _IOPRIO_CLASSES:
-        raise BundleError(f"config.json: process.ioPriority.class: unknown {prio.get('class')!r}")
+    if "scheduler" in process:
+        check_scheduler(process["scheduler"])
+    if "ioPriority" in process:
+        check_io_priority(process["ioPriority"])
+    personality = linux.get("personality")
+    if personality is not None:
+        _check_personality(personality)
 
 
 _IOPRIO_CLASSES = {"IOPRIO_CLASS_RT": 1, "IOPRIO_CLASS_BE": 2, "IOPRIO_CLASS_IDLE": 3}
+
+
+def check_io_priority(prio) -> None:
+    """process.ioPriority: class and priority (0, highest, to 7), both required."""
+    where = "config.json: process.ioPriority"
+    if not isinstance(prio, dict):
+        raise BundleError(f"{where} must be an object")
+    if prio.get("class") not in _IOPRIO_CLASSES:
+        raise BundleError(f"{where}.class: unknown {prio.get('class')!r}",
+                          hint=f"use one of {', '.join(_IOPRIO_CLASSES)}")  # fmt: skip
+    level = prio.get("priority")
+    if type(level) is not int or not 0 <= level <= 7:
+        raise BundleError(f"{where}.priority must be an integer from 0 to 7, not {level!r}")
+
+
+# process.scheduler: sched_setattr(2)'s policies and flags, by the spec's names.
+_SCHED_POLICIES = {"SCHED_OTHER": 0, "SCHED_FIFO": 1, "SCHED_RR": 2, "SCHED_BATCH": 3,
+                   "SCHED_ISO": 4, "SCHED_IDLE": 5, "SCHED_DEADLINE": 6}  # fmt: skip
+_SCHED_FLAGS = {"SCHED_FLAG_RESET_ON_FORK": 0x01, "SCHED_FLAG_RECLAIM": 0x02,
+                "SCHED_FLAG_DL_OVERRUN": 0x04, "SCHED_FLAG_KEEP_POLICY": 0x08,
+                "SCHED_FLAG_KEEP_PARAMS": 0x10, "SCHED_FLAG_UTIL_CLAMP_MIN": 0x20,
+                "SCHED_FLAG_UTIL_CLAMP_MAX": 0x40}  # fmt: skip
+
+
+def check_scheduler(sched) -> None:
+    """process.scheduler, checked before anything is created (the kernel checks the rest)."""
+    where = "config.json: process.scheduler"
+    if not isinstance(sched, dict):
+        raise BundleError(f"{where} must be an object")
+    policy = sched.get("policy")
+    if policy not in _SCHED_POLICIES:
+        raise BundleError(f"{where}.policy: unknown policy {policy!r}",
+                          hint=f"use one of {', '.join(_SCHED_POLICIES)}")  # fmt: skip
+    if policy == "SCHED_ISO":
+        raise NotImplementedYet(f"{where}.policy: SCHED_ISO is not implemented by Linux")
+    for key in ("nice", "priority", "runtime", "deadline", "period"):
+        value = sched.get(key, 0)
+        if type(value) is not int or (key not in ("nice", "priority") and value < 0):
+            raise BundleError(f"{where}.{key} must be an integer, not {value!r}")
+    if not -20 <= sched.get("nice", 0) <= 19:
+        raise BundleError(f"{where}.nice must be from -20 to 19, not {sched['nice']}")
+    if sched.get("priority", 0) and policy not in ("SCHED_FIFO", "SCHED_RR"):
+        raise BundleError(f"{where}.priority is only for SCHED_FIFO and SCHED_RR")
+    if policy != "SCHED_DEADLINE" and any(sched.get(k) for k in ("runtime", "deadline", "period")):
+        raise BundleError(f"{where}: runtime, deadline and period are only for SCHED_DEADLINE")
+    flags = sched.get("flags") or []
+    if not isinstance(flags, list):
+        raise BundleError(f"{where}.flags must be an array")
+    for flag in flags:
+        if flag not in _SCHED_FLAGS:
+            raise BundleError(f"{where}.flags: unknown flag {flag!r}")
+
+
+def _scheduler(sched: dict) -> None:
+    flags = 0
+    for flag in sched.get("flags") or []:
+        flags |= _SCHED_FLAGS[flag]
+    try:
+        sc.sched_setattr(_SCHED_POLICIES[sched["policy"]], flags, sched.get("nice", 0),
+                         sched.get("priority", 0), sched.get("runtime", 0),
+                         sched.get("deadline", 0), sched.get("period", 0))  # fmt: skip
+    except OSError as e:
+        raise BundleError(f"config.json: process.scheduler ({sched['policy']}): "
+                          f"{os.strerror(e.errno)}") from None  # fmt: skip
 
 
 def _io_priority(prio: dict) -> None:
@@ -405,12 +471,26 @@ def _time_offsets(offsets: dict, new_timens: int) -> None:
 _PERSONALITIES = {"LINUX": 0x0000, "LINUX32": 0x0008}
 
 
-def _personality(p: dict) -> None:
+def _check_personality(p) -> None:
+    """linux.personality: a domain; the spec defines no flags ("currently no flag values
+    are supported"), so any flag is an invalid value, refused as the spec says."""
+    where = "config.json: linux.personality"
+    if not isinstance(p, dict):
+        raise BundleError(f"{where} must be an object")
     domain = p.get("domain")
     if domain not in _PERSONALITIES:
-        raise BundleError(f"config.json: linux.personality.domain: unknown domain {domain!r}")
-    if p.get("flags"):
-        raise NotImplementedYet("config.json: linux.personality.flags are not supported yet")
+        raise BundleError(f"{where}.domain: unknown domain {domain!r}",
+                          hint="use LINUX or LINUX32")  # fmt: skip
+    flags = p.get("flags") or []
+    if not isinstance(flags, list):
+        raise BundleError(f"{where}.flags must be an array")
+    if flags:
+        raise BundleError(f"{where}.flags: {flags[0]!r} is not a valid flag: the runtime "
+                          "specification defines none yet", hint="leave flags out, or empty")  # fmt: skip
+
+
+def _personality(p: dict) -> None:
+    domain = p["domain"]
     try:
         sc.personality(_PERSONALITIES[domain])
     except OSError as e:
@@ -551,6 +631,8 @@ def apply_process(process: dict, cap_sets: dict[str, int], preserve_fds: int = 0
     groups, capabilities, umask, cwd, noNewPrivileges, inherited fds, signals.
     """
     rlimits.apply(process.get("rlimits") or [])
+    if "scheduler" in process:
+        _scheduler(process["scheduler"])  # while the capabilities a real-time policy needs are ours
     if process.get("ioPriority"):
         _io_priority(process["ioPriority"])
     nnp = bool(process.get("noNewPrivileges"))

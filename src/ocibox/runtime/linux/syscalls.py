@@ -60,9 +60,10 @@ _SYS_CAPSET = 126
 _SYS_CAPGET = 125
 _SYS_KEYCTL = 250
 _SYS_IOPRIO_SET = 251
+_SYS_SCHED_SETATTR = 314
 if os.uname().machine == "aarch64":
     _SYS_PIVOT_ROOT, _SYS_CAPGET, _SYS_CAPSET, _SYS_KEYCTL = 41, 90, 91, 219
-    _SYS_IOPRIO_SET = 30
+    _SYS_IOPRIO_SET, _SYS_SCHED_SETATTR = 30, 274
 _SYS_MOUNT_SETATTR = 442  # the same number on every architecture
 
 AT_RECURSIVE = 0x8000
@@ -183,3 +184,21 @@ def personality(persona: int) -> None:
 def ioprio_set(ioprio: int) -> None:
     """The I/O priority of the calling process (IOPRIO_WHO_PROCESS, pid 0)."""
     _check(_libc.syscall(_SYS_IOPRIO_SET, 1, 0, ioprio), "ioprio_set")
+
+
+class _SchedAttr(ctypes.Structure):
+    """struct sched_attr, SCHED_ATTR_SIZE_VER1 (with the utilization clamps)."""
+
+    _fields_ = [("size", ctypes.c_uint32), ("sched_policy", ctypes.c_uint32),
+                ("sched_flags", ctypes.c_uint64), ("sched_nice", ctypes.c_int32),
+                ("sched_priority", ctypes.c_uint32), ("sched_runtime", ctypes.c_uint64),
+                ("sched_deadline", ctypes.c_uint64), ("sched_period", ctypes.c_uint64),
+                ("sched_util_min", ctypes.c_uint32), ("sched_util_max", ctypes.c_uint32)]  # fmt: skip
+
+
+def sched_setattr(policy: int, flags: int = 0, nice: int = 0, priority: int = 0,
+                  runtime: int = 0, deadline: int = 0, period: int = 0) -> None:  # fmt: skip
+    """sched_setattr(2) on the calling thread (pid 0)."""
+    attr = _SchedAttr(ctypes.sizeof(_SchedAttr), policy, flags, nice, priority,
+                      runtime, deadline, period, 0, 0)  # fmt: skip
+    _check(_libc.syscall(_SYS_SCHED_SETATTR, 0, ctypes.byref(attr), 0), "sched_setattr")
