@@ -253,10 +253,11 @@ def test_bind_mount_propagation_option(runc, ours, bundle, shared_source, prop):
 
     # A mount made in the container under /b reaches the host only through a shared /b.
     outs = []
+    _link_applets(bundle)
+    script = "cat /proc/self/mountinfo; mount -t tmpfs from-container /b/sub"
+    b = bundle.write(["sh", "-c", script], edit)
     for rt in (runc, ours):
-        _link_applets(bundle)
-        script = "cat /proc/self/mountinfo; mount -t tmpfs from-container /b/sub"
-        p = rt("run", "--bundle", bundle.write(["sh", "-c", script], edit), rt.new_id())
+        p = rt("run", "--bundle", b, rt.new_id())
         outs.append(p.stdout)
         reached = _mountinfo(Path("/proc/self/mountinfo").read_text()).get(
             str(shared_source / "sub")

@@ -23,12 +23,18 @@ FLAGS = {
 _JOIN_ORDER = ("user", "pid", "network", "ipc", "uts", "cgroup", "time", "mount")
 
 
-class Namespaces:
-    __slots__ = ("new", "join")
+# /proc/<pid>/ns/ names of the types
+PROC_NAMES = {"pid": "pid", "network": "net", "mount": "mnt", "ipc": "ipc", "uts": "uts",
+              "user": "user", "cgroup": "cgroup", "time": "time"}  # fmt: skip
 
-    def __init__(self, new: int, join: list[tuple[str, str]]) -> None:
+
+class Namespaces:
+    __slots__ = ("new", "join", "host")
+
+    def __init__(self, new: int, join: list[tuple[str, str]], host: frozenset[str]) -> None:
         self.new = new  # CLONE_* flags to unshare
         self.join = join  # (type, path), in join order
+        self.host = host  # types the container shares with the runtime (absent, or joined)
 
     def has(self, kind: str) -> bool:
         """Whether the container gets its own ``kind`` namespace (new or joined)."""
@@ -53,7 +59,24 @@ def parse(entries: list[dict]) -> Namespaces:
             join[kind] = path
         else:
             new |= FLAGS[kind]
-    return Namespaces(new, [(k, join[k]) for k in _JOIN_ORDER if k in join])
+    global last_parsed
+    host = {k for k in FLAGS if k not in seen} | {k for k, p in join.items() if _is_own(k, p)}
+    last_parsed = Namespaces(new, [(k, join[k]) for k in _JOIN_ORDER if k in join], frozenset(host))
+    return last_parsed
+
+
+# The namespaces of the container being made: its init, a fork of this
+# process, checks its sysctls against them (rootfs.write_sysctl).
+last_parsed: Namespaces | None = None
+
+
+def _is_own(kind: str, path: str) -> bool:
+    """Whether ``path`` is the runtime's own namespace of that type."""
+    try:
+        theirs, ours = os.stat(path), os.stat(f"/proc/self/ns/{PROC_NAMES[kind]}")
+    except OSError:
+        return False  # open_joins reports a bad path
+    return (theirs.st_dev, theirs.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 def open_joins(ns: Namespaces) -> list[tuple[str, int]]:

@@ -8,6 +8,7 @@ import stat
 
 from ...errors import BundleError
 from . import mounts as mnt
+from . import namespaces as nsmod
 from . import syscalls as sc
 
 # (path, type, major, minor): the devices every Linux container gets.
@@ -30,8 +31,13 @@ DEV_SYMLINKS = (
 # rootfsPropagation takes the mount options' propagation names.
 _ROOT_PROPAGATION = {"": 0, **mnt.PROPAGATION}
 
-# Set by prepare(), applied to the new / once the old one is gone (see finish_root).
+# Set by prepare(), applied to the new / once the old one is gone.
 _root_propagation = 0
+
+# Sysctls that a namespace confines (as runc allows them); others are the host's.
+_IPC_SYSCTLS = frozenset(("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+                          "kernel.shmall", "kernel.shmmax", "kernel.shmmni",
+                          "kernel.shm_rmid_forced"))  # fmt: skip
 
 
 def prepare(
@@ -198,7 +204,34 @@ def _apply_root_propagation(unbindable: bool) -> None:
         raise BundleError(f"linux.rootfsPropagation: {os.strerror(e.errno)}") from None
 
 
-def write_sysctl(sysctl: dict[str, str]) -> None:
+def _sysctl_namespace(key: str) -> str | None:
+    if key.startswith("net."):
+        return "network"
+    if key in _IPC_SYSCTLS or key.startswith("fs.mqueue."):
+        return "ipc"
+    if key in ("kernel.hostname", "kernel.domainname"):
+        return "uts"
+    return None
+
+
+def check_sysctl(sysctl: dict[str, str], ns: nsmod.Namespaces | None) -> None:
+    """Refuse a sysctl that would change the host: not namespaced, or in a namespace shared with it."""
+    for key in sysctl:
+        kind = _sysctl_namespace(key)
+        if kind is None:
+            raise BundleError(
+                f"config.json: linux.sysctl: {key} is not confined to a namespace: "
+                "setting it would change the host"
+            )
+        if ns is not None and kind in ns.host:
+            raise BundleError(
+                f"config.json: linux.sysctl: {key} needs a {kind} namespace other than the host's"
+            )
+
+
+def write_sysctl(sysctl: dict[str, str], ns: nsmod.Namespaces | None = None) -> None:
+    # The init is a fork of the runtime, which parsed this container's namespaces.
+    check_sysctl(sysctl, ns or nsmod.last_parsed)
     for key, value in sysctl.items():
         path = "/proc/sys/" + key.replace(".", "/")
         try:
