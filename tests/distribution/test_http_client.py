@@ -565,3 +565,27 @@ def test_stray_bytes_after_a_response_retire_the_connection():
             assert srv.connections == 2  # the first connection had unasked-for bytes waiting
             await pool.close()
     run(go())
+
+
+def test_read_timeout_is_an_idle_timeout():
+    """A body that keeps trickling in is read however long it takes; a stall of more
+    than the timeout fails with a TimeoutError."""
+    async def handler(req, reader, writer):
+        writer.write(answer(200, b"", {"Content-Length": "200"}, length=False))
+        for i in range(10):
+            if req.target == "/stall" and i == 5:
+                await asyncio.sleep(1.0)
+            writer.write(b"x" * 20)
+            await writer.drain()
+            await asyncio.sleep(0.1)
+
+    async def go():
+        async with Server(handler) as srv:
+            pool = _http.Pool(read_timeout=0.4)
+            r = await pool.request("GET", srv.url + "/trickle")
+            assert await r.read() == b"x" * 200  # about a second in all, never 0.4 s idle
+            r = await pool.request("GET", srv.url + "/stall")
+            with pytest.raises(TimeoutError, match="no data for 0.4 s"):
+                await r.read()
+            await pool.close()
+    run(go())

@@ -221,8 +221,11 @@ class _Stream(asyncio.BufferedProtocol):
     its own to fill, which is then given to the caller as it is: a layer's bytes are
     copied once, by the kernel."""
 
-    def __init__(self, limit: int = STREAM_LIMIT) -> None:
+    def __init__(self, limit: int = STREAM_LIMIT, idle: float | None = None) -> None:
         self._limit = limit
+        self.idle = idle  # seconds without a byte before a waiting read fails
+        self._last = 0.0  # when bytes last arrived (loop time)
+        self._timer: asyncio.TimerHandle | None = None
         self._buf = bytearray(64 << 10)
         self._lo = self._hi = 0
         self._target: bytearray | None = None  # a large readexactly's own buffer
@@ -265,6 +268,7 @@ class _Stream(asyncio.BufferedProtocol):
         return memoryview(self._buf)[self._hi:]
 
     def buffer_updated(self, nbytes: int) -> None:
+        self._last = time.monotonic()  # the event loop's clock
         if self._target is not None:
             self._fill += nbytes
             if self._fill >= len(self._target):
@@ -294,11 +298,29 @@ class _Stream(asyncio.BufferedProtocol):
         if self._paused:
             self._paused = False
             self.transport.resume_reading()
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        if self.idle is not None:
+            start = loop.time()
+
+            def check() -> None:
+                # an idle timeout: the deadline moves on whenever bytes arrive
+                if waiter.done():
+                    return
+                deadline = max(self._last, start) + self.idle
+                if loop.time() >= deadline:
+                    waiter.set_exception(Timeout(f"no data for {self.idle:g} s"))
+                else:
+                    self._timer = loop.call_at(deadline, check)
+
+            self._timer = loop.call_at(start + self.idle, check)
         try:
-            await self._waiter
+            await waiter
         finally:
             self._waiter = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
     def _take(self, n: int) -> bytes:
         data = bytes(self._buf[self._lo:self._lo + n])
@@ -386,8 +408,9 @@ class _Stream(asyncio.BufferedProtocol):
         self.transport = await loop.start_tls(self.transport, self, ctx, server_hostname=server_hostname)
 
 
-async def _open_stream(host: str, port: int, ctx: Any = None, server_hostname: str | None = None) -> _Stream:
-    stream = _Stream()
+async def _open_stream(host: str, port: int, ctx: Any = None, server_hostname: str | None = None,
+                       idle: float | None = None) -> _Stream:
+    stream = _Stream(idle=idle)
     await asyncio.get_running_loop().create_connection(lambda: stream, host, port, ssl=ctx,
                                                        server_hostname=server_hostname)
     return stream
@@ -491,9 +514,10 @@ class Pool:
             async with asyncio.timeout(self.connect_timeout):
                 if proxy is None:
                     ctx = self._ssl_context() if scheme == "https" else None
-                    reader = writer = await _open_stream(plain_host, port, ctx, plain_host if ctx else None)
+                    reader = writer = await _open_stream(plain_host, port, ctx, plain_host if ctx else None,
+                                                         self.read_timeout)
                 else:
-                    reader = writer = await _open_stream(proxy.host, proxy.port)
+                    reader = writer = await _open_stream(proxy.host, proxy.port, idle=self.read_timeout)
                     if scheme == "https":
                         try:
                             await _tunnel(reader, writer, host, port, proxy)
@@ -874,27 +898,27 @@ class Response:
         assert conn is not None
         reader = conn.reader
         try:
-            async with asyncio.timeout(self._pool.read_timeout):
-                if self._mode == "length":
-                    n = min(size, self._left)
-                    try:
-                        data = await reader.readexactly(n)
-                    except asyncio.IncompleteReadError as e:
-                        self._fail_now(ConnectionDropped(
-                            f"connection closed with {self._left - len(e.partial)} bytes of the body missing"))
-                        return e.partial
-                    self._left -= n
-                    if self._left == 0:
-                        self._finish(None)
-                    return data
-                if self._mode == "close":
-                    data = await reader.read(size)
-                    if not data:
-                        self._finish(None)
-                    return data
-                return await self._read_chunked(reader, size)
-        except TimeoutError:
-            self._fail_now(Timeout(f"no data for {self._pool.read_timeout:g} s"))
+            # no timeout here: the stream's idle timer bounds every wait (a Timeout)
+            if self._mode == "length":
+                n = min(size, self._left)
+                try:
+                    data = await reader.readexactly(n)
+                except asyncio.IncompleteReadError as e:
+                    self._fail_now(ConnectionDropped(
+                        f"connection closed with {self._left - len(e.partial)} bytes of the body missing"))
+                    return e.partial
+                self._left -= n
+                if self._left == 0:
+                    self._finish(None)
+                return data
+            if self._mode == "close":
+                data = await reader.read(size)
+                if not data:
+                    self._finish(None)
+                return data
+            return await self._read_chunked(reader, size)
+        except TimeoutError as e:
+            self._fail_now(e if isinstance(e, Timeout) else Timeout(f"no data for {self._pool.read_timeout:g} s"))
         except ProtocolError as e:
             self._fail_now(e)
         except (ConnectionDropped, asyncio.IncompleteReadError, OSError) as e:
