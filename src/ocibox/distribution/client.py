@@ -187,8 +187,11 @@ class Registry:
                         if r.status not in _RETRY_STATUS or attempt == o.retries:
                             break
                         await asyncio.sleep(o.backoff * 2 ** attempt)
-                    if probe and r.status == 400:  # "Client sent an HTTP request to an HTTPS server"
-                        last = RegistryError(f"{self.host}: /v2/ over plain HTTP answered 400", status=400)
+                    if probe and r.status not in (200, 401, 404):
+                        # not a registry's answer: "Client sent an HTTP request to an HTTPS
+                        # server" (400, nginx's 497), or a redirect to https
+                        last = RegistryError(f"{self.host}: /v2/ over plain HTTP answered {r.status}",
+                                             status=r.status)
                         continue
                     if r.status == 401:
                         self._challenge = self._pick_challenge(r.headers.get("WWW-Authenticate"))
