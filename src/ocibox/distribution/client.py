@@ -187,7 +187,7 @@ class Registry:
                         if r.status not in _RETRY_STATUS or attempt == o.retries:
                             break
                         await asyncio.sleep(o.backoff * 2 ** attempt)
-                    if probe and r.status not in (200, 401, 404):
+                    if probe and (r.status in (400, 497) or 300 <= r.status < 400):
                         # not a registry's answer: "Client sent an HTTP request to an HTTPS
                         # server" (400, nginx's 497), or a redirect to https
                         last = RegistryError(f"{self.host}: /v2/ over plain HTTP answered {r.status}",
