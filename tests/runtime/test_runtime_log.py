@@ -80,7 +80,7 @@ def test_debug_lines_say_each_step(ours, bundle, tmp_path):
     text = "\n".join(msgs)
     for want in (
         f"container {cid}: creating from bundle",
-        f"init {pid} joined cgroups /sys/fs/cgroup/",
+        f"process {pid} joined cgroups /sys/fs/cgroup/",
         "init: mounts before the cgroup ones done; waiting for its cgroups",
         "running prestart hook 0 (/bin/true)",
         "running createContainer hook 0 (/bin/true)",  # run by the init, logged by the parent

@@ -82,10 +82,17 @@ def create(
             from .linux import cgroups
 
             def on_cgroups(pid: int) -> None:
-                paths, made = cgroups.apply(cid, cgroups_path, resources or {}, pid)
-                cgroup_paths.update(paths)
-                cgroup_created.extend(made)
-                debug(f"container {cid}: init {pid} joined cgroups {' '.join(paths.values())}")
+                # First the intermediate's: the cgroups are made; then the init's.
+                if not cgroup_paths:
+                    paths, made = cgroups.apply(cid, cgroups_path, resources or {}, pid)
+                    cgroup_paths.update(paths)
+                    cgroup_created.extend(made)
+                else:
+                    from .linux.cgroups.fs import join
+
+                    join(cgroup_paths, pid)
+                debug(f"container {cid}: process {pid} joined cgroups "
+                      f"{' '.join(cgroup_paths.values())}")  # fmt: skip
 
         hook_cfg = config.get("hooks") or {}
 

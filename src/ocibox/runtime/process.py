@@ -17,15 +17,18 @@ Two pipes carry the sync protocol, one short line per message:
 
 (``log`` only under --debug: the children's steps, logged by the parent.)
 
-The cgroups are joined while the init is already at work. On a kernel with
-cgroup v1 the first write to a cgroup.procs waits ~12 ms for an RCU grace
-period. So the intermediate makes only the namespaces that apply to children
-(user, pid, time) and forks the init at once; the parent moves the init into
-its cgroups (``pid N`` -> ``cgrouped``) while the init makes its other
-namespaces and mounts the root filesystem. The init waits for ``cgrouped``
-before anything that depends on its cgroup: a new cgroup namespace (unshared
-then, so that it is rooted at the container's cgroup), cgroup mounts, device
-nodes, the hooks, and the exec.
+The cgroups are joined while the children are already at work. On a kernel
+with cgroup v1 the first write to a cgroup.procs waits ~12 ms for an RCU grace
+period; the parent starts on it as soon as it has forked, moving the
+intermediate, which meanwhile makes only the namespaces that apply to children
+(user, pid, time) and forks the init at once. The intermediate then stays
+until it has been moved (it holds the read end of a third pipe until the
+parent closes the other); once it knows the init's pid, the parent moves the
+init too (in case it was forked first: cheap, the grace period is paid) and
+says ``cgrouped``. The init meanwhile makes its other namespaces and mounts
+the root filesystem, and waits for ``cgrouped`` before anything that depends
+on its cgroup: a new cgroup namespace (unshared then, so that it is rooted at
+the container's cgroup), cgroup mounts, device nodes, the hooks, and the exec.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ class InitConfig:
         self.close_in_child: tuple[int, ...] = ()
         self.keyring_name: str | None = None
         self.cgroups = False  # whether the init waits for the parent to join its cgroups
+        self.hold_fd = -1  # the intermediate waits on it (EOF) until it is in the cgroups
         self.state: dict | None = None  # the spec's state while creating (a seccomp listener's)
 
 
@@ -234,8 +238,10 @@ def _io_priority(prio: dict) -> None:
 def spawn(ic: InitConfig, *, subreaper: bool = False, on_cgroups=None, on_hooks=None) -> int:
     """Fork the container; return the init's host pid once it is ready and waiting.
 
-    ``on_cgroups(init_pid)`` joins the container's cgroups while the init goes on
-    with its own setup; it waits for them where it must (see the module's doc).
+    ``on_cgroups(pid)`` moves ``pid`` into the container's cgroups: first the
+    intermediate's, as soon as it is forked (that call makes the cgroups), then
+    the init's; the children go on meanwhile, and wait where they must (see the
+    module's doc).
     ``on_hooks(init_pid)`` runs the runtime-side create hooks when the init asks,
     and returns the state to hand to the init's own hooks.
     """
@@ -244,18 +250,29 @@ def spawn(ic: InitConfig, *, subreaper: bool = False, on_cgroups=None, on_hooks=
     ic.cgroups = on_cgroups is not None
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
+    hold_w = -1
+    if ic.cgroups:
+        ic.hold_fd, hold_w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        _child_main(ic, to_child_r, from_child_w, (to_child_w, from_child_r))
+        _child_main(ic, to_child_r, from_child_w, (to_child_w, from_child_r, hold_w))
     debug(f"forked the intermediate process {pid}")
     os.close(to_child_r)
     os.close(from_child_w)
+    if ic.hold_fd >= 0:
+        os.close(ic.hold_fd)
     init_pid = 0
     ready = False
     hooks_wanted = False
     error = None
     lines = _lines(from_child_r)
     try:
+        if on_cgroups is not None:
+            error = _join_cgroups(on_cgroups, pid, lines, from_child_r)
+            os.close(hold_w)  # the intermediate may go now
+            hold_w = -1
+            if error:
+                lines = iter(())
         for line in lines:
             verb, _, arg = line.partition(" ")
             if verb == "log":
@@ -270,7 +287,7 @@ def spawn(ic: InitConfig, *, subreaper: bool = False, on_cgroups=None, on_hooks=
                 init_pid = int(arg)
                 debug(f"intermediate {pid}: forked the init, {init_pid}")
                 if on_cgroups is not None:
-                    error = _join_cgroups(on_cgroups, init_pid, lines)
+                    error = _join_cgroups(on_cgroups, init_pid, lines, from_child_r)
                     if error:
                         break
                     _send(to_child_w, b"cgrouped\n")
@@ -290,13 +307,15 @@ def spawn(ic: InitConfig, *, subreaper: bool = False, on_cgroups=None, on_hooks=
             if ready and init_pid:
                 break
         else:
-            error = "the container's init exited before it was ready"
+            error = error or "the container's init exited before it was ready"
     except BaseException:
         _kill(init_pid or pid)
         raise
     finally:
         os.close(to_child_w)
         os.close(from_child_r)
+        if hold_w >= 0:
+            os.close(hold_w)
         _reap(pid)
     if error:
         if init_pid:
@@ -327,18 +346,21 @@ def _send(fd: int, msg: bytes) -> None:
         pass
 
 
-def _join_cgroups(on_cgroups, init_pid: int, lines) -> str | None:
-    """Run ``on_cgroups``; if it fails because the init already failed, return the init's error."""
+def _join_cgroups(on_cgroups, pid: int, lines, fd: int) -> str | None:
+    """Run ``on_cgroups(pid)``; if it fails because a child already failed, return its error."""
     try:
-        on_cgroups(init_pid)
+        on_cgroups(pid)
     except (OciboxError, OSError):
-        # The init may have died of its own error meanwhile (and the move then
-        # fails for want of a process): its message says more than ours.
-        _kill(init_pid)
-        for line in lines:
-            verb, _, arg = line.partition(" ")
-            if verb == "error":
-                return arg.replace("\\n", "\n")
+        # A child that died of its own error (so that the move failed for want
+        # of a process) wrote its message before it died: it says more than ours.
+        os.set_blocking(fd, False)
+        try:
+            for line in lines:
+                verb, _, arg = line.partition(" ")
+                if verb == "error":
+                    return arg.replace("\\n", "\n")
+        except BlockingIOError:
+            pass
         raise
     return None
 
@@ -444,6 +466,8 @@ def _intermediate(ic: InitConfig, rfd: int, wfd: int) -> None:
         finally:
             os._exit(code)
     os.write(wfd, f"pid {pid}\n".encode())
+    if ic.hold_fd >= 0:
+        os.read(ic.hold_fd, 1)  # EOF once the parent has moved us into the cgroups
 
 
 # Namespaces that unshare gives to the caller's children, not to the caller.
@@ -513,6 +537,8 @@ def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
     linux = cfg.get("linux") or {}
     ns = ic.namespaces
     in_userns = ns.has("user")
+    if ic.hold_fd >= 0:
+        os.close(ic.hold_fd)
     if ns.new & _FOR_INIT:
         nsmod.unshare(ns.new & _FOR_INIT)
     os.setsid()
