@@ -6,6 +6,7 @@ import os
 
 from ..errors import NotImplementedYet, UsageError
 from .container import STOPPED, Container, ContainerStateError
+from .linux.cgroups.fs import read as _read
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
@@ -33,16 +34,6 @@ def update(container: Container, resources: dict) -> None:
     from .linux.cgroups import set_resources
 
     set_resources(paths, resources)
-
-
-def _read(path: str | None, name: str) -> str:
-    if not path:
-        return ""
-    try:
-        with open(os.path.join(path, name)) as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def _int(text: str) -> int:
