@@ -1,4 +1,4 @@
-"""A lean HTTP/1.1 client on asyncio streams, for the registry client.
+"""A lean HTTP/1.1 client on asyncio transports, for the registry client.
 
 Why not aiohttp: importing its client costs ~120 ms (it makes SSL contexts at
 import), more than a whole pull of a small image. This module does what the
@@ -11,11 +11,15 @@ registry client needs and no more:
 - response bodies by Content-Length, chunked transfer-encoding or read to close,
   streamed in large pieces; a response left half-read is drained when its rest is
   small, else its connection is closed (never handed back dirty);
-- redirects (Authorization is dropped when the host changes), connect and read
-  timeouts, strict and bounded parsing of status lines and headers;
+- sockets read with ``recv_into`` into the buffers handed to the caller (one
+  copy of a layer's bytes, the kernel's);
+- redirects (Authorization is dropped when the scheme, host or port changes), a
+  connect timeout and an idle read timeout, strict and bounded parsing of status
+  lines and headers;
 - TLS with a context made on first use; HTTP_PROXY / HTTPS_PROXY / NO_PROXY as
   Go's net/http (and so skopeo) reads them: absolute-form requests for http, a
-  CONNECT tunnel for https.
+  CONNECT tunnel for https; loopback is never proxied; a proxy that is not
+  http:// (https://, socks5://) is a ``ProxyError``, not silently ignored.
 
 Failures are ``HTTPError`` subclasses; those worth a retry (a dropped or
 refused connection, a timeout) are also ``ConnectionError`` or ``TimeoutError``.
