@@ -126,6 +126,81 @@ def test_upload_resumes_from_registry_offset(any_registry, chunk_size):
         assert offsets[1] == 400_000
 
 
+@pytest.mark.parametrize("chunk_size", [200_000, None], ids=["chunked", "streamed"])
+def test_upload_stream_learns_digest_at_the_end(any_registry, chunk_size):
+    payload = os.urandom(700_001)
+
+    async def go():
+        async with _registry(any_registry) as reg:
+            got = await reg.upload_stream("t/app", lambda: chunks_of(payload, 0, 65_536), chunk_size=chunk_size)
+            assert got == (sha(payload), len(payload))
+            assert await reg.blob_size("t/app", sha(payload)) == len(payload)
+            out = bytearray()
+            async for c in reg.blob_chunks("t/app", sha(payload), len(payload)):
+                out += c
+            assert bytes(out) == payload
+            assert await reg.upload_stream("t/app", lambda: chunks_of(b"")) == (sha(b""), 0)
+    run(go())
+
+
+@pytest.mark.parametrize("chunk_size", [200_000, None], ids=["chunked", "streamed"])
+def test_upload_stream_resumes_by_making_the_stream_again(any_registry, chunk_size):
+    """The stream breaks half-way: it is made again, hashed whole, and only what the
+    registry lacks is sent (in chunks, what it acknowledged is not sent twice)."""
+    payload = os.urandom(1_000_000)
+    opened = []
+    sent = []
+
+    def open_stream():
+        opened.append(len(opened))
+
+        async def gen():
+            n = 0
+            async for c in chunks_of(payload, 0, 200_000):
+                if len(opened) == 1 and n >= 400_000:
+                    raise ConnectionResetError("simulated drop")
+                n += len(c)
+                yield c
+        return gen()
+
+    async def go():
+        async with Registry(any_registry.host, Options(no_auth_lookup=True, backoff=0.01)) as reg:
+            got = await reg.upload_stream("t/app", open_stream, chunk_size=chunk_size, progress=sent.append)
+            assert got == (sha(payload), len(payload))
+            assert await reg.blob_size("t/app", sha(payload)) == len(payload)
+    run(go())
+    assert len(opened) == 2
+    if chunk_size:
+        assert sum(sent) == len(payload)  # 400_000 before the drop, the other 600_000 after
+
+
+def test_upload_stream_that_changes_starts_again(any_registry):
+    """A stream made again with other bytes: the registry refuses the mixed blob's
+    digest, and the upload starts over from byte 0 with the stream as it is now."""
+    first, second = os.urandom(600_000), os.urandom(600_000)
+    opened = []
+
+    def open_stream():
+        opened.append(1)
+
+        async def gen():
+            n = 0
+            async for c in chunks_of(first if len(opened) == 1 else second, 0, 200_000):
+                if len(opened) == 1 and n >= 400_000:
+                    raise ConnectionResetError("simulated drop")
+                n += len(c)
+                yield c
+        return gen()
+
+    async def go():
+        async with Registry(any_registry.host, Options(no_auth_lookup=True, backoff=0.01)) as reg:
+            got = await reg.upload_stream("t/app", open_stream, chunk_size=200_000)
+            assert got == (sha(second), len(second))
+            assert await reg.blob_size("t/app", sha(second)) == len(second)
+    run(go())
+    assert len(opened) == 3
+
+
 def test_wrong_digest_upload_refused(any_registry):
     async def go():
         async with _registry(any_registry) as reg:

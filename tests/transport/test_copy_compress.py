@@ -212,3 +212,19 @@ def test_docker_tar_layers_are_gzipped_for_a_registry_as_skopeo_does(plain_layou
     ocibox_cmd("copy", "-q", docker_registry.ref("ob/d:v1"), f"oci:{tmp_path}/back:v1")
     back = Layout.open(str(tmp_path / "back")).image("v1")
     assert uncompressed_digest(tmp_path / "back", back.manifest.layers[0].digest) == back.config.diff_ids[0]
+
+
+def test_compressing_for_a_registry_needs_no_temporary_file(plain_layout, any_registry, tmp_path, no_auth_files,
+                                                              monkeypatch):
+    """The compressed layer streams into the upload (its digest learnt at the end):
+    with nowhere to put a temporary file the push still works, and the blob is the
+    one a copy to a layout makes."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "absent"))
+    ocibox_cmd("copy", "-q", "--dest-compress", f"oci:{plain_layout}:v1", f"oci:{tmp_path}/local:v1")
+    first = ocibox_cmd("copy", f"oci:{plain_layout}:v1", any_registry.ref("s/app:v1"))
+    assert "compressed with gzip" in first.stderr
+    pushed = raw_manifest(any_registry.ref("s/app:v1"))
+    local = Layout.open(str(tmp_path / "local")).image("v1").manifest
+    assert [x["digest"] for x in pushed["layers"]] == [x.digest for x in local.layers]
+    ocibox_cmd("copy", "-q", any_registry.ref("s/app:v1"), f"oci:{tmp_path}/back:v1")  # verified on the way
+    assert not (tmp_path / "absent").exists()

@@ -619,6 +619,85 @@ class Registry:
                 if progress and offset == 0:
                     progress(0)
 
+    async def upload_stream(self, repository: str, open_stream: Callable[[], AsyncIterator[bytes]],
+                            *, chunk_size: int | None = None,
+                            progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+        """Upload a blob whose digest and size are learnt at its end; returns them.
+
+        POST opens the session; the bytes of ``open_stream()`` go in one streamed
+        PATCH (or, with ``chunk_size``, in PATCHes with Content-Range), hashed on
+        the way; a PUT with the digest they make closes it. After a failure the
+        registry's offset is asked for and ``open_stream()`` is called again: it
+        must yield the very same bytes (they are hashed again, and only those
+        past the offset are sent); if it does not, the registry refuses the
+        digest and the upload starts once more from byte 0.
+        """
+        path = f"/v2/{repository}/blobs/uploads/"
+
+        async def start() -> str:
+            r = await self.request("POST", path, repository=repository, actions="pull,push", ok=(202,))
+            return self._location(r, path)
+
+        state = {"location": await start()}
+        offset = 0
+        failures = 0
+        restarted = False
+        while True:
+            h = _digest.hasher()
+            total = [0]
+            body = _hashed(open_stream(), offset, h, total)
+            finishing = False
+            try:
+                try:
+                    if chunk_size:
+                        await self._upload_chunks(repository, state, offset, lambda _, b=body: b, chunk_size, progress)
+                    else:
+                        await self._patch_stream(repository, state, body, progress)
+                finally:
+                    await body.aclose()
+                finishing = True
+                dig = "sha256:" + h.hexdigest()
+                await self._finish(repository, state["location"], dig, None, 0, progress)
+                return dig, total[0]
+            except _digest.DigestMismatch:
+                # the registry holds other bytes than the stream made (a resumed
+                # upload whose start it kept wrongly, or a stream that changed)
+                if not finishing or restarted:
+                    raise
+                restarted = True
+                offset, state["location"] = 0, await start()
+            except (RegistryError, *_NET_ERRORS) as e:
+                if isinstance(e, RegistryError) and e.status is not None and e.status < 500 \
+                        and e.status not in (408, 416, 429):
+                    raise
+                failures += 1
+                if failures > self.options.retries:
+                    raise RegistryError(f"{self.host}/{repository}: upload failed: {e}") from None
+                await asyncio.sleep(self.options.backoff * 2 ** (failures - 1))
+                try:
+                    offset, state["location"] = await self._upload_status(repository, state["location"])
+                except RegistryError as status_error:
+                    if status_error.status is None or status_error.status >= 500:
+                        raise
+                    offset, state["location"] = 0, await start()
+                if progress and offset == 0:
+                    progress(0)
+
+    async def _patch_stream(self, repository: str, state: dict[str, str], body: AsyncIterator[bytes],
+                            progress) -> None:
+        """One PATCH whose body is the stream (chunked transfer coding: its length is unknown)."""
+        async def counted():
+            async for chunk in body:
+                if progress:
+                    progress(len(chunk))
+                yield chunk
+
+        location = state["location"]
+        r = await self.request("PATCH", location, repository=repository, actions="pull,push",
+                               headers={"Content-Type": "application/octet-stream"},
+                               data=counted(), ok=(202, 204), retry=False)
+        state["location"] = self._location(r, location) if r.headers.get("Location") else location
+
     async def _upload_status(self, repository: str, location: str) -> tuple[int, str]:
         r = await self.request("GET", location, repository=repository, actions="pull,push",
                                ok=(204, 200))
@@ -735,6 +814,25 @@ class Registry:
         if artifact_type:
             manifests = [m for m in manifests if m.get("artifactType") == artifact_type]
         return manifests
+
+
+async def _hashed(chunks: AsyncIterator[bytes], skip: int, h, total: list[int]) -> AsyncIterator[bytes]:
+    """``chunks`` hashed into ``h`` and counted into ``total[0]``, less their first ``skip`` bytes."""
+    try:
+        async for chunk in chunks:
+            h.update(chunk)
+            total[0] += len(chunk)
+            if skip:
+                if len(chunk) <= skip:
+                    skip -= len(chunk)
+                    continue
+                chunk = chunk[skip:]
+                skip = 0
+            yield chunk
+    finally:
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def _drain(r: Response, limit: int = 1 << 20) -> bytes:

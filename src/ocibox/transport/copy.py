@@ -382,7 +382,7 @@ class _Copier:
 
     async def _transform(self, desc: Descriptor, want: str) -> Descriptor:
         """Copy a layer compressed as ``want``: streamed through a worker thread into a
-        sink that hashes it (the destination layout itself, or a temporary file)."""
+        registry's upload, the destination layout itself, or a temporary file."""
         from .layers import transform
 
         have = mt.layer_compression(desc.media_type)
@@ -404,28 +404,43 @@ class _Copier:
             self._executor = ThreadPoolExecutor(workers, thread_name_prefix="ocibox-compress")
         self._event("start", desc, 0)
         skipped = False
-        sink = self.dst.new_blob_sink()
-        try:
-            chunks = _counted(self.src.blob(desc), lambda n: self._event("bytes", desc, n))
-            new_digest, new_size = await transform(chunks, desc, have, want, self.o.compress_level, sink,
-                                                   self._executor, f"{self.src.name}: blob {desc.digest}")
-            new = Descriptor(media_type=media_type_for(desc.media_type, want), digest=new_digest, size=new_size)
-            if hasattr(sink, "commit"):  # a blob writer of the destination layout
-                await asyncio.get_running_loop().run_in_executor(self._executor, sink.commit)
-                self.result.blobs_copied += 1
-            else:
-                sink.finish()
-                if await self.dst.has_blob(new):
-                    self.result.blobs_skipped += 1
-                    skipped = True
-                else:
-                    await self.dst.put_blob(new, _FileSource(sink.path, new))
+        what = f"{self.src.name}: blob {desc.digest}"
+        if self.dst.streams_blobs:
+            # straight to the registry: the digest is learnt as the bytes go (made
+            # again from the source if the upload must resume)
+            from .layers import transformed
+
+            def stream() -> AsyncIterator[bytes]:
+                chunks = _counted(self.src.blob(desc), lambda n: self._event("bytes", desc, n))
+                return transformed(chunks, desc, have, want, self.o.compress_level, self._executor, what)
+
+            new_digest, new_size = await self.dst.put_stream(stream)
+            self.result.blobs_copied += 1
+        else:
+            sink = self.dst.new_blob_sink()
+            try:
+                chunks = _counted(self.src.blob(desc), lambda n: self._event("bytes", desc, n))
+                await transform(chunks, desc, have, want, self.o.compress_level, sink, self._executor, what)
+                new_digest, new_size = sink.digest, sink.size
+                new = Descriptor(media_type=media_type_for(desc.media_type, want), digest=new_digest,
+                                 size=new_size)
+                if hasattr(sink, "commit"):  # a blob writer of the destination layout
+                    await asyncio.get_running_loop().run_in_executor(self._executor, sink.commit)
                     self.result.blobs_copied += 1
-        finally:
-            if hasattr(sink, "abort"):
-                sink.abort()
-            else:
-                sink.discard()
+                else:
+                    sink.finish()
+                    if await self.dst.has_blob(new):
+                        self.result.blobs_skipped += 1
+                        skipped = True
+                    else:
+                        await self.dst.put_blob(new, _FileSource(sink.path, new))
+                        self.result.blobs_copied += 1
+            finally:
+                if hasattr(sink, "abort"):
+                    sink.abort()
+                else:
+                    sink.discard()
+        new = Descriptor(media_type=media_type_for(desc.media_type, want), digest=new_digest, size=new_size)
         if cache:
             cache.put(desc.digest, want, new_digest, new_size)
         self.result.bytes_copied += new_size

@@ -1,8 +1,9 @@
 """Change a layer's compression while it is copied: gzip, zstd or none.
 
 The source's bytes arrive as an async stream; a worker thread pulls them,
-decompresses, compresses again and writes the result to a sink that hashes
-as it writes (a blob writer of the destination layout, or a temporary file).
+decompresses, compresses again and writes the result to a sink: one that
+hashes as it writes (a blob writer of the destination layout, or a temporary
+file for archives), or a ``Pipe`` whose bytes stream on to a registry.
 At most a few MiB are in memory whatever the layer's size. The source bytes
 are checked against the source descriptor on the way; the new digest and size
 come from the sink.
@@ -11,9 +12,11 @@ come from the sink.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 
@@ -80,6 +83,79 @@ class TempSink:
 
 class _Cancelled(Exception):
     pass
+
+
+class Pipe:
+    """A sink for the worker thread whose bytes an async reader on ``loop`` takes:
+    at most ``depth`` writes wait in it (the compressor blocks until one is taken),
+    so a layer streams to the network without a temporary file."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, depth: int = 4) -> None:
+        self._loop = loop
+        self._depth = depth
+        self._items: collections.deque[bytes] = collections.deque()
+        self._cond = threading.Condition()
+        self._ended = False
+        self._aborted = False
+        self._waiter: asyncio.Future | None = None
+        self.size = 0
+
+    # worker side
+
+    def write(self, data) -> int:
+        piece = bytes(data)
+        with self._cond:
+            while len(self._items) >= self._depth and not self._aborted:
+                self._cond.wait()
+            if self._aborted:
+                raise _Cancelled
+            self._items.append(piece)
+        self.size += len(piece)
+        self._loop.call_soon_threadsafe(self._wake)
+        return len(piece)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        """Ignored: compressors close their sink; ``end`` marks the end."""
+
+    # loop side
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def end(self) -> None:
+        self._ended = True
+        self._wake()
+
+    def abort(self) -> None:
+        """The reader stops: a blocked ``write`` raises, and later ones too."""
+        with self._cond:
+            self._aborted = True
+            self._items.clear()
+            self._cond.notify_all()
+
+    async def get(self) -> bytes | None:
+        """The next piece, or None once the writer has ended and all is taken."""
+        while True:
+            with self._cond:
+                if self._items:
+                    piece = self._items.popleft()
+                    self._cond.notify()
+                    return piece
+            if self._ended:
+                return None
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
 
 
 class _Pull:
@@ -167,9 +243,10 @@ def _fill(reader, view: memoryview) -> int:
 
 
 async def transform(chunks: AsyncIterator[bytes], desc: Descriptor, have: str, want: str,
-                    level: int | None, sink, executor: Executor, what: str) -> tuple[str, int]:
+                    level: int | None, sink, executor: Executor, what: str) -> None:
     """Stream ``chunks`` (the blob ``desc``, compressed as ``have``) into ``sink``
-    compressed as ``want``; returns the new blob's (digest, size) from the sink."""
+    compressed as ``want`` (a blob writer or a temporary file tell the new digest
+    and size, a ``Pipe`` hands the bytes on)."""
     from ..image import compression as comp
 
     loop = asyncio.get_running_loop()
@@ -213,4 +290,23 @@ async def transform(chunks: AsyncIterator[bytes], desc: Descriptor, have: str, w
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()
-    return sink.digest, sink.size
+
+
+async def transformed(chunks: AsyncIterator[bytes], desc: Descriptor, have: str, want: str,
+                      level: int | None, executor: Executor, what: str) -> AsyncIterator[bytes]:
+    """The blob ``desc`` (``chunks``, compressed as ``have``) compressed as ``want``,
+    as a stream: the source is checked against ``desc`` before the stream ends."""
+    loop = asyncio.get_running_loop()
+    pipe = Pipe(loop)
+    task = asyncio.ensure_future(transform(chunks, desc, have, want, level, pipe, executor, what))
+    task.add_done_callback(lambda _: pipe.end())
+    try:
+        while (piece := await pipe.get()) is not None:
+            yield piece
+        await task  # the source's check, or the worker's failure
+    finally:
+        if not task.done():
+            pipe.abort()
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task

@@ -227,6 +227,12 @@ class Location:
         when the user asks for none in particular (skopeo's choice per transport)."""
         return have
 
+    streams_blobs = False  # True: takes a blob whose digest is not known yet with put_stream
+
+    async def put_stream(self, open_stream: Callable[[], AsyncIterator[bytes]]) -> tuple[str, int]:
+        """Store the blob ``open_stream()`` yields (made again, the same, to resume); its (digest, size)."""
+        raise NotImplementedError
+
     def new_blob_sink(self):
         """Where a blob whose digest is not known yet is written (``write``,
         ``digest``, ``size``): a temporary file, unless the destination has better."""
@@ -303,6 +309,11 @@ class DockerLocation(Location):
                 return
         await self.registry.upload_blob(self.ref.repository, desc.digest, desc.size,
                                         lambda offset: source.blob(desc, offset), progress=progress)
+
+    streams_blobs = True
+
+    async def put_stream(self, open_stream: Callable[[], AsyncIterator[bytes]]) -> tuple[str, int]:
+        return await self.registry.upload_stream(self.ref.repository, open_stream)
 
     holds_referrers = True
 
