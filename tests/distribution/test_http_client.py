@@ -129,6 +129,32 @@ def test_content_length_keep_alive_and_streaming_pieces():
     run(go())
 
 
+def test_slow_reader_leaves_the_rest_in_the_socket():
+    """Between a body's pieces the connection buffers at most BUFFER bytes, however much
+    the server has sent: reading pauses and the rest waits in the kernel."""
+    blob = os.urandom(8 * 1024 * 1024)
+
+    async def handler(req, reader, writer):
+        writer.write(answer(200, blob))
+
+    async def go():
+        async with Server(handler) as srv:
+            pool = _http.Pool()
+            r = await pool.request("GET", srv.url + "/blob")
+            got = bytearray()
+            sizes = []
+            async for piece in r.iter_chunks():
+                got += piece
+                sizes.append(len(piece))
+                await asyncio.sleep(0.02)  # a slow disk: the server is far ahead
+                conn = r._conn
+                if conn is not None:
+                    assert len(conn.reader._buf) <= _http.BUFFER, len(conn.reader._buf)
+            assert bytes(got) == blob and max(sizes) <= _http.CHUNK
+            await pool.close()
+    run(go())
+
+
 def test_chunked_response_204_and_read_to_close():
     async def handler(req, reader, writer):
         if req.target == "/chunked":

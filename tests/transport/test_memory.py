@@ -66,3 +66,25 @@ def test_six_layers_at_once_stay_small(tmp_path, busybox_rootfs, no_auth_files):
     assert plain - base < 6 * 1024, (base, plain)  # was 13 MiB more with 1 MiB buffers per blob
     cpus = min(6, os.cpu_count() or 1)
     assert compressed - base < (8 + 6 * cpus) * 1024, (base, compressed)
+
+
+def test_six_registry_layers_pulled_at_once_stay_small(tmp_path, ocibox_registry, busybox_rootfs, no_auth_files):
+    """A pull holds a few 256 KiB pieces per blob (the socket read, the writer's queue),
+    not megabytes: six 16 MiB layers from a registry peak within a few MiB of a tiny
+    image's pull (it was ~20 MiB more with 1 MiB pieces and a growing read buffer)."""
+    if not os.path.exists("/usr/bin/time"):
+        pytest.skip("/usr/bin/time is not installed")
+    tiny, six = tmp_path / "tiny", tmp_path / "six"
+    import_rootfs(Layout.init(str(tiny)), "v1", str(busybox_rootfs / "etc"), compression="none")
+    lay = Layout.init(str(six))
+    for i in range(6):
+        root = tmp_path / f"r{i}"
+        root.mkdir()
+        (root / "data").write_bytes(os.urandom(16 * MiB))
+        import_rootfs(lay, "v1", str(root), compression="none")
+    for name, layout in (("tiny", tiny), ("six", six)):
+        ocibox_cmd("copy", "-q", "--preserve-digests", f"oci:{layout}:v1", ocibox_registry.ref(f"{name}/app:v1"))
+    base = _peak_kib("copy", "-q", ocibox_registry.ref("tiny/app:v1"), f"oci:{tmp_path}/t:v1")
+    pulled = _peak_kib("copy", "-q", ocibox_registry.ref("six/app:v1"), f"oci:{tmp_path}/s:v1")
+    print("peak RSS KiB (tiny pull, six-layer pull):", base, pulled)
+    assert pulled - base < 12 * 1024, (base, pulled)

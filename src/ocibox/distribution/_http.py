@@ -9,7 +9,9 @@ registry client needs and no more:
 - request bodies as bytes or async iterables (with Content-Length when the
   caller gives one, else chunked);
 - response bodies by Content-Length, chunked transfer-encoding or read to close,
-  streamed in large pieces; a response left half-read is drained when its rest is
+  streamed in 256 KiB pieces (the connection's own 64 KiB buffer pauses reading
+  when full: a slow consumer leaves the rest in the kernel, not in our memory);
+  a response left half-read is drained when its rest is
   small, else its connection is closed (never handed back dirty);
 - sockets read with ``recv_into`` into the buffers handed to the caller (one
   copy of a layer's bytes, the kernel's);
@@ -36,9 +38,10 @@ import urllib.parse
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any
 
-CHUNK = 1 << 20          # body pieces handed to the caller
+CHUNK = 256 << 10        # body pieces handed to the caller: six blobs at once stay small
 MIN_PIECE = 256 << 10    # chunked / read-to-close bodies are gathered to at least this
-STREAM_LIMIT = 256 << 10  # asyncio stream buffer limit: also bounds one header line
+STREAM_LIMIT = 256 << 10  # bounds one header line (the buffer grows that far only for one)
+BUFFER = 64 << 10        # the connection's own buffer; reading pauses when it is full
 MAX_HEADERS = 128
 MAX_HEADER_BYTES = 64 << 10
 DRAIN_MAX = 64 << 10     # a rest this small is read to keep the connection
@@ -230,7 +233,7 @@ class _Stream(asyncio.BufferedProtocol):
         self.idle = idle  # seconds without a byte before a waiting read fails
         self._last = 0.0  # when bytes last arrived (loop time)
         self._timer: asyncio.TimerHandle | None = None
-        self._buf = bytearray(64 << 10)
+        self._buf = bytearray(BUFFER)
         self._lo = self._hi = 0
         self._target: bytearray | None = None  # a large readexactly's own buffer
         self._fill = 0
@@ -280,7 +283,11 @@ class _Stream(asyncio.BufferedProtocol):
             return
         self._hi += nbytes
         self._wake()
-        if self._hi - self._lo > 2 * self._limit and not self._paused and self.transport is not None:
+        # Full: the rest waits in the kernel's socket buffer, not in ours. The
+        # buffer grows only when a reader needs more than it holds (a long header
+        # line), so between a body's pieces at most BUFFER bytes sit here.
+        if len(self._buf) - (self._hi - self._lo) < (16 << 10) and not self._paused \
+                and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
 

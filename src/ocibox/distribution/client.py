@@ -31,7 +31,7 @@ from .options import Fetched, Options
 from .reference import check_repository
 
 MANIFEST_MAX = 4 << 20  # distribution refuses manifests above 4 MiB; so do we
-CHUNK = 1 << 20
+CHUNK = _http.CHUNK  # pieces of a blob: 256 KiB
 ACCEPT_MANIFESTS = ", ".join([mt.OCI_INDEX, mt.OCI_MANIFEST, mt.DOCKER_MANIFEST_LIST,
                               mt.DOCKER_MANIFEST, mt.DOCKER_MANIFEST_V1_SIGNED])
 USER_AGENT = "ocibox"

@@ -10,12 +10,14 @@ archive) appears last.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import os
 import shutil
 import tarfile
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -116,35 +118,95 @@ async def copy_file(path: str, write: Callable[[bytes], object], desc: Descripto
     await loop.run_in_executor(None, work)
 
 
-def _write_all(write: Callable[[bytes], object], chunks: list[bytes]) -> None:
-    for chunk in chunks:
-        write(chunk)
+PUMP_DEPTH = 2  # pieces (256 KiB from a registry) waiting for the writer thread, per blob
+
+
+class _Writer:
+    """A thread that writes the pieces the event loop hands it, in order. Each side
+    wakes the other only when it waits (the writer for a piece, the loop for room),
+    so a piece costs no thread switch while both keep up."""
+
+    def __init__(self, write: Callable[[bytes], object], loop: asyncio.AbstractEventLoop) -> None:
+        self._write = write
+        self._loop = loop
+        self._cond = threading.Condition()
+        self._items: collections.deque = collections.deque()
+        self._closed = False
+        self._error: BaseException | None = None
+        self._room: asyncio.Future | None = None  # the loop waits for room
+        self._done = loop.create_future()
+        threading.Thread(target=self._run, name="ocibox-write", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._items and not self._closed:
+                        self._cond.wait()
+                    if not self._items:
+                        return
+                    piece = self._items.popleft()
+                    room, self._room = self._room, None
+                if room is not None:
+                    self._loop.call_soon_threadsafe(_settle, room)
+                self._write(piece)
+        except BaseException as e:  # noqa: BLE001 - handed to the loop
+            with self._cond:
+                self._error = e
+                self._items.clear()
+                room, self._room = self._room, None
+            if room is not None:
+                self._loop.call_soon_threadsafe(_settle, room)
+        finally:
+            self._loop.call_soon_threadsafe(_settle, self._done)
+
+    async def put(self, piece: bytes) -> None:
+        while True:
+            with self._cond:
+                if self._error is not None:
+                    raise self._error
+                if len(self._items) < PUMP_DEPTH:
+                    self._items.append(piece)
+                    self._cond.notify()
+                    return
+                room = self._room = self._loop.create_future()
+            await room
+
+    async def close(self, discard: bool = False) -> None:
+        """Wait until everything is written (or, with ``discard``, only the piece being written)."""
+        with self._cond:
+            self._closed = True
+            if discard:
+                self._items.clear()
+            self._cond.notify()
+        await asyncio.shield(self._done)
+        if self._error is not None and not discard:
+            raise self._error
+
+
+def _settle(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 async def pump(chunks: AsyncIterator[bytes], write: Callable[[bytes], object], size: int,
                what: str, progress: Progress = None) -> None:
-    """Feed ``chunks`` to ``write`` in a worker thread, about 1 MiB at a time, one write in
-    flight while the next megabyte arrives: hashing and disk writes overlap the network."""
-    loop = asyncio.get_running_loop()
-    pending: asyncio.Future | None = None
-    buf: list[bytes] = []
-    buffered = total = 0
-    async for chunk in chunks:
-        total += len(chunk)
-        if total > size:
-            raise _digest.SizeMismatch(what, size, total)
-        buf.append(chunk)
-        buffered += len(chunk)
-        if progress:
-            progress(len(chunk))
-        if buffered >= CHUNK:
-            if pending is not None:
-                await pending
-            pending = loop.run_in_executor(None, _write_all, write, buf)
-            buf, buffered = [], 0
-    if pending is not None:
-        await pending
-    _write_all(write, buf)
+    """Feed ``chunks`` to ``write`` in a thread of its own, while the next pieces arrive:
+    hashing and disk writes overlap the network, and a blob holds a few pieces in memory."""
+    writer = _Writer(write, asyncio.get_running_loop())
+    total = 0
+    try:
+        async for chunk in chunks:
+            total += len(chunk)
+            if total > size:
+                raise _digest.SizeMismatch(what, size, total)
+            await writer.put(chunk)
+            if progress:
+                progress(len(chunk))
+    except BaseException:
+        await writer.close(discard=True)
+        raise
+    await writer.close()
 
 
 class _HashingFile:
