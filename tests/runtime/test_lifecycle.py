@@ -265,7 +265,7 @@ def test_bad_config_values_fail_before_anything_exists(ours, bundle):
         ),
         lambda c: c["process"].update(rlimits=[{"type": "RLIMIT_BOGUS", "soft": 1, "hard": 1}]),
         lambda c: c["linux"]["namespaces"].append({"type": "bogus"}),
-        lambda c: c["mounts"].append({"destination": "relative", "type": "tmpfs"}),
+        lambda c: c["mounts"].append({"destination": "", "type": "tmpfs"}),
         lambda c: c["process"].update(args=[]),
     ]
     for edit in bad:

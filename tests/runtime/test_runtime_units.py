@@ -75,8 +75,10 @@ def test_mount_options():
     assert m.propagation == [sc.MS_SLAVE | sc.MS_REC]
     b = mounts.parse({"destination": "/y", "source": "/tmp", "options": ["rbind", "ro"]})
     assert b.is_bind and b.flags & sc.MS_REC and b.flags & sc.MS_RDONLY
-    with pytest.raises(BundleError, match="absolute"):
-        mounts.parse({"destination": "rel", "type": "tmpfs"})
+    # config.md: a relative destination (deprecated) is relative to /
+    assert mounts.parse({"destination": "rel", "type": "tmpfs"}).destination == "/rel"
+    with pytest.raises(BundleError, match="must be a path"):
+        mounts.parse({"destination": "", "type": "tmpfs"})
     r = mounts.parse({"destination": "/z", "type": "bind", "options": ["rbind", "rro", "rnoatime"]})
     assert r.recursive == (sc.MOUNT_ATTR_RDONLY | sc.MOUNT_ATTR_NOATIME, sc.MOUNT_ATTR__ATIME)
     with pytest.raises(NotImplementedYet):

@@ -329,3 +329,14 @@ def test_rootfs_propagation_unbindable(runc, ours, bundle):
     mine = ours("run", "--bundle", b, ours.new_id())
     assert mine.stdout.split("\n")[0] == "unbindable"
     assert _mountinfo(mine.stdout)["/"]["propagation"] == ["unbindable"]
+
+
+def test_relative_mount_destination_is_under_root(runc, ours, bundle):
+    """config.md: a relative destination (deprecated) MUST be read as relative to /."""
+
+    def edit(cfg):
+        cfg["mounts"].append({"destination": "rel/dir", "type": "tmpfs", "source": "reltmp"})
+
+    theirs, mine = _both(runc, ours, bundle, "cat /proc/self/mountinfo", edit)
+    assert _mountinfo(theirs)["/rel/dir"]["source"] == "reltmp"
+    assert _mountinfo(mine)["/rel/dir"]["source"] == "reltmp"

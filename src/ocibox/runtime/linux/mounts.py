@@ -93,8 +93,11 @@ class Mount:
 def parse(entry: dict, index: int = 0) -> Mount:
     dest = entry.get("destination")
     where = f"config.json: mounts[{index}]"
-    if not isinstance(dest, str) or not dest.startswith("/"):
-        raise BundleError(f"{where}: destination must be an absolute path, not {dest!r}")
+    if not isinstance(dest, str) or not dest:
+        raise BundleError(f"{where}: destination must be a path, not {dest!r}")
+    if not dest.startswith("/"):
+        # Deprecated, but the spec still says how to read it: relative to /.
+        dest = "/" + dest
     flags = 0
     propagation = []
     data = []
