@@ -309,3 +309,39 @@ def test_poststart_and_poststop_failures_are_warnings(ours, bundle, tmp_path):
     assert both("state", cid, check=False).returncode != 0
     # the remaining hooks of the kind still ran
     assert log.read_text().split() == ["ok", "ok"]
+
+
+@pytest.mark.parametrize("cid", ["../escape", "a/b", ".", "..", "with space"])
+def test_create_with_an_unusable_id_fails(both, bundle, cid):
+    p = both("create", "--bundle", bundle.write(["true"]), cid, check=False)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert not (both.root.parent / "escape").exists()
+    assert both("list", "-q").stdout.split() == []
+
+
+def test_container_killed_from_outside_is_stopped(both, bundle):
+    """state follows the process: an init killed behind the runtime's back is stopped."""
+    cid = both.new_id()
+    both("run", "-d", "--bundle", bundle.write(["sleep", "30"]), cid)
+    os.kill(both.state(cid)["pid"], 9)
+    assert both.wait_status(cid, "stopped")["status"] == "stopped"
+    assert both("kill", cid, "TERM", check=False).returncode != 0
+    both("delete", cid)
+    # and a created one: start then fails
+    cid = both.new_id()
+    both("create", "--bundle", bundle.write(["sleep", "30"]), cid)
+    os.kill(both.state(cid)["pid"], 9)
+    assert both.wait_status(cid, "stopped")["status"] == "stopped"
+    assert both("start", cid, check=False).returncode != 0
+    both("delete", cid)
+
+
+@pytest.mark.parametrize("kind", ["prestart", "createRuntime"])
+def test_hook_that_cannot_run_fails_create(both, bundle, tmp_path, kind):
+    (tmp_path / "not-exec").write_text("#!/bin/sh\n")
+    for path in ("/no/such/hook", str(tmp_path / "not-exec")):
+        b = bundle.write(["true"], lambda c, p=path: c.update(hooks={kind: [{"path": p}]}))
+        cid = both.new_id()
+        p = both("create", "--bundle", b, cid, check=False)
+        assert p.returncode != 0 and "Traceback" not in p.stderr
+        assert both("state", cid, check=False).returncode != 0
