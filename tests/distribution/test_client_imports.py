@@ -49,3 +49,27 @@ def test_loopback_plain_http_registry_makes_no_tls_context(image_layout, no_auth
                 await reg.get_manifest("test/app", "v1")
                 assert reg._http._ssl is None
         asyncio.run(go())
+
+
+SMALL = """
+import runpy, sys
+sys.argv = ["ocibox", *sys.argv[1:]]
+try:
+    runpy.run_module("ocibox.cli", run_name="__main__", alter_sys=True)
+except SystemExit as e:
+    assert not e.code, f"exit {e.code}"
+heavy = sorted(m for m in ("ocibox.transport.copy", "ocibox.transport.layers", "ocibox.image.layout",
+                           "ocibox._fs", "tarfile", "tempfile", "shutil", "tomllib") if m in sys.modules)
+assert not heavy, f"imported: {heavy}"
+"""
+
+
+@pytest.mark.parametrize("command", ["inspect", "list-tags"])
+def test_small_commands_import_no_copy_machinery(image_layout, no_auth_files, command):
+    """inspect and list-tags read a manifest or a tag list: no copying, layout, archive
+    or temporary-file code is imported for them (~15 ms of start-up)."""
+    with FakeRegistry(str(image_layout)) as fake:
+        args = {"inspect": ["inspect", f"docker://{fake.host}/test/app:v1"],
+                "list-tags": ["list-tags", f"docker://{fake.host}/test/app"]}[command]
+        proc = subprocess.run([sys.executable, "-c", SMALL, *args], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -15,7 +15,6 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 
-from .._fs import atomic_write
 from ..errors import OciboxError
 
 
@@ -156,6 +155,8 @@ def store(registry: str, creds: Credentials, path: str | None = None) -> str:
     d.setdefault("auths", {})[registry] = {
         "auth": base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()}
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    from .._fs import atomic_write
+
     atomic_write(path, json.dumps(d, indent=2).encode() + b"\n", 0o600)
     return path
 
@@ -166,6 +167,8 @@ def remove(registry: str, path: str | None = None) -> bool:
     if registry not in (d.get("auths") or {}):
         return False
     del d["auths"][registry]
+    from .._fs import atomic_write
+
     atomic_write(path, json.dumps(d, indent=2).encode() + b"\n", 0o600)
     return True
 

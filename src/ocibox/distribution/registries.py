@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import os
-import tomllib
 
 from ..errors import UsageError
 
@@ -38,10 +37,18 @@ def _insecure(path: str | None) -> frozenset[str]:
         return frozenset()
     try:
         with open(path, "rb") as f:
-            d = tomllib.load(f)
+            data = f.read()
     except FileNotFoundError:
         return frozenset()
-    except (tomllib.TOMLDecodeError, OSError) as e:
+    except OSError as e:
+        raise UsageError(f"{path}: unreadable registries.conf: {e}") from None
+    if not any(b"insecure" in line for line in data.splitlines() if not line.lstrip().startswith(b"#")):
+        return frozenset()  # nothing to find (Debian's file says it in comments only): no TOML parser
+    import tomllib
+
+    try:
+        d = tomllib.loads(data.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"{path}: unreadable registries.conf: {e}") from None
     out = set()
     for entry in d.get("registry") or []:

@@ -22,9 +22,11 @@ from dataclasses import dataclass, field, replace
 from .. import digest as _digest
 from .. import mediatypes as mt
 from ..distribution.options import Options
-from ..errors import ReferenceNotFound, UnsupportedMediaType, UsageError
+from ..errors import UnsupportedMediaType, UsageError
 from ..image import docker as _docker
 from ..image.models import Descriptor, Index, Manifest, Platform, load_json
+from ._select import check_manifest_type as _check_manifest_type
+from ._select import pick as _pick
 from ._tasks import gather_bounded
 from .layers import CHANGEABLE, media_type_for
 from .locations import (
@@ -474,22 +476,6 @@ class _FileSource(Location):
 
 def _as(desc: Descriptor, media_type: str) -> Descriptor:
     return Descriptor(media_type=media_type, digest=desc.digest, size=desc.size)
-
-
-def _check_manifest_type(media_type: str, data: bytes, where: str) -> None:
-    _docker.check_not_schema1(data, media_type, f"{where}: manifest")
-    if media_type not in mt.MANIFESTS | mt.INDEXES:
-        raise UnsupportedMediaType(f"{where}: unsupported manifest media type {media_type!r}",
-                                   hint="ocibox copies OCI and Docker schema2 images and indexes")
-
-
-def _pick(candidates: list[Descriptor], want: Platform, name: str) -> Descriptor:
-    for d in candidates:
-        if d.platform is not None and want.matches(d.platform) and d.media_type in mt.MANIFESTS:
-            return d
-    have = ", ".join(str(d.platform) for d in candidates if d.platform) or "none"
-    raise ReferenceNotFound(f"{name}: no image for platform {want} (has: {have})",
-                            hint="choose one with --platform OS/ARCH[/VARIANT], or copy all with --all")
 
 
 def _describe(compression: str) -> str:

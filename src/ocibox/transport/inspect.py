@@ -8,7 +8,8 @@ from typing import Any
 from .. import mediatypes as mt
 from ..distribution.options import Options
 from ..image.models import Index, Manifest, Platform
-from .copy import _check_manifest_type, _pick
+from ._select import check_manifest_type as _check_manifest_type
+from ._select import pick as _pick
 from .locations import DockerLocation, parse_location
 
 

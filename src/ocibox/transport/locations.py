@@ -14,9 +14,6 @@ import collections
 import contextlib
 import json
 import os
-import shutil
-import tarfile
-import tempfile
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
@@ -24,7 +21,6 @@ from typing import TYPE_CHECKING
 
 from .. import digest as _digest
 from .. import mediatypes as mt
-from .._fs import atomic_write, fsync_dir
 from ..distribution.options import Fetched, Options
 from ..distribution.reference import InvalidReference, Reference
 from ..errors import (
@@ -35,11 +31,16 @@ from ..errors import (
     ReferenceNotFound,
     UsageError,
 )
-from ..image.layout import Layout, check_tag
 from ..image.models import Descriptor
 
 if TYPE_CHECKING:
+    import tarfile
+
     from ..distribution.client import Registry
+    from ..image.layout import Layout
+
+# tarfile, tempfile, shutil, the layout and _fs are imported where they are used: a
+# docker:// location (ocibox inspect) needs none of them
 
 CHUNK = 1 << 20
 Progress = Callable[[int], None] | None
@@ -81,6 +82,8 @@ def _split_path_tag(rest: str, transport: str) -> tuple[str, str | None]:
     if colon > rest.rfind("/") and colon != -1:
         path, tag = rest[:colon], rest[colon + 1:]
         if tag:
+            from ..image.layout import check_tag
+
             check_tag(tag)
         return path, tag or None
     return rest, None
@@ -216,6 +219,8 @@ class _HashingFile:
         self.final = final
         directory = os.path.dirname(final) or "."
         os.makedirs(directory, exist_ok=True)
+        import tempfile
+
         fd, self.tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
         self.file = os.fdopen(fd, "wb")
         self.hash = _digest.hasher()
@@ -423,6 +428,8 @@ class OCILocation(Location):
         self._lock_ctx = None
 
     async def open(self, writing: bool) -> None:
+        from ..image.layout import Layout
+
         if writing:
             self._created = not os.path.exists(os.path.join(self.path, "oci-layout"))
             if self._created and os.path.exists(self.path) and os.listdir(self.path):
@@ -438,6 +445,8 @@ class OCILocation(Location):
             self._lock_ctx.__exit__(None, None, None)
             self._lock_ctx = None
         if not ok and self._created:
+            import shutil
+
             shutil.rmtree(self.path, ignore_errors=True)
 
     def _top_desc(self) -> Descriptor:
@@ -538,6 +547,8 @@ class OCILocation(Location):
                 def change(ms: list[Descriptor]) -> list[Descriptor]:
                     return [m for m in ms if m.ref_name or m.digest != desc.digest] + [desc]
                 self.layout.update_index(change)
+            from .._fs import fsync_dir
+
             fsync_dir(self.layout.blobs.root)
 
 
@@ -558,6 +569,10 @@ class OCIArchiveLocation(OCILocation):
         self._writing = False
 
     async def open(self, writing: bool) -> None:
+        import tempfile
+
+        from ..image.layout import Layout
+
         self._writing = writing
         self._tmp = tempfile.mkdtemp(prefix=".ocibox-", dir=os.path.dirname(os.path.abspath(self.archive)))
         self.path = os.path.join(self._tmp, "layout")
@@ -572,6 +587,9 @@ class OCIArchiveLocation(OCILocation):
             self.layout = Layout.open(self.path)
 
     async def close(self, ok: bool) -> None:
+        import shutil
+        import tarfile
+
         try:
             if ok and self._writing:
                 final_tmp = os.path.join(self._tmp, "archive.tar")
@@ -591,6 +609,8 @@ def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 
 def _safe_extract(archive: str, dest: str) -> None:
+    import tarfile
+
     try:
         with tarfile.open(archive, "r:*") as tf:
             tf.extractall(dest, filter="data")
@@ -616,6 +636,8 @@ class DirLocation(Location):
 
     async def open(self, writing: bool) -> None:
         if writing:
+            from .._fs import atomic_write
+
             os.makedirs(self.path, exist_ok=True)
             atomic_write(os.path.join(self.path, "version"), self.VERSION, durable=False)
         elif not os.path.isfile(os.path.join(self.path, "manifest.json")):
@@ -663,6 +685,8 @@ class DirLocation(Location):
             f.abort()
 
     async def put_manifest(self, data: bytes, media_type: str, top: bool) -> None:
+        from .._fs import atomic_write
+
         if top:
             atomic_write(os.path.join(self.path, "manifest.json"), data, durable=False)
         else:
@@ -694,6 +718,9 @@ class DockerArchiveLocation(Location):
 
     # reading
     async def open(self, writing: bool) -> None:
+        import tarfile
+        import tempfile
+
         if writing:
             self._repo_tags = [archive_tag(t) for t in ([self.ref] if self.ref else []) + self.additional_tags]
             directory = os.path.dirname(os.path.abspath(self.archive))
@@ -812,6 +839,8 @@ class DockerArchiveLocation(Location):
         return desc.digest in self._entries
 
     def _header(self, name: str, size: int) -> bytes:
+        import tarfile
+
         info = tarfile.TarInfo(name)
         info.size = size
         info.mode = 0o644
