@@ -422,3 +422,20 @@ def test_id_mappings_with_several_ranges(runc, ours, bundle):
         ["0", "200000", "1000"], ["1000", "300000", "500"], ["5000", "400000", "10"],
         ["0", "200000", "1000"], ["1000", "300000", "500"],
     ]  # fmt: skip
+
+
+def test_duplicate_rlimit_types_are_an_error(runc, ours, bundle):
+    """config.md: duplicated rlimits types MUST be an error.
+
+    runc 1.1 applies both in order (the last wins) and runs the container.
+    """
+
+    def edit(cfg):
+        cfg["process"]["rlimits"] = [{"type": "RLIMIT_NOFILE", "soft": 200, "hard": 200},
+                                     {"type": "RLIMIT_NOFILE", "soft": 100, "hard": 100}]  # fmt: skip
+
+    theirs, mine = _pair(runc, ours, bundle, ["sh", "-c", "ulimit -n"], edit)
+    assert theirs.returncode == 0 and theirs.stdout == "100\n"
+    assert (
+        mine.returncode != 0 and "RLIMIT_NOFILE" in mine.stderr and "Traceback" not in mine.stderr
+    )
