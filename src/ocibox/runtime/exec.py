@@ -87,6 +87,10 @@ def exec_process(container: Container, process: dict, *, detach: bool = False,
         raise ContainerStateError(f"cannot exec in container {container.id}: it is paused")
     if status not in (CREATED, RUNNING):
         raise ContainerStateError(f"cannot exec in container {container.id}: it is {status}")
+    if (container.state or {}).get("cgroupPaths"):
+        from .create import warm_cgroup_writes
+
+        warm_cgroup_writes()  # the joiner's move then shares its grace period
     sock = None
     if process.get("terminal"):
         if not console_socket:
