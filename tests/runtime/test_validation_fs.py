@@ -10,6 +10,7 @@ runtimes and checks the spec's expectation on ours.
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -340,3 +341,61 @@ def test_relative_mount_destination_is_under_root(runc, ours, bundle):
     theirs, mine = _both(runc, ours, bundle, "cat /proc/self/mountinfo", edit)
     assert _mountinfo(theirs)["/rel/dir"]["source"] == "reltmp"
     assert _mountinfo(mine)["/rel/dir"]["source"] == "reltmp"
+
+
+@pytest.fixture
+def bundle_on_shared_mount(bundle, tmp_path):
+    """The bundle's rootfs moved onto a shared tmpfs: propagation to and from the host is live."""
+    import shutil
+
+    top = tmp_path / "shared-top"
+    top.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(top)], check=True)
+    subprocess.run(["mount", "--make-shared", str(top)], check=True)
+    _link_applets(bundle)
+    shutil.copytree(bundle.rootfs, top / "rootfs", symlinks=True)
+    (top / "rootfs" / "m").mkdir()
+    bundle.config["root"]["path"] = str(top / "rootfs")
+    yield bundle, top / "rootfs"
+    subprocess.run(["umount", "-R", "-l", str(top)], check=True)
+
+
+@pytest.mark.parametrize("prop", ["", "shared", "slave", "private"])
+def test_rootfs_propagation_with_a_shared_host_mount(runc, ours, bundle_on_shared_mount, prop):
+    """A mount made in the container must not reach the host; one the host makes under the
+    rootfs afterwards reaches the container unless rootfsPropagation is private."""
+    bundle, rootfs = bundle_on_shared_mount
+    (rootfs / "hs").mkdir()
+    script = ("mount -t tmpfs inner /m; i=0; while [ $i -lt 50 ] && ! [ -e /hs/seen ]; "
+              "do sleep 0.1; i=$((i+1)); done; "
+              "if [ -e /hs/seen ]; then echo receives; else echo isolated; fi > /result")  # fmt: skip
+
+    def edit(cfg):
+        cfg["root"]["readonly"] = False
+        cfg["process"]["capabilities"] = {k: ["CAP_SYS_ADMIN"] for k in
+                                          ("bounding", "effective", "permitted")}  # fmt: skip
+        if prop:
+            cfg["linux"]["rootfsPropagation"] = prop
+
+    b = bundle.write(["sh", "-c", script], edit)
+    results = {}
+    for rt in (runc, ours):
+        cid = rt.new_id()
+        rt("run", "-d", "--bundle", b, cid)
+        time.sleep(0.5)
+        table = _mountinfo(Path("/proc/self/mountinfo").read_text())
+        leaked = str(rootfs / "m") in table
+        if leaked:
+            subprocess.run(["umount", str(rootfs / "m")], check=True)
+        subprocess.run(["mount", "-t", "tmpfs", "hostsub", str(rootfs / "hs")], check=True)
+        (rootfs / "hs" / "seen").write_text("")
+        rt.wait_status(cid, "stopped", timeout=10)
+        subprocess.run(["umount", str(rootfs / "hs")], check=True)
+        results[rt.name] = (leaked, (rootfs / "result").read_text().strip())
+        rt("delete", cid)
+    receives = "isolated" if prop == "private" else "receives"
+    assert results["ocibox-runtime"] == (False, receives)
+    # runc 1.1 applies a set rootfsPropagation to the host's / non-recursively,
+    # then makes the rootfs's (still shared) parent mount private before binding
+    # it: with any value set, the container never receives the host's mounts.
+    assert results["runc"] == (False, "receives" if not prop else "isolated")

@@ -64,12 +64,11 @@ def prepare(
     # requested propagation goes on the container's own / after pivot_root.
     sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC)
     _root_propagation = _ROOT_PROPAGATION[propagation]
-    # pivot_root needs the new root to be a mount point whose parent is not shared.
+    # pivot_root needs the new root to be a mount point whose parent is not
+    # shared: after rslave, nothing is. The bind stays a slave, so that the
+    # host's later mounts under the rootfs reach the container (the spec's
+    # slave, the default) unless rootfsPropagation says private.
     sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
-    try:
-        sc.mount(None, rootfs, None, sc.MS_PRIVATE)
-    except OSError:
-        pass
     dev_is_bind = False
     pending = before_cgroups
     for m in mounts:
