@@ -372,6 +372,7 @@ def test_namespace_paths_ipc_pid_and_mount(runc, ours, bundle):
     holder = subprocess.Popen(
         ["unshare", "--ipc", "--pid", "--fork", "--mount-proc", "sleep", "60"]
     )
+    child = 0
     try:
         time.sleep(0.3)
         child = int(subprocess.check_output(["pgrep", "-P", str(holder.pid)]).split()[0])
@@ -393,6 +394,9 @@ def test_namespace_paths_ipc_pid_and_mount(runc, ours, bundle):
         assert mine.split()[2] != "1" and theirs.split()[2] != "1"
         assert mine.split()[3] == theirs.split()[3] == "1"
     finally:
+        # the forked sleep is its pid namespace's init: killing unshare leaves it
+        if child:
+            os.kill(child, 9)
         holder.kill()
         holder.wait()
 
