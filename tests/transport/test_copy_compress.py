@@ -228,3 +228,19 @@ def test_compressing_for_a_registry_needs_no_temporary_file(plain_layout, any_re
     assert [x["digest"] for x in pushed["layers"]] == [x.digest for x in local.layers]
     ocibox_cmd("copy", "-q", any_registry.ref("s/app:v1"), f"oci:{tmp_path}/back:v1")  # verified on the way
     assert not (tmp_path / "absent").exists()
+
+
+def test_compressing_into_a_dir_writes_the_blob_once(plain_layout, tmp_path, no_auth_files, monkeypatch):
+    """dir: names a compressed layer after its digest once written, in place: no temporary
+    file elsewhere, nothing left behind."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "absent"))
+    ocibox_cmd("copy", "-q", "--dest-compress", f"oci:{plain_layout}:v1", f"dir:{tmp_path}/d")
+    ocibox_cmd("copy", "-q", "--dest-compress", f"oci:{plain_layout}:v1", f"oci:{tmp_path}/o:v1")
+    m = json.loads((tmp_path / "d" / "manifest.json").read_bytes())
+    layer = m["layers"][0]
+    assert layer["mediaType"] == mt.OCI_LAYER_GZIP
+    assert layer["digest"] == Layout.open(str(tmp_path / "o")).image("v1").manifest.layers[0].digest
+    blob = (tmp_path / "d" / layer["digest"].split(":")[1]).read_bytes()
+    assert len(blob) == layer["size"] and "sha256:" + hashlib.sha256(blob).hexdigest() == layer["digest"]
+    assert not [p for p in os.listdir(tmp_path / "d") if p.startswith(".")]
+    ocibox_cmd("copy", "-q", f"dir:{tmp_path}/d", f"oci:{tmp_path}/back:v1")  # verified on the way

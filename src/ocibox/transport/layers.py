@@ -44,7 +44,9 @@ def big_files_dir() -> str:
 
 
 class TempSink:
-    """A temporary file that hashes what is written to it."""
+    """A temporary file that hashes what is written to it: for a docker archive, whose
+    tar header (written before the content) needs the size of a layer being compressed.
+    Registries, layouts and dir: take such a layer without one."""
 
     def __init__(self, directory: str | None = None) -> None:
         fd, self.path = tempfile.mkstemp(dir=directory or big_files_dir(), prefix=".ocibox-layer-")

@@ -251,6 +251,32 @@ class _HashingFile:
             os.unlink(self.tmp)
 
 
+class _DigestNamedFile(_HashingFile):
+    """A blob whose digest is learnt as it is written (a layer being compressed): a
+    temporary file in ``directory`` that ``commit`` names after its digest."""
+
+    def __init__(self, directory: str, name_for: Callable[[str], str]) -> None:
+        super().__init__(os.path.join(directory, ".unnamed"))
+        self._name_for = name_for
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        """Ignored: compressors close their sink; ``commit`` finishes."""
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.hash.hexdigest()
+
+    def commit(self) -> None:  # type: ignore[override]
+        self.final = self._name_for(self.digest)
+        super().commit(self.digest, self.size, self.final)
+
+
 class Location:
     """Base: a source and a destination of images."""
 
@@ -302,7 +328,9 @@ class Location:
 
     def new_blob_sink(self):
         """Where a blob whose digest is not known yet is written (``write``,
-        ``digest``, ``size``): a temporary file, unless the destination has better."""
+        ``digest``, ``size``; ``commit`` where it is stored in place): a temporary
+        file, unless the destination has better (a docker archive has not: its tar
+        header, written first, holds the size)."""
         from .layers import TempSink
 
         return TempSink()
@@ -661,6 +689,9 @@ class DirLocation(Location):
     def blob_path(self, desc: Descriptor) -> str | None:
         path = self._blob_path(desc.digest)
         return path if os.path.isfile(path) else None
+
+    def new_blob_sink(self):
+        return _DigestNamedFile(self.path, self._blob_path)  # named by its digest once written
 
     def blob(self, desc: Descriptor, offset: int = 0) -> AsyncIterator[bytes]:
         path = self._blob_path(desc.digest)
