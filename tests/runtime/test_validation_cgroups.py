@@ -62,8 +62,6 @@ def test_memory(runc, ours, bundle):
     assert got["memory/memory.oom_control"][:2] == ["oom_kill_disable", "1"]
 
 
-@pytest.mark.xfail(strict=True, reason="cgroups v1 writes memory.memsw.limit_in_bytes before "
-                   "memory.limit_in_bytes: a swap limit above an unset memory limit is EINVAL")  # fmt: skip
 def test_memory_with_swap(runc, ours, bundle):
     _need("memory")
     if not os.path.exists(f"{V1}/memory/memory.memsw.limit_in_bytes"):
@@ -178,3 +176,24 @@ def test_cgroups_path(runc, ours, bundle, path):
     assert results[1]["pids"] == results[1]["memory"] == "/ocibox-validation/ID"
     if path == "absolute":
         assert results[0] == results[1]
+
+
+@pytest.mark.parametrize("rt_name", ["runc", "ours"])
+def test_memory_and_swap_updated_up_and_down(rt_name, request, bundle):
+    # memsw must stay >= the memory limit after every single write: growing
+    # needs swap written first, shrinking the memory limit first
+    _need("memory")
+    if not os.path.exists(f"{V1}/memory/memory.memsw.limit_in_bytes"):
+        pytest.skip("no swap accounting")
+    rt = request.getfixturevalue(rt_name)
+    cid = rt.new_id()
+    b = bundle.write(["sleep", "30"], lambda c: c["linux"]["resources"].update(
+        memory={"limit": 64 << 20, "swap": 96 << 20}))
+    rt("run", "-d", "--bundle", b, cid)
+    files = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"
+    for mem, swap in ((256 << 20, 512 << 20), (32 << 20, 48 << 20), (128 << 20, -1)):
+        rt("update", "--memory", str(mem), "--memory-swap", str(swap), cid)
+        got = rt("exec", cid, "sh", "-c", files).stdout.split()
+        assert got[0] == str(mem)
+        assert swap == -1 or got[1] == str(swap)
+    rt("delete", "--force", cid)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from ....errors import BundleError, NotImplementedYet
-from .fs import device_rules, join, makedirs, remove, write
+from .fs import device_rules, join, makedirs, read, remove, write
 
 
 def apply(mounts: dict[str, str], rel: str, resources: dict, pid: int) -> tuple[dict, list]:
@@ -80,11 +80,16 @@ def _set_memory(path: str | None, mem: dict) -> None:
     if path is None:
         raise BundleError("linux.resources.memory: no memory cgroup on this host")
     limit, swap = mem.get("limit"), mem.get("swap")
-    # memsw must stay >= limit: raise it first when growing, lower it last when shrinking.
+    # memsw must stay >= limit at every step: raise it first when it grows (or
+    # goes unlimited), lower it after the memory limit when it shrinks.
     if limit is not None:
         if swap is not None and os.path.exists(os.path.join(path, "memory.memsw.limit_in_bytes")):
-            write(path, "memory.memsw.limit_in_bytes", str(swap))
-            write(path, "memory.limit_in_bytes", str(limit))
+            if swap == -1 or swap > _int_or_max(read(path, "memory.memsw.limit_in_bytes")):
+                write(path, "memory.memsw.limit_in_bytes", str(swap))
+                write(path, "memory.limit_in_bytes", str(limit))
+            else:
+                write(path, "memory.limit_in_bytes", str(limit))
+                write(path, "memory.memsw.limit_in_bytes", str(swap))
         else:
             write(path, "memory.limit_in_bytes", str(limit))
     elif swap is not None:
@@ -95,6 +100,13 @@ def _set_memory(path: str | None, mem: dict) -> None:
         write(path, "memory.swappiness", str(mem["swappiness"]))
     if mem.get("disableOOMKiller"):
         write(path, "memory.oom_control", "1")
+
+
+def _int_or_max(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        return 1 << 63  # unreadable: treat as unlimited, so swap is written second
 
 
 def _set_cpu(path: str | None, cpuset: str | None, cpu: dict) -> None:
