@@ -48,8 +48,6 @@ def _console_run(rt, bundle_path, sock_path) -> str:
     return out.decode(errors="replace").replace("\r\n", "\n")
 
 
-@pytest.mark.xfail(strict=True, reason="console.setup does not bind the pty's slave onto "
-                   "/dev/console; ocibox has no /dev/console")  # fmt: skip
 def test_dev_console_with_a_terminal(runc, ours, bundle, tmp_path):
     """With process.terminal, /dev/console is the container's terminal (config-linux.md)."""
     _link(bundle, "stat", "readlink", "tty")

@@ -37,6 +37,7 @@ def setup(sock: socket.socket, size: dict | None) -> None:
         winsize = struct.pack("HHHH", size.get("height", 0), size.get("width", 0), 0, 0)
         fcntl.ioctl(slave, termios.TIOCSWINSZ, winsize)
     name = os.ttyname(slave)
+    _bind_console(name)
     try:
         socket.send_fds(sock, [name.encode()], [master])
     except OSError as e:
@@ -49,6 +50,21 @@ def setup(sock: socket.socket, size: dict | None) -> None:
         os.dup2(slave, fd)
     if slave > 2:
         os.close(slave)
+
+
+def _bind_console(slave_path: str) -> None:
+    """Make /dev/console the container's terminal (config-linux.md): bind the pty's
+    slave onto it, creating an empty file to bind onto when it is not there."""
+    from . import syscalls as sc
+
+    try:
+        fd = os.open("/dev/console", os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+                     | os.O_NOCTTY, 0o666)  # fmt: skip
+        os.close(fd)
+        sc.mount(slave_path, "/dev/console", None, sc.MS_BIND)
+    except OSError as e:
+        raise BundleError(f"cannot bind the terminal {slave_path} onto /dev/console: "
+                          f"{e.strerror}") from None  # fmt: skip
 
 
 class Proxy:
