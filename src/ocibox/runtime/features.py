@@ -32,14 +32,14 @@ def _seccomp() -> dict:
 
 def features() -> dict:
     from .linux.capabilities import NAMES
-    from .linux.mounts import _FLAGS, PROPAGATION
+    from .linux.mounts import _FLAGS, _RECURSIVE, PROPAGATION
     from .linux.namespaces import FLAGS
 
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": OCI_VERSION,
         "hooks": HOOKS,
-        "mountOptions": sorted([*_FLAGS, *PROPAGATION]),
+        "mountOptions": sorted([*_FLAGS, *PROPAGATION, *_RECURSIVE, "idmap", "ridmap", "tmpcopyup"]),
         "linux": {
             "namespaces": sorted(FLAGS),
             "capabilities": ["CAP_" + n for n in NAMES],
@@ -47,6 +47,7 @@ def features() -> dict:
             "seccomp": _seccomp(),
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
+            "mountExtensions": {"idmap": {"enabled": True}},
         },
         "annotations": {"org.opencontainers.runtime-spec.features.ocibox": "0.1.0"},
     }

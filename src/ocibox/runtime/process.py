@@ -247,6 +247,37 @@ def spawn(ic: InitConfig, *, subreaper: bool = False, on_cgroups=None, on_hooks=
     """
     if subreaper:
         sc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+    _idmap_trees(ic)
+    try:
+        return _spawn(ic, subreaper, on_cgroups, on_hooks)
+    finally:
+        for m in ic.mounts:
+            if m.tree_fd >= 0:
+                os.close(m.tree_fd)
+                m.tree_fd = -1
+
+
+def _idmap_trees(ic: InitConfig) -> None:
+    """The idmapped mounts' sources, idmapped here in the host's user namespace (see mounts)."""
+    linux = ic.config.get("linux") or {}
+    has_userns = ic.namespaces.has("user")
+    if has_userns and any(m.idmap for m in ic.mounts) and not linux.get("uidMappings"):
+        raise NotImplementedYet(
+            "idmapped mounts in a joined user namespace: give linux.uidMappings and gidMappings"
+        )
+    try:
+        for m in ic.mounts:
+            if m.idmap:
+                mnt.idmap_tree(m, linux, has_userns)
+    except BaseException:
+        for m in ic.mounts:
+            if m.tree_fd >= 0:
+                os.close(m.tree_fd)
+                m.tree_fd = -1
+        raise
+
+
+def _spawn(ic: InitConfig, subreaper: bool, on_cgroups, on_hooks) -> int:
     ic.cgroups = on_cgroups is not None
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()

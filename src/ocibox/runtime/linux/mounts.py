@@ -73,7 +73,8 @@ _RECURSIVE = {
 class Mount:
     """One parsed entry of config.json's mounts."""
 
-    __slots__ = ("destination", "type", "source", "flags", "propagation", "data", "recursive")
+    __slots__ = ("destination", "type", "source", "flags", "propagation", "data", "recursive",
+                 "idmap", "uid_map", "gid_map", "tree_fd", "copyup")  # fmt: skip
 
     def __init__(self, destination: str, type: str, source: str, flags: int = 0,
                  propagation: list[int] | None = None, data: str = "") -> None:  # fmt: skip
@@ -84,6 +85,11 @@ class Mount:
         self.propagation = propagation or []
         self.data = data
         self.recursive = (0, 0)  # mount_setattr (set, clear) for the r* options
+        self.idmap = ""  # "idmap" or "ridmap"
+        self.uid_map: list[dict] | None = None  # the mount's own maps, if given
+        self.gid_map: list[dict] | None = None
+        self.tree_fd = -1  # the idmapped detached mount, made by the runtime (see idmap_tree)
+        self.copyup = False  # tmpcopyup: the tmpfs starts with what the rootfs had there
 
     @property
     def is_bind(self) -> bool:
@@ -102,6 +108,8 @@ def parse(entry: dict, index: int = 0) -> Mount:
     propagation = []
     data = []
     rec_set = rec_clr = 0
+    idmap = ""
+    copyup = False
     for opt in entry.get("options") or []:
         if opt in _FLAGS:
             clear, set_ = _FLAGS[opt]
@@ -112,8 +120,10 @@ def parse(entry: dict, index: int = 0) -> Mount:
             set_, clear = _RECURSIVE[opt]
             rec_set = (rec_set & ~clear) | set_
             rec_clr = (rec_clr & ~set_) | clear
-        elif opt in ("tmpcopyup", "idmap", "ridmap"):
-            raise NotImplementedYet(f"{where}: mount option {opt!r} is not supported yet")
+        elif opt in ("idmap", "ridmap"):
+            idmap = opt
+        elif opt == "tmpcopyup":
+            copyup = True
         else:
             data.append(opt)
     mtype = entry.get("type") or ("bind" if flags & sc.MS_BIND else "")
@@ -121,7 +131,161 @@ def parse(entry: dict, index: int = 0) -> Mount:
         flags |= sc.MS_BIND
     m = Mount(dest, mtype, entry.get("source") or "", flags, propagation, ",".join(data))
     m.recursive = (rec_set, rec_clr)
+    if copyup and mtype != "tmpfs":
+        raise BundleError(f"{where}: tmpcopyup is only for tmpfs mounts, not {mtype or 'none'!r}")
+    m.copyup = copyup
+    _parse_idmap(m, entry, idmap, where)
     return m
+
+
+_MAX_EXTENTS = 340  # the kernel's limit on lines in a uid_map or gid_map
+
+
+def check_id_mappings(maps, where: str) -> list[dict]:
+    """Check a LinuxIDMapping list: numbers in range, no overlaps on either side."""
+    if not isinstance(maps, list) or not maps:
+        raise BundleError(f"{where}: must be a non-empty list of mappings")
+    if len(maps) > _MAX_EXTENTS:
+        raise BundleError(f"{where}: {len(maps)} mappings; the kernel takes at most {_MAX_EXTENTS}")
+    out = []
+    for i, e in enumerate(maps):
+        vals = {}
+        for k in ("containerID", "hostID", "size"):
+            v = e.get(k) if isinstance(e, dict) else None
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**32 - 1:
+                raise BundleError(f"{where}[{i}].{k}: must be a number from 0 to 4294967294, not {v!r}")
+            vals[k] = v
+        if vals["size"] == 0 or vals["containerID"] + vals["size"] > 2**32 - 1 \
+                or vals["hostID"] + vals["size"] > 2**32 - 1:  # fmt: skip
+            raise BundleError(f"{where}[{i}]: size {vals['size']} is empty or runs past 4294967294")
+        out.append(vals)
+    for side in ("containerID", "hostID"):
+        spans = sorted((e[side], e[side] + e["size"]) for e in out)
+        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+            if start < end:
+                raise BundleError(f"{where}: the ranges of {side} overlap")
+    return out
+
+
+def _parse_idmap(m: Mount, entry: dict, idmap: str, where: str) -> None:
+    uids, gids = entry.get("uidMappings"), entry.get("gidMappings")
+    if (uids is None) != (gids is None):
+        raise BundleError(f"{where}: uidMappings and gidMappings go together; one is missing")
+    if uids is None and not idmap:
+        return
+    if not m.is_bind:
+        raise NotImplementedYet(f"{where}: idmapped mounts are supported for bind mounts only")
+    # Mappings without the option: the spec asks bundles to add it, and says the
+    # mappings must be used; apply them (non-recursively).
+    m.idmap = idmap or "idmap"
+    if uids is not None:
+        m.uid_map = check_id_mappings(uids, f"{where}.uidMappings")
+        m.gid_map = check_id_mappings(gids, f"{where}.gidMappings")
+
+
+def _relative_to(maps: list[dict], outer: list[dict] | None, what: str) -> list[dict]:
+    """The mount's maps with hostID read in the container's user namespace ``outer``.
+
+    The spec makes a mount's mappings relative to the container's user
+    namespace when it has one: hostID is an id as the container sees it, so it
+    is turned into the host's id through the container's own maps (a range
+    that spans several of its extents is split).
+    """
+    if outer is None:
+        return maps
+    out = []
+    for e in maps:
+        inner, lo, left = e["containerID"], e["hostID"], e["size"]
+        while left:
+            ext = next((o for o in outer
+                        if o["containerID"] <= lo < o["containerID"] + o["size"]), None)  # fmt: skip
+            if ext is None:
+                raise BundleError(
+                    f"{what}: hostID {lo} is not mapped in the container's user namespace",
+                    hint="with a user namespace, a mount's hostID is an id inside the container",
+                )
+            n = min(left, ext["containerID"] + ext["size"] - lo)
+            out.append({"containerID": inner, "hostID": ext["hostID"] + lo - ext["containerID"],
+                        "size": n})  # fmt: skip
+            inner, lo, left = inner + n, lo + n, left - n
+    return out
+
+
+def _userns_fd(uid_map: list[dict], gid_map: list[dict]) -> int:
+    """An fd of a new user namespace with these maps, held by a child that then exits."""
+    ready_r, ready_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(ready_r)
+            os.close(hold_w)
+            sc.unshare(sc.CLONE_NEWUSER)
+            os.write(ready_w, b"1")
+            os.read(hold_r, 1)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(ready_w)
+    os.close(hold_r)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise BundleError("could not create a user namespace for an idmapped mount")
+        for name, maps in (("uid_map", uid_map), ("gid_map", gid_map)):
+            text = "".join(f"{e['containerID']} {e['hostID']} {e['size']}\n" for e in maps)
+            try:
+                with open(f"/proc/{pid}/{name}", "w") as f:
+                    f.write(text)
+            except OSError as e:
+                raise BundleError(f"idmapped mount: writing its {name}: {e.strerror}") from None
+        return os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_r)
+        os.close(hold_w)  # the child's read returns: it exits
+        os.waitpid(pid, 0)
+
+
+def idmap_tree(m: Mount, linux: dict, has_userns: bool) -> None:
+    """Make ``m``'s idmapped copy of its source, as a detached mount in ``m.tree_fd``.
+
+    Done by the runtime, in the host's user namespace: only there is it
+    privileged over the source's filesystem, which MOUNT_ATTR_IDMAP requires.
+    The init attaches the copy with move_mount.
+    """
+    where = f"mount {m.destination}"
+    outer_u = linux.get("uidMappings") if has_userns else None
+    outer_g = linux.get("gidMappings") if has_userns else None
+    if m.uid_map is None:
+        if not has_userns:
+            raise BundleError(
+                f"{where}: {m.idmap} needs uidMappings and gidMappings, or a user namespace",
+                hint="add the mount's uidMappings and gidMappings",
+            )
+        uids, gids = outer_u, outer_g  # files keep their ids as the container sees them
+    else:
+        uids = _relative_to(m.uid_map, outer_u, f"{where}: uidMappings")
+        gids = _relative_to(m.gid_map, outer_g, f"{where}: gidMappings")
+    try:
+        tree = sc.open_tree_clone(m.source, recursive=bool(m.flags & sc.MS_REC))
+    except OSError as e:
+        raise BundleError(f"{where}: source {m.source}: {os.strerror(e.errno)}") from None
+    try:
+        userns = _userns_fd(uids, gids)
+        try:
+            sc.mount_setattr_idmap(tree, userns, recursive=m.idmap == "ridmap")
+        finally:
+            os.close(userns)
+    except OSError as e:
+        os.close(tree)
+        why = os.strerror(e.errno)
+        if e.errno == errno.EINVAL:
+            why += " (the source's filesystem may not support idmapped mounts)"
+        raise BundleError(f"{where}: idmapping {m.source}: {why}") from None
+    except BaseException:
+        os.close(tree)
+        raise
+    m.tree_fd = tree
 
 
 def secure_join(root: str, path: str) -> str:
@@ -229,6 +393,16 @@ def _mount_one(m: Mount, target: str, pinned: str) -> None:
     try:
         if m.type == "cgroup":
             _mount_cgroup(m, target, pinned)
+        elif m.tree_fd >= 0:
+            sc.move_mount(m.tree_fd, int(pinned.rsplit("/", 1)[1]))
+            os.close(m.tree_fd)
+            m.tree_fd = -1
+            extra = m.flags & ~(sc.MS_BIND | sc.MS_REC)
+            if extra:
+                flags = sc.MS_BIND | sc.MS_REMOUNT | extra | _flags_of(target)
+                sc.mount(None, target, None, flags)
+        elif m.copyup:
+            _mount_copyup(m, target, pinned)
         elif m.is_bind:
             sc.mount(m.source, pinned, None, m.flags & (sc.MS_BIND | sc.MS_REC))
             extra = m.flags & ~(sc.MS_BIND | sc.MS_REC)
@@ -244,6 +418,72 @@ def _mount_one(m: Mount, target: str, pinned: str) -> None:
     except OSError as e:
         what = f"{m.type or 'bind'} {m.source or '-'}"
         raise BundleError(f"mount {what} on {m.destination}: {os.strerror(e.errno)}") from None
+
+
+def _mount_copyup(m: Mount, target: str, pinned: str) -> None:
+    """tmpcopyup: a tmpfs that starts with a copy of what it covers.
+
+    A handle on the directory taken before the mount still reaches what is
+    underneath, so the copy goes straight from there into the new tmpfs.
+    """
+    lower = os.open(pinned, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        sc.mount(m.source, pinned, m.type, m.flags, m.data or None)
+        upper = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            _copy_tree(lower, upper)
+            if not any(o.startswith("mode=") for o in m.data.split(",")):
+                # As runc: the tmpfs keeps the directory's mode (unless mode= says otherwise).
+                os.chmod(upper, stat.S_IMODE(os.fstat(lower).st_mode))
+        finally:
+            os.close(upper)
+    finally:
+        os.close(lower)
+
+
+def _copy_tree(src: int, dst: int) -> None:
+    """Copy the directory ``src`` into ``dst`` (fds): files, links, nodes, owners, modes, times."""
+    with os.scandir(src) as it:
+        names = [e.name for e in it]
+    for name in names:
+        st = os.lstat(name, dir_fd=src)
+        kind = stat.S_IFMT(st.st_mode)
+        if kind == stat.S_IFDIR:
+            os.mkdir(name, 0o700, dir_fd=dst)
+            s2 = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src)
+            d2 = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dst)
+            try:
+                _copy_tree(s2, d2)
+            finally:
+                os.close(s2)
+                os.close(d2)
+        elif kind == stat.S_IFREG:
+            _copy_file(name, src, dst, st.st_size)
+        elif kind == stat.S_IFLNK:
+            os.symlink(os.readlink(name, dir_fd=src), name, dir_fd=dst)
+        else:  # fifos, sockets and device nodes
+            os.mknod(name, st.st_mode, st.st_rdev, dir_fd=dst)
+        os.chown(name, st.st_uid, st.st_gid, dir_fd=dst, follow_symlinks=False)
+        if kind != stat.S_IFLNK:
+            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dst)  # after chown, which drops set-id bits
+        os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dst, follow_symlinks=False)
+
+
+def _copy_file(name: str, src: int, dst: int, size: int) -> None:
+    fin = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src)
+    try:
+        fout = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600, dir_fd=dst)
+        try:
+            done = 0
+            while done < size:
+                n = os.sendfile(fout, fin, done, min(size - done, 1 << 30))
+                if n == 0:
+                    break
+                done += n
+        finally:
+            os.close(fout)
+    finally:
+        os.close(fin)
 
 
 def _v1_hierarchies() -> list[tuple[str, str]]:

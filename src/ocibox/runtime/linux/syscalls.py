@@ -65,6 +65,9 @@ if os.uname().machine == "aarch64":
     _SYS_PIVOT_ROOT, _SYS_CAPGET, _SYS_CAPSET, _SYS_KEYCTL = 41, 90, 91, 219
     _SYS_IOPRIO_SET, _SYS_SCHED_SETATTR = 30, 274
 _SYS_MOUNT_SETATTR = 442  # the same number on every architecture
+_SYS_OPEN_TREE = 428  # likewise
+_SYS_MOVE_MOUNT = 429
+_SYS_SET_MEMPOLICY = 237 if os.uname().machine == "aarch64" else 238
 
 AT_RECURSIVE = 0x8000
 MOUNT_ATTR_RDONLY = 0x1
@@ -77,6 +80,13 @@ MOUNT_ATTR_NOATIME = 0x10
 MOUNT_ATTR_STRICTATIME = 0x20
 MOUNT_ATTR_NODIRATIME = 0x80
 MOUNT_ATTR_NOSYMFOLLOW = 0x200000
+MOUNT_ATTR_IDMAP = 0x100000
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
 
 KEYCTL_JOIN_SESSION_KEYRING = 1
 
@@ -169,6 +179,43 @@ def mount_setattr_recursive(path: str, attr_set: int, attr_clr: int) -> None:
     ret = _libc.syscall(_SYS_MOUNT_SETATTR, -100, _b(path), AT_RECURSIVE,  # AT_FDCWD
                         ctypes.byref(attr), ctypes.sizeof(attr))  # fmt: skip
     _check(ret, "mount_setattr", path)
+
+
+def open_tree_clone(path: str, recursive: bool) -> int:
+    """A detached copy of the mount (tree) at ``path``: an fd for move_mount (Linux 5.2+)."""
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    return _check(_libc.syscall(_SYS_OPEN_TREE, AT_FDCWD, _b(path), flags), "open_tree", path)
+
+
+def mount_setattr_idmap(fd: int, userns_fd: int, recursive: bool) -> None:
+    """Idmap the detached mount ``fd`` with the id maps of the user namespace ``userns_fd``."""
+    attr = _MountAttr(MOUNT_ATTR_IDMAP, 0, 0, userns_fd)
+    flags = AT_EMPTY_PATH | (AT_RECURSIVE if recursive else 0)
+    ret = _libc.syscall(_SYS_MOUNT_SETATTR, fd, b"", flags, ctypes.byref(attr),
+                        ctypes.sizeof(attr))  # fmt: skip
+    _check(ret, "mount_setattr(MOUNT_ATTR_IDMAP)")
+
+
+def move_mount(fd: int, target_fd: int) -> None:
+    """Attach the detached mount ``fd`` on the directory or file open as ``target_fd``.
+
+    (Through a /proc/self/fd path instead, the kernel refuses with EINVAL.)
+    """
+    flags = MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH
+    _check(_libc.syscall(_SYS_MOVE_MOUNT, fd, b"", target_fd, b"", flags), "move_mount")
+
+
+def set_mempolicy(mode: int, nodes: list[int]) -> None:
+    """The NUMA memory policy of the calling thread (``mode`` may carry MPOL_F_* flags)."""
+    maxnode = (max(nodes) + 1) if nodes else 0
+    words = (maxnode + 63) // 64
+    mask = (ctypes.c_ulong * max(words, 1))()
+    for n in nodes:
+        mask[n // 64] |= 1 << (n % 64)
+    # The kernel reads maxnode - 1 bits; one more makes the last node count.
+    ret = _libc.syscall(_SYS_SET_MEMPOLICY, mode, mask if nodes else None,
+                        ctypes.c_ulong(maxnode + 1 if nodes else 0))  # fmt: skip
+    _check(ret, "set_mempolicy")
 
 
 def join_session_keyring(name: str | None) -> None:
