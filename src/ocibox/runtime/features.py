@@ -31,6 +31,7 @@ def _seccomp() -> dict:
 
 
 def features() -> dict:
+    from .linux import mempolicy
     from .linux.capabilities import NAMES
     from .linux.mounts import _FLAGS, _RECURSIVE, PROPAGATION
     from .linux.namespaces import FLAGS
@@ -48,6 +49,7 @@ def features() -> dict:
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
             "mountExtensions": {"idmap": {"enabled": True}},
+            "memoryPolicy": {"modes": list(mempolicy.MODES), "flags": list(mempolicy.FLAGS)},
         },
         "annotations": {"org.opencontainers.runtime-spec.features.ocibox": "0.1.0"},
     }

@@ -145,9 +145,13 @@ def _check_unsupported(config: dict, warnings: list[str]) -> None:
             warnings.append(f"process.{key}: no LSM support here; {process[key]!r} not applied")
     if linux.get("mountLabel"):
         warnings.append("linux.mountLabel: no SELinux support here; not applied")
-    for key in ("intelRdt", "memoryPolicy", "netDevices"):
+    for key in ("intelRdt", "netDevices"):
         if linux.get(key):
             raise NotImplementedYet(f"config.json: linux.{key} is not supported yet")
+    if linux.get("memoryPolicy") is not None:
+        from .linux import mempolicy
+
+        mempolicy.check(linux["memoryPolicy"])
     if "scheduler" in process:
         check_scheduler(process["scheduler"])
     if "ioPriority" in process:
@@ -582,6 +586,10 @@ def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
                 raise BundleError(f"creating the session keyring: {e.strerror}") from None
     if linux.get("personality"):
         _personality(linux["personality"])
+    if linux.get("memoryPolicy") is not None:
+        from .linux import mempolicy  # inherited through exec, as the spec wants
+
+        mempolicy.apply(mempolicy.check(linux["memoryPolicy"]))
     if ns.has("uts"):
         if cfg.get("hostname"):
             sc.sethostname(cfg["hostname"])
