@@ -49,6 +49,7 @@ def features() -> dict:
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
             "mountExtensions": {"idmap": {"enabled": True}},
+            "netDevices": {"enabled": True},
             "memoryPolicy": {"modes": list(mempolicy.MODES), "flags": list(mempolicy.FLAGS)},
         },
         "annotations": {"org.opencontainers.runtime-spec.features.ocibox": "0.1.0"},

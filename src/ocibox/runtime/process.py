@@ -12,8 +12,8 @@ writing until ``start`` opens it, and execs the user program.
 
 Two pipes carry the sync protocol, one short line per message:
 
-    parent -> children:  mapped | cgrouped | hooked STATE
-    children -> parent:  userns | pid N | hooks | ready | error MESSAGE | log MESSAGE
+    parent -> children:  mapped | cgrouped | netmoved | hooked STATE
+    children -> parent:  userns | pid N | netns | hooks | ready | error MESSAGE | log MESSAGE
 
 (``log`` only under --debug: the children's steps, logged by the parent.)
 
@@ -79,6 +79,8 @@ class InitConfig:
         self.cgroups = False  # whether the init waits for the parent to join its cgroups
         self.hold_fd = -1  # the intermediate waits on it (EOF) until it is in the cgroups
         self.state: dict | None = None  # the spec's state while creating (a seccomp listener's)
+        self.netdevs: dict[str, str] = {}  # linux.netDevices: host name -> name in the container
+        self.cgrouped_early = False  # "cgrouped" came while the init waited for its interfaces
 
 
 def prepare(
@@ -122,7 +124,12 @@ def prepare(
         if m.is_bind and m.source and not m.source.startswith("/"):
             m.source = os.path.join(bundle, m.source)  # relative to the bundle, says the spec
     rlimits.check(process.get("rlimits") or [])
-    return InitConfig(
+    netdevs = {}
+    if linux.get("netDevices") is not None:
+        from .linux import netdev
+
+        netdevs = netdev.check(linux["netDevices"], ns.has("network"))
+    ic = InitConfig(
         config=config,
         rootfs=rootfs_path,
         namespaces=ns,
@@ -134,6 +141,8 @@ def prepare(
         console_socket=console_socket,
         console_fd=console_fd,
     )
+    ic.netdevs = netdevs
+    return ic
 
 
 def _check_unsupported(config: dict, warnings: list[str]) -> None:
@@ -145,9 +154,8 @@ def _check_unsupported(config: dict, warnings: list[str]) -> None:
             warnings.append(f"process.{key}: no LSM support here; {process[key]!r} not applied")
     if linux.get("mountLabel"):
         warnings.append("linux.mountLabel: no SELinux support here; not applied")
-    for key in ("intelRdt", "netDevices"):
-        if linux.get(key):
-            raise NotImplementedYet(f"config.json: linux.{key} is not supported yet")
+    if linux.get("intelRdt"):
+        raise NotImplementedYet("config.json: linux.intelRdt is not supported yet")
     if linux.get("memoryPolicy") is not None:
         from .linux import mempolicy
 
@@ -299,6 +307,7 @@ def _spawn(ic: InitConfig, subreaper: bool, on_cgroups, on_hooks) -> int:
     init_pid = 0
     ready = False
     hooks_wanted = False
+    netns_wanted = False
     error = None
     lines = _lines(from_child_r)
     try:
@@ -328,12 +337,22 @@ def _spawn(ic: InitConfig, subreaper: bool, on_cgroups, on_hooks) -> int:
                     _send(to_child_w, b"cgrouped\n")
             elif verb == "hooks":
                 hooks_wanted = True
+            elif verb == "netns":
+                netns_wanted = True
             elif verb == "ready":
                 debug(f"init {init_pid}: ready, waiting for start")
                 ready = True
             elif verb == "error":
                 error = arg.replace("\\n", "\n")
                 break
+            if netns_wanted and init_pid:
+                netns_wanted = False
+                try:
+                    _move_netdevs(ic, init_pid)
+                except OciboxError as e:
+                    error = e.message
+                    break
+                _send(to_child_w, b"netmoved\n")
             if hooks_wanted and init_pid:
                 hooks_wanted = False
                 debug(f"running the runtime's create hooks for init {init_pid}")
@@ -359,6 +378,18 @@ def _spawn(ic: InitConfig, subreaper: bool, on_cgroups, on_hooks) -> int:
                 _reap(init_pid)
         raise BundleError(error)
     return init_pid
+
+
+def _move_netdevs(ic: InitConfig, init_pid: int) -> None:
+    """linux.netDevices: the host's interfaces into the init's network namespace."""
+    from .linux import netdev
+
+    debug(f"moving {', '.join(ic.netdevs)} into the network namespace of init {init_pid}")
+    fd = os.open(f"/proc/{init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        netdev.move_all(ic.netdevs, fd, init_pid)
+    finally:
+        os.close(fd)
 
 
 def _lines(fd: int):
@@ -559,7 +590,7 @@ def _personality(p: dict) -> None:
 def _enter_cgroups(ic: InitConfig, rfd: int) -> None:
     """Wait until the parent has moved us into our cgroups; then make the cgroup namespace."""
     debug("init: mounts before the cgroup ones done; waiting for its cgroups")
-    if ic.cgroups and _read_line(rfd) != "cgrouped":
+    if ic.cgroups and not ic.cgrouped_early and _read_line(rfd) != "cgrouped":
         raise OciboxError("unexpected message from the runtime")
     if ic.namespaces.new & sc.CLONE_NEWCGROUP:
         nsmod.unshare(sc.CLONE_NEWCGROUP)
@@ -576,6 +607,13 @@ def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
         os.close(ic.hold_fd)
     if ns.new & _FOR_INIT:
         nsmod.unshare(ns.new & _FOR_INIT)
+    if ic.netdevs:
+        # The runtime moves the interfaces in once our network namespace exists.
+        os.write(wfd, b"netns\n")
+        while (line := _read_line(rfd)) != "netmoved":
+            if line != "cgrouped":
+                raise OciboxError(f"unexpected message from the runtime: {line!r}")
+            ic.cgrouped_early = True
     os.setsid()
     if not ic.no_new_keyring:
         try:

@@ -1,0 +1,109 @@
+"""linux.netDevices: a host interface moved (and renamed) into the container's network namespace.
+
+These machines have no dummy driver; one end of a veth pair serves as the interface.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from ocibox.errors import BundleError
+from ocibox.runtime.linux import netdev
+
+pytestmark = [pytest.mark.root]
+
+
+def _exists(name: str) -> bool:
+    return os.path.exists(f"/sys/class/net/{name}")
+
+
+@pytest.fixture
+def veth():
+    """(kept end, end to move) of a new veth pair on the host."""
+    if not os.path.exists("/usr/sbin/ip") and not os.path.exists("/sbin/ip"):
+        pytest.skip("iproute2's ip is not installed")
+    a, b = f"oxa{uuid.uuid4().hex[:8]}", f"oxb{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b], check=True)
+    yield a, b
+    subprocess.run(["ip", "link", "del", a], capture_output=True)
+
+
+def _edit(devices):
+    def edit(cfg):
+        cfg["linux"]["netDevices"] = devices
+
+    return edit
+
+
+SHOW = "ls /sys/class/net | sort | tr '\\n' ' '"
+
+
+def test_interface_is_moved_and_renamed(ours, bundle, veth):
+    kept, moved = veth
+    cid = ours.new_id()
+    b = bundle.write(["sh", "-c", SHOW + "; sleep 30"], _edit({moved: {"name": "eth5"}}))
+    ours("create", "--bundle", b, cid)
+    # From create on, the interface lives in the container, under its new name.
+    assert not _exists(moved)
+    pid = ours.state(cid)["pid"]
+    names = os.listdir(f"/proc/{pid}/root/sys/class/net")
+    assert "eth5" in names and moved not in names
+    ours("start", cid)
+    ours("delete", "--force", cid)
+    # The namespace is gone, and a virtual interface with it (a physical one
+    # would go back to the host's initial namespace).
+    assert not _exists(moved)
+    assert not _exists(kept)
+
+
+def test_interface_keeps_its_name_without_name(ours, bundle, veth):
+    _, moved = veth
+    b = bundle.write(["sh", "-c", SHOW], _edit({moved: {}}))
+    p = ours("run", "--bundle", b, ours.new_id())
+    assert p.stdout.split() == sorted(["lo", moved])
+
+
+def test_missing_host_interface_is_refused(ours, bundle):
+    b = bundle.write(["true"], _edit({"oxnothere0": {}}))
+    p = ours("run", "--bundle", b, ours.new_id(), check=False)
+    assert p.returncode != 0
+    assert "the host has no network interface 'oxnothere0'" in p.stderr
+
+
+def test_name_taken_in_the_container_fails_clearly(ours, bundle, veth):
+    _, moved = veth
+    b = bundle.write(["true"], _edit({moved: {"name": "lo"}}))
+    p = ours("run", "--bundle", b, ours.new_id(), check=False)
+    assert p.returncode != 0
+    assert "an interface named 'lo' already exists there" in p.stderr
+    # A failed create leaves the interface on the host.
+    assert _exists(moved)
+
+
+@pytest.mark.parametrize(
+    "devices,needle",
+    [
+        ({"eth0": {"name": "a" * 16}}, "not a valid interface name"),
+        ({"eth0": {"name": "a/b"}}, "not a valid interface name"),
+        ({"lo": {"name": "x"}, "eth0": {"name": "x"}}, "two interfaces would be named 'x'"),
+        (["eth0"], "must be an object"),
+    ],
+)
+def test_bad_net_devices_are_refused(devices, needle):
+    with pytest.raises(BundleError, match=needle):
+        netdev.check(devices, True)
+
+
+def test_net_devices_need_a_network_namespace():
+    with pytest.raises(BundleError, match="network namespace"):
+        netdev.check({"eth0": {}}, False)
+
+
+def test_features_says_net_devices_are_supported():
+    from ocibox.runtime.features import features
+
+    assert features()["linux"]["netDevices"] == {"enabled": True}
