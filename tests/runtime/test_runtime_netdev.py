@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -107,3 +108,37 @@ def test_features_says_net_devices_are_supported():
     from ocibox.runtime.features import features
 
     assert features()["linux"]["netDevices"] == {"enabled": True}
+
+
+def test_interface_goes_back_from_a_joined_namespace_on_delete(ours, bundle, veth, tmp_path):
+    kept, moved = veth
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    try:
+        deadline = time.monotonic() + 5
+        while os.readlink(f"/proc/{holder.pid}/ns/net") == os.readlink("/proc/self/ns/net"):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        path = f"/proc/{holder.pid}/ns/net"
+
+        def edit(cfg):
+            cfg["linux"]["netDevices"] = {moved: {"name": "ctr0"}}
+            cfg["linux"]["namespaces"] = [
+                {"type": "network", "path": path} if n["type"] == "network" else n
+                for n in cfg["linux"]["namespaces"]
+            ]
+
+        cid = ours.new_id()
+        ours("create", "--bundle", bundle.write(["true"], edit), cid)
+        assert not _exists(moved)
+        inside = subprocess.run(["nsenter", "--net=" + path, "cat", "/proc/net/dev"],
+                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert "ctr0:" in inside
+        ours("delete", "--force", cid)
+        # Back on the host under its own name; the namespace lives on without it.
+        assert _exists(moved)
+        inside = subprocess.run(["nsenter", "--net=" + path, "cat", "/proc/net/dev"],
+                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert "ctr0:" not in inside
+    finally:
+        holder.kill()
+        holder.wait()

@@ -389,10 +389,15 @@ class Container:
                     self._freeze("THAWED")  # frozen tasks die only once thawed
                 self._wait_stopped(5.0)
         config = self.config() if self.state and self.state.get("hooks") else None
+        back = (self.state or {}).get("netDevices")
         debug(f"container {self.id}: destroying (cgroups, state directory)")
         self.destroy()
         if config and (config.get("hooks") or {}).get("poststop"):
             self._hooks("poststop", STOPPED, config)
+        if back:  # interfaces given to a joined network namespace go back to the host
+            from .linux import netdev
+
+            netdev.restore(back["devices"], back["path"])
 
     def _wait_stopped(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -18,6 +18,16 @@ from .container import (
 )
 
 
+def _net_devices_back(ic, config: dict) -> dict:
+    """What delete moves back: interfaces given to a network namespace that outlives us."""
+    if not ic.netdevs:
+        return {}
+    from .linux import netdev
+
+    path = netdev.joined_path(config.get("linux") or {})
+    return {"netDevices": {"path": path, "devices": ic.netdevs}} if path else {}
+
+
 def load_config(bundle: str) -> dict:
     path = os.path.join(bundle, "config.json")
     try:
@@ -128,6 +138,7 @@ def create(
                 "cgroupPaths": cgroup_paths,
                 "cgroupCreated": cgroup_created,
                 "hooks": bool(hook_cfg),
+                **_net_devices_back(ic, config),
             }
         )
         debug(f"container {cid}: created, init {init_pid} waits on exec.fifo")

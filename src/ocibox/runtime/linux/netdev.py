@@ -66,16 +66,28 @@ def _attr(kind: int, data: bytes) -> bytes:
     return head + data + b"\0" * (-len(data) % 4)
 
 
-def move(index: int, netns_fd: int, name: str, what: str) -> None:
-    """Move the interface ``index`` (of this network namespace) to ``netns_fd``, named ``name``."""
+def _socket() -> socket.socket:
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
+                         socket.NETLINK_ROUTE)  # fmt: skip
+
+
+def move(index: int, netns_fd: int, name: str, what: str, sock: socket.socket | None = None) -> None:
+    """Move the interface ``index`` to ``netns_fd``, named ``name`` there.
+
+    ``index`` is in the network namespace of ``sock`` (a netlink socket
+    speaks for the namespace it was made in), by default ours.
+    """
     body = struct.pack("BxHiII", socket.AF_UNSPEC, 0, index, 0, 0)
     body += _attr(_IFLA_NET_NS_FD, struct.pack("I", netns_fd))
     body += _attr(_IFLA_IFNAME, name.encode() + b"\0")
     msg = struct.pack("IHHII", 16 + len(body), _RTM_NEWLINK, _NLM_F_REQUEST | _NLM_F_ACK, 1, 0)
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
-                       socket.NETLINK_ROUTE) as s:  # fmt: skip
+    s = sock or _socket()
+    try:
         s.sendall(msg + body)
         reply = s.recv(65536)
+    finally:
+        if sock is None:
+            s.close()
     length, kind = struct.unpack_from("IH", reply)
     if kind != _NLMSG_ERROR or length < 20:
         raise BundleError(f"{what}: unexpected netlink reply (type {kind})")
@@ -107,3 +119,50 @@ def move_all(devices: dict[str, str], netns_fd: int, pid: int) -> None:
         except OSError:
             raise BundleError(f"{what}: the host has no such interface (any more)") from None
         move(index, netns_fd, name, what)
+
+
+def joined_path(linux: dict) -> str | None:
+    """The path of the network namespace the container joins, if it joins one."""
+    for ns in linux.get("namespaces") or []:
+        if ns.get("type") == "network" and ns.get("path"):
+            return ns["path"]
+    return None
+
+
+def restore(devices: dict[str, str], netns_path: str) -> None:
+    """Move the interfaces back from a joined network namespace, under their host names.
+
+    (A namespace of the container's own dies with it: the kernel then deletes
+    virtual interfaces and hands physical ones back to the host.)
+    """
+    from . import syscalls as sc
+
+    host = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        os.close(host)
+        return  # the namespace is gone, and what it held with it
+    failed = []
+    try:
+        sc.setns(target, sc.CLONE_NEWNET)
+        try:
+            sock = _socket()  # made in there: it speaks for that namespace
+            here = {name: index for index, name in socket.if_nameindex()}
+            indexes = {n: here[n] for n in devices.values() if n in here}
+        finally:
+            sc.setns(host, sc.CLONE_NEWNET)
+        with sock:
+            for hostname, name in devices.items():
+                if name not in indexes:
+                    continue
+                try:
+                    move(indexes[name], host, hostname, f"moving {name!r} back as {hostname!r}", sock)
+                except BundleError as e:
+                    failed.append(e.message)
+    finally:
+        os.close(target)
+        os.close(host)
+    if failed:
+        raise BundleError(f"linux.netDevices: {'; '.join(failed)} (left in {netns_path})")
+
