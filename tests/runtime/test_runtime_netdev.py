@@ -142,3 +142,16 @@ def test_interface_goes_back_from_a_joined_namespace_on_delete(ours, bundle, vet
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_addresses_move_with_the_interface(ours, bundle, veth):
+    _, moved = veth
+    subprocess.run(["ip", "addr", "add", "169.254.169.13/32", "dev", moved], check=True)
+    subprocess.run(["ip", "addr", "add", "fd00::13/64", "dev", moved, "nodad"], check=True)
+    link = bundle.rootfs / "bin" / "ip"
+    if not link.exists():
+        link.symlink_to("busybox")
+    b = bundle.write(["ip", "-o", "addr", "show", "dev", "eth5"], _edit({moved: {"name": "eth5"}}))
+    p = ours("run", "--bundle", b, ours.new_id())
+    assert "inet 169.254.169.13/32" in p.stdout
+    assert "inet6 fd00::13/64" in p.stdout

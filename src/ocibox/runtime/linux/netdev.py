@@ -19,6 +19,14 @@ _NLM_F_ACK = 0x4
 _NLMSG_ERROR = 2
 _IFLA_IFNAME = 3
 _IFLA_NET_NS_FD = 28
+_NLMSG_DONE = 3
+_NLM_F_DUMP = 0x300
+_NLM_F_EXCL = 0x200
+_NLM_F_CREATE = 0x400
+_RTM_NEWADDR = 20
+_RTM_GETADDR = 22
+_IFA_ADDRESS, _IFA_LOCAL, _IFA_BROADCAST = 1, 2, 4
+_RT_SCOPE_LINK = 253
 _IFNAMSIZ = 16
 
 
@@ -105,8 +113,57 @@ def _names_in(pid: int) -> set[str]:
         return {line.split(":", 1)[0].strip() for line in f.readlines()[2:]}
 
 
+def _addresses(index: int) -> list[tuple[bytes, list[tuple[int, bytes]]]]:
+    """The addresses of interface ``index``: (ifaddrmsg, [(attribute, value)]) each.
+
+    Link-local IPv6 ones are left out: the kernel makes them anew.
+    """
+    req = struct.pack("IHHII", 24, _RTM_GETADDR, _NLM_F_REQUEST | _NLM_F_DUMP, 1, 0)
+    req += struct.pack("BxxxI", socket.AF_UNSPEC, 0)
+    out = []
+    with _socket() as s:
+        s.sendall(req)
+        while True:
+            data = s.recv(65536)
+            at = 0
+            while at + 16 <= len(data):
+                length, kind = struct.unpack_from("IH", data, at)
+                if kind == _NLMSG_DONE or length < 16:
+                    return out
+                if kind == _NLMSG_ERROR:
+                    raise BundleError("listing the interface's addresses failed")
+                msg = data[at + 16 : at + length]
+                _, _, _, scope, idx = struct.unpack_from("BBBBI", msg)
+                if kind == _RTM_NEWADDR and idx == index and scope != _RT_SCOPE_LINK:
+                    attrs, pos = [], 8
+                    while pos + 4 <= len(msg):
+                        alen, atype = struct.unpack_from("HH", msg, pos)
+                        if alen < 4:
+                            break
+                        if atype in (_IFA_ADDRESS, _IFA_LOCAL, _IFA_BROADCAST):
+                            attrs.append((atype, msg[pos + 4 : pos + alen]))
+                        pos += (alen + 3) & ~3
+                    out.append((msg[:8], attrs))
+                at += (length + 3) & ~3
+
+
+def _add_addresses(sock: socket.socket, index: int, addrs, what: str) -> None:
+    for head, attrs in addrs:
+        body = head[:4] + struct.pack("I", index) + b"".join(_attr(t, v) for t, v in attrs)
+        flags = _NLM_F_REQUEST | _NLM_F_ACK | _NLM_F_CREATE | _NLM_F_EXCL
+        sock.sendall(struct.pack("IHHII", 16 + len(body), _RTM_NEWADDR, flags, 2, 0) + body)
+        reply = sock.recv(65536)
+        (err,) = struct.unpack_from("i", reply, 16)
+        if err and -err != 17:  # EEXIST: there already
+            raise BundleError(f"{what}: restoring an address: {os.strerror(-err)}")
+
+
 def move_all(devices: dict[str, str], netns_fd: int, pid: int) -> None:
-    """Move each host interface into the network namespace of ``pid`` (open as ``netns_fd``)."""
+    """Move each host interface into the network namespace of ``pid`` (open as ``netns_fd``).
+
+    The kernel drops an interface's addresses when it changes namespace; they
+    are put back on it in there, as runc does.
+    """
     taken = _names_in(pid)
     for host, name in devices.items():
         what = f"linux.netDevices: moving {host!r} into the container as {name!r}"
@@ -118,7 +175,27 @@ def move_all(devices: dict[str, str], netns_fd: int, pid: int) -> None:
             index = socket.if_nametoindex(host)
         except OSError:
             raise BundleError(f"{what}: the host has no such interface (any more)") from None
+        addrs = _addresses(index)
         move(index, netns_fd, name, what)
+        if addrs:
+            sock, new_index = _socket_in(netns_fd, name)
+            with sock:
+                _add_addresses(sock, new_index, addrs, what)
+
+
+def _socket_in(netns_fd: int, name: str) -> tuple[socket.socket, int]:
+    """A netlink socket of the namespace ``netns_fd``, and the index of ``name`` there."""
+    from . import syscalls as sc
+
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        sc.setns(netns_fd, sc.CLONE_NEWNET)
+        try:
+            return _socket(), socket.if_nametoindex(name)
+        finally:
+            sc.setns(home, sc.CLONE_NEWNET)
+    finally:
+        os.close(home)
 
 
 def joined_path(linux: dict) -> str | None:
