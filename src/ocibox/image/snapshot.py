@@ -98,22 +98,25 @@ class Snapshot:
 
     @classmethod
     def take(cls, root: str) -> Snapshot:
-        return cls.scan(root)[0]
+        return cls._settled({rel: record(path, st) for rel, path, st in walk(root)})
 
     @classmethod
     def scan(cls, root: str) -> tuple[Snapshot, list[tuple[str, str, os.stat_result]]]:
         """A snapshot of ``root`` and the walk it was made from: (relative path,
         absolute path, lstat) in walk order, so a caller can go over the tree
-        again without a second walk."""
+        again without a second walk (at the cost of keeping every lstat)."""
         seen = list(walk(root))
-        entries = {rel: record(path, st) for rel, path, st in seen}
+        return cls._settled({rel: record(path, st) for rel, path, st in seen}), seen
+
+    @classmethod
+    def _settled(cls, entries: dict[str, Record]) -> Snapshot:
         newest = max((r[6] for r in entries.values()), default=0)
         # Wait out the coarse ctime clock so a change made right after this
         # snapshot cannot carry the same ctime as the state recorded here.
         wait = newest + _COARSE_CLOCK_NS - time.time_ns()
         if wait > 0:
             time.sleep(min(wait, _COARSE_CLOCK_NS) / 1e9)
-        return cls(entries), seen
+        return cls(entries)
 
     def save(self, path: str) -> None:
         rows = [[rel, *rec] for rel, rec in self.entries.items()]
