@@ -218,7 +218,9 @@ def main() -> int:
             "namespace and mounts, devices, hooks, exec). Side by side on one quiet run (20 rounds): "
             "create 1.46 (before) -> 1.42 (overlapped children) -> 1.26 (and the early wait), run "
             "1.47 -> 1.31 -> 1.24. What remains is the interpreter and the init's Python work after "
-            "the wait (cgroup mounts, devices, pivot_root, masked paths: ~3-4 ms).",
+            "the wait (cgroup mounts, devices, pivot_root, masked paths: ~3-4 ms). The create "
+            "ratio moves between runs of the same code: 1.16-1.26 on 2026-11-27 23:50, 1.53-1.74 "
+            "on 2026-11-28 00:15-00:25 (quiet both times; runc's own create 15 vs 19-21 ms).",
             "- On a loaded machine (see the load average) the Python runtime suffers more than runc: "
             "it has more CPU work per command, and every wait for the CPU lengthens it.",
         ])  # fmt: skip
