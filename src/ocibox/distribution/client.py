@@ -564,6 +564,32 @@ class Registry:
             pass
         return False
 
+    async def _start_upload(self, repository: str) -> str:
+        path = f"/v2/{repository}/blobs/uploads/"
+        r = await self.request("POST", path, repository=repository, actions="pull,push", ok=(202,))
+        return self._location(r, path)
+
+    async def _resume_point(self, repository: str, state: dict[str, str], error: Exception,
+                            failures: int, what: str) -> int:
+        """After an upload request failed with ``error``: raise it when it is final
+        (a 4xx other than 408, 416 and 429; too many failures), else wait and
+        return the offset to go on from, as the registry reports it, or 0 with a
+        new session in ``state`` when the old one is gone."""
+        if isinstance(error, RegistryError) and error.status is not None and error.status < 500 \
+                and error.status not in (408, 416, 429):
+            raise error
+        if failures > self.options.retries:
+            raise RegistryError(f"{self.host}/{repository}: {what} failed: {error}") from None
+        await asyncio.sleep(self.options.backoff * 2 ** (failures - 1))
+        try:
+            offset, state["location"] = await self._upload_status(repository, state["location"])
+        except RegistryError as status_error:
+            if status_error.status is None or status_error.status >= 500:
+                raise
+            # the session is gone or broken (distribution after a cut PUT): start afresh
+            offset, state["location"] = 0, await self._start_upload(repository)
+        return offset
+
     async def upload_blob(self, repository: str, dig: str, size: int,
                           open_at: Callable[[int], AsyncIterator[bytes]],
                           *, chunk_size: int | None = None,
@@ -574,14 +600,8 @@ class Registry:
         failure the upload continues from the offset the registry reports.
         ``chunk_size`` selects chunked uploads (PATCH); otherwise one PUT.
         """
-        path = f"/v2/{repository}/blobs/uploads/"
-
-        async def start() -> str:
-            r = await self.request("POST", path, repository=repository, actions="pull,push", ok=(202,))
-            return self._location(r, path)
-
         # distribution renews the Location (its _state) after every chunk: keep the latest
-        state = {"location": await start()}
+        state = {"location": await self._start_upload(repository)}
         offset = 0
         failures = 0
         restarted = False
@@ -600,22 +620,10 @@ class Registry:
                 if offset == 0 or restarted:
                     raise
                 restarted = True
-                offset, state["location"] = 0, await start()
+                offset, state["location"] = 0, await self._start_upload(repository)
             except (RegistryError, *_NET_ERRORS) as e:
-                if isinstance(e, RegistryError) and e.status is not None and e.status < 500 \
-                        and e.status not in (408, 416, 429):
-                    raise
                 failures += 1
-                if failures > self.options.retries:
-                    raise RegistryError(f"{self.host}/{repository}: upload of {dig} failed: {e}") from None
-                await asyncio.sleep(self.options.backoff * 2 ** (failures - 1))
-                try:
-                    offset, state["location"] = await self._upload_status(repository, state["location"])
-                except RegistryError as status_error:
-                    if status_error.status is None or status_error.status >= 500:
-                        raise
-                    # the session is gone or broken (distribution after a cut PUT): start afresh
-                    offset, state["location"] = 0, await start()
+                offset = await self._resume_point(repository, state, e, failures, f"upload of {dig}")
                 if progress and offset == 0:
                     progress(0)
 
@@ -632,13 +640,7 @@ class Registry:
         past the offset are sent); if it does not, the registry refuses the
         digest and the upload starts once more from byte 0.
         """
-        path = f"/v2/{repository}/blobs/uploads/"
-
-        async def start() -> str:
-            r = await self.request("POST", path, repository=repository, actions="pull,push", ok=(202,))
-            return self._location(r, path)
-
-        state = {"location": await start()}
+        state = {"location": await self._start_upload(repository)}
         offset = 0
         failures = 0
         restarted = False
@@ -665,21 +667,10 @@ class Registry:
                 if not finishing or restarted:
                     raise
                 restarted = True
-                offset, state["location"] = 0, await start()
+                offset, state["location"] = 0, await self._start_upload(repository)
             except (RegistryError, *_NET_ERRORS) as e:
-                if isinstance(e, RegistryError) and e.status is not None and e.status < 500 \
-                        and e.status not in (408, 416, 429):
-                    raise
                 failures += 1
-                if failures > self.options.retries:
-                    raise RegistryError(f"{self.host}/{repository}: upload failed: {e}") from None
-                await asyncio.sleep(self.options.backoff * 2 ** (failures - 1))
-                try:
-                    offset, state["location"] = await self._upload_status(repository, state["location"])
-                except RegistryError as status_error:
-                    if status_error.status is None or status_error.status >= 500:
-                        raise
-                    offset, state["location"] = 0, await start()
+                offset = await self._resume_point(repository, state, e, failures, "upload")
                 if progress and offset == 0:
                     progress(0)
 
