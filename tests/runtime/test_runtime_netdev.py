@@ -112,6 +112,7 @@ def test_features_says_net_devices_are_supported():
 
 def test_interface_goes_back_from_a_joined_namespace_on_delete(ours, bundle, veth, tmp_path):
     kept, moved = veth
+    _give_addresses(moved)
     holder = subprocess.Popen(["unshare", "--net", "sleep", "60"])
     try:
         deadline = time.monotonic() + 5
@@ -134,8 +135,10 @@ def test_interface_goes_back_from_a_joined_namespace_on_delete(ours, bundle, vet
                                 capture_output=True, text=True, check=True).stdout  # fmt: skip
         assert "ctr0:" in inside
         ours("delete", "--force", cid)
-        # Back on the host under its own name; the namespace lives on without it.
+        # Back on the host under its own name and with its addresses; the
+        # namespace lives on without it.
         assert _exists(moved)
+        assert _has_given_addresses(moved)
         inside = subprocess.run(["nsenter", "--net=" + path, "cat", "/proc/net/dev"],
                                 capture_output=True, text=True, check=True).stdout  # fmt: skip
         assert "ctr0:" not in inside
@@ -155,3 +158,52 @@ def test_addresses_move_with_the_interface(ours, bundle, veth):
     p = ours("run", "--bundle", b, ours.new_id())
     assert "inet 169.254.169.13/32" in p.stdout
     assert "inet6 fd00::13/64" in p.stdout
+
+
+def _host_addresses(name: str) -> str:
+    return subprocess.run(["ip", "-o", "addr", "show", "dev", name],
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+
+
+def _give_addresses(name: str) -> None:
+    subprocess.run(["ip", "addr", "add", "169.254.169.14/32", "dev", name], check=True)
+    subprocess.run(["ip", "addr", "add", "fd00::14/64", "dev", name, "nodad"], check=True)
+
+
+def _has_given_addresses(name: str) -> bool:
+    shown = _host_addresses(name)
+    return "inet 169.254.169.14/32" in shown and "inet6 fd00::14/64" in shown
+
+
+def test_failed_hook_after_the_move_gives_the_interface_back(ours, bundle, veth):
+    # createRuntime runs with the interface already in the container's namespace;
+    # its failure must not take the interface (a veth: deleted) down with the namespace.
+    kept, moved = veth
+    _give_addresses(moved)
+
+    def edit(cfg):
+        cfg["linux"]["netDevices"] = {moved: {"name": "eth5"}}
+        cfg["hooks"] = {"createRuntime": [{"path": "/bin/sh", "args": [
+            "sh", "-c", f"test ! -e /sys/class/net/{moved} && exit 3"]}]}  # fmt: skip
+
+    p = ours("create", "--bundle", bundle.write(["true"], edit), ours.new_id(), check=False)
+    assert p.returncode != 0
+    assert "exit status 3" in p.stderr  # so the hook saw the interface moved away
+    assert _exists(moved) and _exists(kept)
+    assert _has_given_addresses(moved)
+
+
+def test_init_failing_after_the_move_gives_the_interface_back(ours, bundle, veth):
+    kept, moved = veth
+    _give_addresses(moved)
+
+    def edit(cfg):
+        cfg["linux"]["netDevices"] = {moved: {"name": "eth5"}}
+        cfg["mounts"].append({"destination": "/mnt", "type": "bind",
+                              "source": "/nonexistent/ocibox", "options": ["bind"]})  # fmt: skip
+
+    p = ours("create", "--bundle", bundle.write(["true"], edit), ours.new_id(), check=False)
+    assert p.returncode != 0
+    assert "/nonexistent/ocibox" in p.stderr
+    assert _exists(moved) and _exists(kept)
+    assert _has_given_addresses(moved)

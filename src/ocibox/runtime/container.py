@@ -397,7 +397,7 @@ class Container:
         if back:  # interfaces given to a joined network namespace go back to the host
             from .linux import netdev
 
-            netdev.restore(back["devices"], back["path"])
+            netdev.restore(back["devices"], back["path"], back.get("addresses") or {})
 
     def _wait_stopped(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

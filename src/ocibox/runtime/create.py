@@ -25,7 +25,9 @@ def _net_devices_back(ic, config: dict) -> dict:
     from .linux import netdev
 
     path = netdev.joined_path(config.get("linux") or {})
-    return {"netDevices": {"path": path, "devices": ic.netdevs}} if path else {}
+    if not path:
+        return {}
+    return {"netDevices": {"path": path, "devices": ic.netdevs, "addresses": ic.netdevs_moved}}
 
 
 def load_config(bundle: str) -> dict:
@@ -144,12 +146,17 @@ def create(
         debug(f"container {cid}: created, init {init_pid} waits on exec.fifo")
         os.close(ic.fifo_fd)
         ic.fifo_fd = -1
+        process.release_netns(ic)
         if pid_file:
             write_atomic(os.path.abspath(pid_file), str(init_pid).encode())
     except BaseException as e:
         debug(f"container {cid}: create failed ({e}); cleaning up")
         if ic.fifo_fd >= 0:
             os.close(ic.fifo_fd)
+        try:
+            process.give_back_netdevs(ic)  # before the namespace dies with the init
+        except OciboxError as back:
+            debug(f"container {cid}: {back.message}")
         if init_pid:
             try:
                 os.kill(init_pid, 9)

@@ -81,6 +81,8 @@ class InitConfig:
         self.state: dict | None = None  # the spec's state while creating (a seccomp listener's)
         self.netdevs: dict[str, str] = {}  # linux.netDevices: host name -> name in the container
         self.cgrouped_early = False  # "cgrouped" came while the init waited for its interfaces
+        self.netns_fd = -1  # the init's network namespace, held until create is done
+        self.netdevs_moved: dict[str, list[str]] = {}  # host name -> its addresses (hex)
 
 
 def prepare(
@@ -363,6 +365,7 @@ def _spawn(ic: InitConfig, subreaper: bool, on_cgroups, on_hooks) -> int:
         else:
             error = error or "the container's init exited before it was ready"
     except BaseException:
+        give_back_netdevs(ic)
         _kill(init_pid or pid)
         raise
     finally:
@@ -372,6 +375,10 @@ def _spawn(ic: InitConfig, subreaper: bool, on_cgroups, on_hooks) -> int:
             os.close(hold_w)
         _reap(pid)
     if error:
+        try:
+            give_back_netdevs(ic)
+        except OciboxError as e:
+            error += f"; {e.message}"
         if init_pid:
             _kill(init_pid)
             if subreaper:
@@ -385,11 +392,31 @@ def _move_netdevs(ic: InitConfig, init_pid: int) -> None:
     from .linux import netdev
 
     debug(f"moving {', '.join(ic.netdevs)} into the network namespace of init {init_pid}")
-    fd = os.open(f"/proc/{init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    # Held until create is done: should it fail, the interfaces are fetched from there.
+    ic.netns_fd = os.open(f"/proc/{init_pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    netdev.move_all(ic.netdevs, ic.netns_fd, init_pid, ic.netdevs_moved)
+
+
+def give_back_netdevs(ic: InitConfig) -> None:
+    """A create that fails: the interfaces moved so far go back to the host, as they were."""
+    if ic.netns_fd < 0:
+        return
+    from .linux import netdev
+
+    moved = {host: ic.netdevs[host] for host in ic.netdevs_moved}
+    debug(f"create failed: moving {', '.join(moved) or 'no interface'} back to the host")
     try:
-        netdev.move_all(ic.netdevs, fd, init_pid)
+        if moved:
+            netdev.hand_back(moved, ic.netns_fd, ic.netdevs_moved)
     finally:
-        os.close(fd)
+        release_netns(ic)
+
+
+def release_netns(ic: InitConfig) -> None:
+    if ic.netns_fd >= 0:
+        os.close(ic.netns_fd)
+        ic.netns_fd = -1
+    ic.netdevs_moved = {}
 
 
 def _lines(fd: int):

@@ -113,8 +113,8 @@ def _names_in(pid: int) -> set[str]:
         return {line.split(":", 1)[0].strip() for line in f.readlines()[2:]}
 
 
-def _addresses(index: int) -> list[tuple[bytes, list[tuple[int, bytes]]]]:
-    """The addresses of interface ``index``: (ifaddrmsg, [(attribute, value)]) each.
+def _addresses(index: int) -> list[bytes]:
+    """The addresses of interface ``index``: each an ifaddrmsg and its address attributes.
 
     Link-local IPv6 ones are left out: the kernel makes them anew.
     """
@@ -135,21 +135,21 @@ def _addresses(index: int) -> list[tuple[bytes, list[tuple[int, bytes]]]]:
                 msg = data[at + 16 : at + length]
                 _, _, _, scope, idx = struct.unpack_from("BBBBI", msg)
                 if kind == _RTM_NEWADDR and idx == index and scope != _RT_SCOPE_LINK:
-                    attrs, pos = [], 8
+                    addr, pos = msg[:8], 8
                     while pos + 4 <= len(msg):
                         alen, atype = struct.unpack_from("HH", msg, pos)
                         if alen < 4:
                             break
                         if atype in (_IFA_ADDRESS, _IFA_LOCAL, _IFA_BROADCAST):
-                            attrs.append((atype, msg[pos + 4 : pos + alen]))
+                            addr += _attr(atype, msg[pos + 4 : pos + alen])
                         pos += (alen + 3) & ~3
-                    out.append((msg[:8], attrs))
+                    out.append(addr)
                 at += (length + 3) & ~3
 
 
-def _add_addresses(sock: socket.socket, index: int, addrs, what: str) -> None:
-    for head, attrs in addrs:
-        body = head[:4] + struct.pack("I", index) + b"".join(_attr(t, v) for t, v in attrs)
+def _add_addresses(sock: socket.socket, index: int, addrs: list[bytes], what: str) -> None:
+    for addr in addrs:
+        body = addr[:4] + struct.pack("I", index) + addr[8:]
         flags = _NLM_F_REQUEST | _NLM_F_ACK | _NLM_F_CREATE | _NLM_F_EXCL
         sock.sendall(struct.pack("IHHII", 16 + len(body), _RTM_NEWADDR, flags, 2, 0) + body)
         reply = sock.recv(65536)
@@ -158,11 +158,12 @@ def _add_addresses(sock: socket.socket, index: int, addrs, what: str) -> None:
             raise BundleError(f"{what}: restoring an address: {os.strerror(-err)}")
 
 
-def move_all(devices: dict[str, str], netns_fd: int, pid: int) -> None:
+def move_all(devices: dict[str, str], netns_fd: int, pid: int, moved: dict[str, list[str]]) -> None:
     """Move each host interface into the network namespace of ``pid`` (open as ``netns_fd``).
 
     The kernel drops an interface's addresses when it changes namespace; they
-    are put back on it in there, as runc does.
+    are put back on it in there, as runc does. ``moved`` gets, as each one goes,
+    the host name -> its addresses (hex), for `hand_back`.
     """
     taken = _names_in(pid)
     for host, name in devices.items():
@@ -177,6 +178,7 @@ def move_all(devices: dict[str, str], netns_fd: int, pid: int) -> None:
             raise BundleError(f"{what}: the host has no such interface (any more)") from None
         addrs = _addresses(index)
         move(index, netns_fd, name, what)
+        moved[host] = [a.hex() for a in addrs]
         if addrs:
             sock, new_index = _socket_in(netns_fd, name)
             with sock:
@@ -206,40 +208,54 @@ def joined_path(linux: dict) -> str | None:
     return None
 
 
-def restore(devices: dict[str, str], netns_path: str) -> None:
-    """Move the interfaces back from a joined network namespace, under their host names.
+def restore(devices: dict[str, str], netns_path: str, addresses: dict[str, list[str]]) -> None:
+    """`hand_back` from a joined network namespace, if it still exists.
 
     (A namespace of the container's own dies with it: the kernel then deletes
     virtual interfaces and hands physical ones back to the host.)
     """
-    from . import syscalls as sc
-
-    host = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
         target = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        os.close(host)
         return  # the namespace is gone, and what it held with it
+    try:
+        hand_back(devices, target, addresses, f" (left in {netns_path})")
+    finally:
+        os.close(target)
+
+
+def hand_back(devices: dict[str, str], netns_fd: int, addresses: dict[str, list[str]],
+              where: str = "") -> None:  # fmt: skip
+    """Move the interfaces in ``netns_fd`` back to ours, under their host names.
+
+    ``devices`` maps host name -> name in there; each gets back the
+    ``addresses`` (hex, from `move_all`) it had on the host.
+    """
+    from . import syscalls as sc
+
+    host = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     failed = []
     try:
-        sc.setns(target, sc.CLONE_NEWNET)
+        sc.setns(netns_fd, sc.CLONE_NEWNET)
         try:
             sock = _socket()  # made in there: it speaks for that namespace
             here = {name: index for index, name in socket.if_nameindex()}
             indexes = {n: here[n] for n in devices.values() if n in here}
         finally:
             sc.setns(host, sc.CLONE_NEWNET)
-        with sock:
+        with sock, _socket() as home:
             for hostname, name in devices.items():
                 if name not in indexes:
                     continue
+                what = f"moving {name!r} back as {hostname!r}"
                 try:
-                    move(indexes[name], host, hostname, f"moving {name!r} back as {hostname!r}", sock)
-                except BundleError as e:
-                    failed.append(e.message)
+                    move(indexes[name], host, hostname, what, sock)
+                    addrs = [bytes.fromhex(a) for a in addresses.get(hostname) or []]
+                    if addrs:
+                        _add_addresses(home, socket.if_nametoindex(hostname), addrs, what)
+                except (BundleError, OSError) as e:
+                    failed.append(getattr(e, "message", None) or str(e))
     finally:
-        os.close(target)
         os.close(host)
     if failed:
-        raise BundleError(f"linux.netDevices: {'; '.join(failed)} (left in {netns_path})")
-
+        raise BundleError(f"linux.netDevices: {'; '.join(failed)}{where}")
