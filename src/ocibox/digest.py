@@ -139,3 +139,35 @@ class VerifyingReader:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class HashingSink:
+    """A file-like sink that hashes and counts what goes through it to ``file``.
+
+    Compressors close the sink they write into when they finish, so ``close``
+    does nothing here: whoever made the sink closes (or publishes) the file.
+    """
+
+    def __init__(self, file: BinaryIO, algorithm: str = CANONICAL) -> None:
+        self._file = file
+        self._algorithm = algorithm
+        self._hash = hasher(algorithm)
+        self.size = 0
+
+    def write(self, data) -> int:
+        self._hash.update(data)
+        self.size += len(data)
+        return self._file.write(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        """Ignored (see the class): the owner finishes the file."""
+
+    @property
+    def digest(self) -> str:
+        return f"{self._algorithm}:{self._hash.hexdigest()}"

@@ -23,37 +23,16 @@ from ..errors import BlobNotFound, DigestMismatch, SizeMismatch
 TMP_PREFIX = ".tmp-"
 
 
-class BlobWriter:
+class BlobWriter(_digest.HashingSink):
     """A writable sink for one blob; ``commit`` verifies and publishes it."""
 
     def __init__(self, store: BlobStore, algorithm: str = _digest.CANONICAL) -> None:
         self._store = store
-        self._algorithm = algorithm
-        self._hash = _digest.hasher(algorithm)
-        self.size = 0
         directory = os.path.join(store.root, algorithm)
         os.makedirs(directory, exist_ok=True)
         fd, self._tmp = tempfile.mkstemp(dir=directory, prefix=TMP_PREFIX)
-        self._file = os.fdopen(fd, "wb", buffering=0)
+        super().__init__(os.fdopen(fd, "wb", buffering=0), algorithm)
         self._done = False
-
-    def write(self, data) -> int:
-        self._hash.update(data)
-        self.size += len(data)
-        return self._file.write(data)
-
-    def writable(self) -> bool:
-        return True
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        """Closing is ignored: compressors close their sink; ``commit`` finishes."""
-
-    @property
-    def digest(self) -> str:
-        return f"{self._algorithm}:{self._hash.hexdigest()}"
 
     def commit(self, expected: str | None = None, size: int | None = None, *,
                what: str = "blob", durable: bool = True) -> tuple[str, int]:

@@ -43,34 +43,14 @@ def big_files_dir() -> str:
     return os.environ.get("TMPDIR") or ("/var/tmp" if os.path.isdir("/var/tmp") else tempfile.gettempdir())
 
 
-class TempSink:
+class TempSink(_digest.HashingSink):
     """A temporary file that hashes what is written to it: for a docker archive, whose
     tar header (written before the content) needs the size of a layer being compressed.
     Registries, layouts and dir: take such a layer without one."""
 
     def __init__(self, directory: str | None = None) -> None:
         fd, self.path = tempfile.mkstemp(dir=directory or big_files_dir(), prefix=".ocibox-layer-")
-        self._file = os.fdopen(fd, "wb", buffering=0)
-        self._hash = _digest.hasher()
-        self.size = 0
-
-    def write(self, data) -> int:
-        self._hash.update(data)
-        self.size += len(data)
-        return self._file.write(data)
-
-    def writable(self) -> bool:
-        return True
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        """Ignored: compressors close their sink; ``finish`` closes the file."""
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self._hash.hexdigest()
+        super().__init__(os.fdopen(fd, "wb", buffering=0))
 
     def finish(self) -> tuple[str, int]:
         self._file.close()

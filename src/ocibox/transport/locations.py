@@ -212,7 +212,7 @@ async def pump(chunks: AsyncIterator[bytes], write: Callable[[bytes], object], s
     await writer.close()
 
 
-class _HashingFile:
+class _HashingFile(_digest.HashingSink):
     """A temporary file beside ``final`` that becomes it only once verified."""
 
     def __init__(self, final: str) -> None:
@@ -222,31 +222,24 @@ class _HashingFile:
         import tempfile
 
         fd, self.tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-        self.file = os.fdopen(fd, "wb")
-        self.hash = _digest.hasher()
-        self.size = 0
-
-    def write(self, data) -> int:
-        self.hash.update(data)
-        self.size += len(data)
-        return self.file.write(data)
+        super().__init__(os.fdopen(fd, "wb"))
 
     def commit(self, expected: str, size: int, what: str) -> None:
         try:
-            actual = "sha256:" + self.hash.hexdigest()
+            actual = self.digest
             if size != self.size:
                 raise _digest.SizeMismatch(what, size, self.size)
             if actual != expected:
                 raise _digest.DigestMismatch(what, expected, actual)
-            self.file.close()
+            self._file.close()
             os.chmod(self.tmp, 0o644)
             os.replace(self.tmp, self.final)
         finally:
             self.abort()
 
     def abort(self) -> None:
-        if not self.file.closed:
-            self.file.close()
+        if not self._file.closed:
+            self._file.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.tmp)
 
@@ -258,19 +251,6 @@ class _DigestNamedFile(_HashingFile):
     def __init__(self, directory: str, name_for: Callable[[str], str]) -> None:
         super().__init__(os.path.join(directory, ".unnamed"))
         self._name_for = name_for
-
-    def writable(self) -> bool:
-        return True
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        """Ignored: compressors close their sink; ``commit`` finishes."""
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self.hash.hexdigest()
 
     def commit(self) -> None:  # type: ignore[override]
         self.final = self._name_for(self.digest)
