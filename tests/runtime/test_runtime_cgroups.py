@@ -235,6 +235,51 @@ def test_real_v2_deny_then_allow_order(v2_cgroup):
     assert got["/dev/kmsg:r"] == 1 and got["/dev/kmsg:w"] == "ok"
 
 
+def test_real_v2_devices_are_replaced_not_added(v2_cgroup):
+    """A second set of rules takes the place of the first: with BPF_F_ALLOW_MULTI an
+    added program could only narrow what the first allows."""
+    mp, path = v2_cgroup
+    pid, w, r = _child_in([], _opens)
+    deny_kmsg_r = [{"allow": True, "access": "rwm"},
+                   {"allow": False, "type": "c", "major": 1, "minor": 11, "access": "r"}]  # fmt: skip
+    v2.apply(mp, os.path.basename(path), {"devices": deny_kmsg_r}, pid)
+    first = ebpf.attached(path)
+    assert len(first) == 1
+    # Two of ours attached (as an older ocibox left them): both go, one new comes.
+    extra = ebpf.load(ebpf.assemble(fs.device_rules(deny_kmsg_r)))
+    ebpf.attach(path, extra)
+    os.close(extra)
+    assert len(ebpf.attached(path)) == 2
+    from ocibox.runtime.linux import cgroups
+
+    cgroups.set_resources({"unified": path}, {"devices": [{"allow": True, "access": "rwm"}]})
+    now = ebpf.attached(path)
+    assert len(now) == 1 and now[0] not in first
+    assert _run(pid, w, r)["/dev/kmsg:r"] == "ok"
+    # And the single one is swapped in place (BPF_F_REPLACE).
+    v2.set_devices(path, deny_kmsg_r)
+    last = ebpf.attached(path)
+    assert len(last) == 1 and last != now
+    pid, w, r = _child_in([], _opens)
+    with open(os.path.join(path, "cgroup.procs"), "w") as f:
+        f.write(str(pid))
+    got = _run(pid, w, r)
+    assert got["/dev/kmsg:r"] == 1 and got["/dev/kmsg:w"] == "ok"
+
+
+def test_real_v2_bad_device_rule_on_update_writes_nothing(v2_cgroup):
+    mp, path = v2_cgroup
+    pid, w, r = _child_in([], lambda: "done")
+    v2.apply(mp, os.path.basename(path), {"unified": {"cgroup.max.descendants": "2"}}, pid)
+    from ocibox.runtime.linux import cgroups
+
+    with pytest.raises(BundleError, match="access"):
+        cgroups.set_resources({"unified": path}, {"unified": {"cgroup.max.descendants": "5"},
+                                                  "devices": [{"allow": True, "access": "x"}]})  # fmt: skip
+    assert open(os.path.join(path, "cgroup.max.descendants")).read().strip() == "2"
+    assert _run(pid, w, r) == "done"
+
+
 def test_real_v2_freeze_and_stats(v2_cgroup):
     mp, path = v2_cgroup
     pid, w, r = _child_in([], lambda: "done")
@@ -475,3 +520,39 @@ def test_real_unified_devices_match_runc_v1(ours_unified, runc, bundle, name):
         assert p.returncode == 0, (rt.name, p.stderr)
     assert out["runc"] == out[ours.name], out
     assert len(out["runc"]) == 6
+
+
+def test_real_unified_update_replaces_device_rules(ours_unified, bundle):
+    ours, mp = ours_unified
+    cid = ours.new_id()
+    kmsg = {"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11, "fileMode": 0o600}
+    deny_kmsg_r = [{"allow": True, "access": "rwm"},
+                   {"allow": False, "type": "c", "major": 1, "minor": 11, "access": "r"}]  # fmt: skip
+
+    def edit(c):
+        c["linux"].update(resources={"devices": deny_kmsg_r}, devices=[kmsg])
+        for kind in ("bounding", "effective", "permitted"):  # reading kmsg needs CAP_SYSLOG
+            c["process"]["capabilities"][kind].append("CAP_SYSLOG")
+
+    def reads_kmsg() -> bool:
+        p = ours("exec", cid, "sh", "-c", "(exec 3</dev/kmsg) && echo r-ok || echo r-no",
+                 check=False)  # fmt: skip
+        assert ("r-ok" in p.stdout) != ("r-no" in p.stdout), p.stdout + p.stderr
+        return "r-ok" in p.stdout
+
+    ours("run", "-d", "--bundle", bundle.write(["sleep", "30"], edit), cid)
+    try:
+        cg = os.path.join(mp, cid)
+        assert not reads_kmsg()
+        ours("update", "-r", "-", cid, input=json.dumps({"devices": [{"allow": True,
+                                                                       "access": "rwm"}]}))  # fmt: skip
+        assert reads_kmsg()
+        assert len(ebpf.attached(cg)) == 1
+        ours("update", "-r", "-", cid, input=json.dumps({"devices": deny_kmsg_r}))
+        assert not reads_kmsg()
+        # An update without devices leaves the rules as they are.
+        ours("update", "-r", "-", cid, input='{"unified": {"cgroup.max.descendants": "6"}}')
+        assert not reads_kmsg()
+        assert len(ebpf.attached(cg)) == 1
+    finally:
+        ours("delete", "--force", cid)

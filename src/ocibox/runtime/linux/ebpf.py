@@ -3,7 +3,8 @@
 cgroup v2 has no devices controller; the kernel asks an eBPF program attached
 to the cgroup instead. The program is assembled here from the rules (a few
 instructions per rule, no compiler) and attached with BPF_F_ALLOW_MULTI, as
-runc does. The rules are read as on cgroup v1: in order, each overriding the
+runc does; a program of ours attached before (found by its name) is replaced,
+with BPF_F_REPLACE, so that the rules in force are the latest (create, update). The rules are read as on cgroup v1: in order, each overriding the
 ones before it, over a default of deny; so the program tests them from the last
 to the first and the first one that matches decides.
 """
@@ -18,9 +19,11 @@ from ...errors import BundleError, NotImplementedYet
 
 _SYS_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351}
 _BPF_PROG_LOAD, _BPF_PROG_ATTACH, _BPF_PROG_DETACH, _BPF_PROG_QUERY = 5, 8, 9, 16
+_BPF_PROG_GET_FD_BY_ID, _BPF_OBJ_GET_INFO_BY_FD = 13, 15
 _BPF_PROG_TYPE_CGROUP_DEVICE = 15
 _BPF_CGROUP_DEVICE = 6  # attach type
-_BPF_F_ALLOW_MULTI = 2
+_BPF_F_ALLOW_MULTI, _BPF_F_REPLACE = 2, 4
+_NAME = b"ocibox"  # prog_name: how our programs are told from others on a cgroup
 
 # struct bpf_cgroup_dev_ctx { u32 access_type; u32 major; u32 minor; }
 # access_type = access << 16 | type
@@ -123,7 +126,7 @@ def load(prog: bytes) -> int:
     struct.pack_into("<IIQQIIQ", attr, 0, _BPF_PROG_TYPE_CGROUP_DEVICE, len(prog) // 8,
                      ctypes.addressof(insns), ctypes.addressof(license), 1, len(log),
                      ctypes.addressof(log))  # fmt: skip
-    attr[48:56] = b"ocibox\0\0"  # prog_name
+    attr[48:56] = _NAME.ljust(8, b"\0")  # prog_name
     try:
         return _bpf(_BPF_PROG_LOAD, attr, "loading the device program")
     except BundleError as e:
@@ -132,25 +135,94 @@ def load(prog: bytes) -> int:
         raise BundleError(e.message + (f" ({detail[-1]})" if detail else "")) from None
 
 
-def attach(cgroup_dir: str, prog_fd: int) -> None:
-    """Attach a loaded device program to a cgroup v2 directory (with BPF_F_ALLOW_MULTI)."""
-    dfd = os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _dir_fd(cgroup_dir: str) -> int:
+    return os.open(cgroup_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def attached(cgroup_dir: str) -> list[int]:
+    """The ids of the device programs attached to ``cgroup_dir`` itself (BPF_PROG_QUERY)."""
+    ids = (ctypes.c_uint32 * 64)()
+    dfd = _dir_fd(cgroup_dir)
     try:
-        attr = ctypes.create_string_buffer(struct.pack("<IIII", dfd, prog_fd,
-                                                       _BPF_CGROUP_DEVICE, _BPF_F_ALLOW_MULTI),
-                                           32)  # fmt: skip
+        attr = ctypes.create_string_buffer(struct.pack("<IIIIQI", dfd, _BPF_CGROUP_DEVICE, 0, 0,
+                                                       ctypes.addressof(ids), len(ids)), 64)  # fmt: skip
+        _bpf(_BPF_PROG_QUERY, attr, f"listing the programs of {cgroup_dir}")
+    finally:
+        os.close(dfd)
+    (count,) = struct.unpack_from("<I", attr, 24)
+    return list(ids[:count])
+
+
+def _open_id(prog_id: int) -> int:
+    attr = ctypes.create_string_buffer(struct.pack("<III", prog_id, 0, 0), 16)
+    return _bpf(_BPF_PROG_GET_FD_BY_ID, attr, f"opening program {prog_id}")
+
+
+def _name(prog_fd: int) -> bytes:
+    """The prog_name of a loaded program (struct bpf_prog_info: name at offset 64)."""
+    info = ctypes.create_string_buffer(96)
+    attr = ctypes.create_string_buffer(struct.pack("<IIQ", prog_fd, len(info),
+                                                   ctypes.addressof(info)), 16)  # fmt: skip
+    _bpf(_BPF_OBJ_GET_INFO_BY_FD, attr, "reading a program's name")
+    return info.raw[64:80].split(b"\0", 1)[0]
+
+
+def _ours(cgroup_dir: str) -> list[int]:
+    """Descriptors of the device programs of ours on ``cgroup_dir`` (the caller closes them)."""
+    fds = []
+    for prog_id in attached(cgroup_dir):
+        try:
+            fd = _open_id(prog_id)
+        except BundleError:
+            continue  # detached meanwhile
+        if _name(fd) == _NAME:
+            fds.append(fd)
+        else:
+            os.close(fd)
+    return fds
+
+
+def attach(cgroup_dir: str, prog_fd: int, replace_fd: int = -1) -> None:
+    """Attach a loaded device program to a cgroup v2 directory (with BPF_F_ALLOW_MULTI),
+    in place of the attached program ``replace_fd`` if one is given (BPF_F_REPLACE)."""
+    flags = _BPF_F_ALLOW_MULTI | (_BPF_F_REPLACE if replace_fd >= 0 else 0)
+    dfd = _dir_fd(cgroup_dir)
+    try:
+        attr = ctypes.create_string_buffer(struct.pack("<IIIII", dfd, prog_fd, _BPF_CGROUP_DEVICE,
+                                                       flags, max(replace_fd, 0)), 32)  # fmt: skip
         _bpf(_BPF_PROG_ATTACH, attr, f"attaching to {cgroup_dir}")
     finally:
         os.close(dfd)
 
 
-def set_devices(cgroup_dir: str, rules: list[tuple[str, int, int, str, bool]]) -> None:
-    """Assemble, load and attach the program for ``rules`` to ``cgroup_dir``.
+def detach(cgroup_dir: str, prog_fd: int) -> None:
+    dfd = _dir_fd(cgroup_dir)
+    try:
+        attr = ctypes.create_string_buffer(struct.pack("<III", dfd, prog_fd, _BPF_CGROUP_DEVICE),
+                                           32)  # fmt: skip
+        _bpf(_BPF_PROG_DETACH, attr, f"detaching a program from {cgroup_dir}")
+    finally:
+        os.close(dfd)
 
-    The attachment keeps the program alive; our descriptor is closed at once.
+
+def set_devices(cgroup_dir: str, rules: list[tuple[str, int, int, str, bool]]) -> None:
+    """Assemble, load and attach the program for ``rules`` to ``cgroup_dir``, in place of
+    the one of ours attached before (at create, or by an earlier update).
+
+    With a single old program the swap is atomic (BPF_F_REPLACE); with more
+    (none are left so by us) the new one is attached first, then the old ones
+    go. The attachment keeps the program alive; our descriptors are closed.
     """
     fd = load(assemble(rules))
+    old = _ours(cgroup_dir)
     try:
-        attach(cgroup_dir, fd)
+        if len(old) == 1:
+            attach(cgroup_dir, fd, old[0])
+        else:
+            attach(cgroup_dir, fd)
+            for old_fd in old:
+                detach(cgroup_dir, old_fd)
     finally:
         os.close(fd)
+        for old_fd in old:
+            os.close(old_fd)

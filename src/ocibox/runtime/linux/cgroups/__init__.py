@@ -50,11 +50,21 @@ def is_unified(paths: dict[str, str]) -> bool:
 
 
 def set_resources(paths: dict[str, str], resources: dict) -> None:
-    """Change the limits of a container's cgroups (update); devices stay as they are."""
+    """Change the limits of a container's cgroups (update).
+
+    On a unified host, linux.resources.devices (given) replaces the device
+    rules; v1's devices cgroup is left as create set it.
+    """
     if is_unified(paths):
         from . import v2
+        from .fs import device_rules
 
+        devices = resources.get("devices")
+        if devices is not None:
+            device_rules(devices)  # refused before anything is written
         v2.set_resources(paths["unified"], resources)
+        if devices is not None:
+            v2.set_devices(paths["unified"], devices)
     else:
         from . import v1
 
