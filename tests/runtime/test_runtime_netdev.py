@@ -207,3 +207,16 @@ def test_init_failing_after_the_move_gives_the_interface_back(ours, bundle, veth
     assert "/nonexistent/ocibox" in p.stderr
     assert _exists(moved) and _exists(kept)
     assert _has_given_addresses(moved)
+
+
+def test_create_failing_after_the_init_is_ready_gives_the_interface_back(ours, bundle, veth,
+                                                                         tmp_path):  # fmt: skip
+    # The last step of create, the pid file, fails: the init is killed, the interface kept.
+    _, moved = veth
+    _give_addresses(moved)
+    b = bundle.write(["true"], _edit({moved: {"name": "eth5"}}))
+    pid_file = tmp_path / "no-such-dir" / "pid"
+    p = ours("create", "--bundle", b, "--pid-file", str(pid_file), ours.new_id(), check=False)
+    assert p.returncode != 0
+    assert _exists(moved)
+    assert _has_given_addresses(moved)

@@ -146,9 +146,9 @@ def create(
         debug(f"container {cid}: created, init {init_pid} waits on exec.fifo")
         os.close(ic.fifo_fd)
         ic.fifo_fd = -1
-        process.release_netns(ic)
         if pid_file:
             write_atomic(os.path.abspath(pid_file), str(init_pid).encode())
+        process.release_netns(ic)  # last: until here a failure gives the interfaces back
     except BaseException as e:
         debug(f"container {cid}: create failed ({e}); cleaning up")
         if ic.fifo_fd >= 0:
