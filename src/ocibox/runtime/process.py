@@ -365,7 +365,10 @@ def _spawn(ic: InitConfig, subreaper: bool, on_cgroups, on_hooks) -> int:
         else:
             error = error or "the container's init exited before it was ready"
     except BaseException:
-        give_back_netdevs(ic)
+        try:
+            give_back_netdevs(ic)
+        except OciboxError as back:  # the first error is the one to report
+            debug(back.message)
         _kill(init_pid or pid)
         raise
     finally:
