@@ -52,8 +52,10 @@ def is_unified(paths: dict[str, str]) -> bool:
 def set_resources(paths: dict[str, str], resources: dict) -> None:
     """Change the limits of a container's cgroups (update).
 
-    On a unified host, linux.resources.devices (given) replaces the device
-    rules; v1's devices cgroup is left as create set it.
+    linux.resources.devices, when given, replaces the device rules: a new
+    device program on a unified host; on v1 the devices cgroup is reset to
+    deny-all and the rules are written in order (a short moment with no
+    device allowed, as on runc's v1 path).
     """
     if is_unified(paths):
         from . import v2
@@ -68,7 +70,18 @@ def set_resources(paths: dict[str, str], resources: dict) -> None:
     else:
         from . import v1
 
+        devices = resources.get("devices")
+        if devices is not None:
+            from ....errors import NotImplementedYet
+            from .fs import device_rules
+
+            device_rules(devices)  # refused before anything is written
+            if "devices" not in paths:
+                raise NotImplementedYet("linux.resources.devices: this container has no devices "
+                                        "cgroup to update")  # fmt: skip
         v1.set_resources(paths, resources)
+        if devices is not None:
+            v1.replace_devices(paths["devices"], devices)
 
 
 def frozen(paths: dict[str, str]) -> bool:

@@ -212,6 +212,12 @@ def _set_devices(path: str, rules: list[dict]) -> None:
         write(path, "devices.allow" if allow else "devices.deny", _rule(kind, ma, mi, access))
 
 
+def replace_devices(path: str, rules: list[dict]) -> None:
+    """The device rules become ``rules`` alone (update): deny-all, then each in order."""
+    write(path, "devices.deny", "a *:* rwm")
+    _set_devices(path, rules)
+
+
 def freeze(path: str, want: bool) -> None:
     """freezer.state, written until it reads back as asked (FREEZING passes on its own)."""
     import time
