@@ -56,6 +56,12 @@ def _upload_headers(upload: Upload, size: int) -> dict[str, str]:
     }
 
 
+def _blob_created(name: str, digest: str) -> web.Response:
+    """201 Created for a blob that a mount, a monolithic PUT or a finished upload stored."""
+    return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}",
+                                             "Docker-Content-Digest": digest})
+
+
 def make_guard(config: RegistryConfig) -> Guard | None:
     check_config(config)
     if config.auth in ("", "none"):
@@ -363,8 +369,7 @@ class Registry:
             check_name(source)
         if not await _off_loop(self.store.mount, name, digest, source, self.config.mount_without_from):
             return None  # fall back to an ordinary upload (202)
-        return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}",
-                                                 "Docker-Content-Digest": digest})
+        return _blob_created(name, digest)
 
     async def _monolithic(self, request: web.Request, name: str, digest: str) -> web.Response:
         upload = self.uploads.start(name)
@@ -378,8 +383,7 @@ class Registry:
                 raise
             finally:
                 appender.close()
-        return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}",
-                                                 "Docker-Content-Digest": digest})
+        return _blob_created(name, digest)
 
     def _check_limits(self, request: web.Request, received: int, total: int) -> None:
         chunk_max, blob_max = self.config.max_chunk_size, self.config.max_blob_size
@@ -458,8 +462,7 @@ class Registry:
                 raise
             finally:
                 appender.close()
-        return web.Response(status=201, headers={"Location": f"/v2/{name}/blobs/{digest}",
-                                                 "Docker-Content-Digest": digest})
+        return _blob_created(name, digest)
 
     async def cancel_upload(self, request: web.Request, name: str, uuid: str) -> web.Response:
         upload = self.uploads.get(name, uuid)
