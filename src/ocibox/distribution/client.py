@@ -489,11 +489,9 @@ class Registry:
                         raise RegistryError(f"{self.host}: blob {dig}: bad Content-Range {cr!r}")
                 async for chunk in r.iter_chunks(CHUNK):
                     if skip:
-                        if len(chunk) <= skip:
-                            skip -= len(chunk)
+                        chunk, skip = _past(chunk, skip)
+                        if not chunk:
                             continue
-                        chunk = chunk[skip:]
-                        skip = 0
                     position += len(chunk)
                     if size is not None and position > size:
                         raise _digest.SizeMismatch(f"blob {dig}", size, position)
@@ -807,6 +805,13 @@ class Registry:
         return manifests
 
 
+def _past(chunk: bytes, skip: int) -> tuple[bytes, int]:
+    """What of ``chunk`` lies past its first ``skip`` bytes, and how many are left to skip after it."""
+    if len(chunk) <= skip:
+        return b"", skip - len(chunk)
+    return chunk[skip:], 0
+
+
 async def _hashed(chunks: AsyncIterator[bytes], skip: int, h, total: list[int]) -> AsyncIterator[bytes]:
     """``chunks`` hashed into ``h`` and counted into ``total[0]``, less their first ``skip`` bytes."""
     try:
@@ -814,11 +819,9 @@ async def _hashed(chunks: AsyncIterator[bytes], skip: int, h, total: list[int]) 
             h.update(chunk)
             total[0] += len(chunk)
             if skip:
-                if len(chunk) <= skip:
-                    skip -= len(chunk)
+                chunk, skip = _past(chunk, skip)
+                if not chunk:
                     continue
-                chunk = chunk[skip:]
-                skip = 0
             yield chunk
     finally:
         aclose = getattr(chunks, "aclose", None)
