@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages that the tests and the demo drive, when missing.
 set -euo pipefail
-packages=(skopeo umoci oci-image-tool busybox-static runc attr docker-registry podman wrk containerd)
+packages=(skopeo umoci oci-image-tool busybox-static runc attr docker-registry podman wrk containerd
+          qemu-system-x86 linux-image-amd64)
 
 # podman's default ulimits (nofile 1048576) are above these machines' hard limits, and
 # raising a hard limit needs CAP_SYS_RESOURCE, which is missing: every `podman run` then
