@@ -60,7 +60,14 @@ def create(
     subreaper: bool = False,
     warn=None,
 ) -> Container:
-    """Build the container and leave its init waiting for ``start``."""
+    """Build the container and leave its init waiting for ``start``.
+
+    The steps of the runtime-spec's create, in its order: the config checked
+    (before anything exists), the state directory with its own copy of the
+    config and exec.fifo, the processes (namespaces, cgroups, root filesystem,
+    devices, the create hooks as the init asks: see process), and the state
+    saved last. A failure at any step undoes the ones before it.
+    """
     bundle = os.path.abspath(bundle)
     config = load_config(bundle)
     linux = config.get("linux") or {}
@@ -68,7 +75,6 @@ def create(
         warm_cgroup_writes()
     from . import process  # after the warm-up began: its imports overlap the wait
 
-    c_dir = os.path.join(root, cid)
     ic = process.prepare(config, bundle, no_pivot=no_pivot, preserve_fds=preserve_fds,
                          console_socket=console_socket and os.path.abspath(console_socket),
                          console_fd=console_fd)  # fmt: skip
@@ -79,96 +85,141 @@ def create(
     for w in ic.warnings:
         if warn:
             warn(w)
-    container = Container.reserve(root, cid)
+    c = _Creating(cid, bundle, config, ic, Container.reserve(root, cid))
     debug(f"container {cid}: creating from bundle {bundle} (root {root})")
-    cgroup_paths: dict[str, str] = {}
-    cgroup_created: list[str] = []
-    init_pid = 0
     try:
-        # Later changes to the bundle's config.json must not affect the container.
-        write_atomic(os.path.join(c_dir, CONFIG_COPY), json.dumps(config).encode())
-        fifo = os.path.join(c_dir, FIFO)
-        os.mkfifo(fifo, 0o622)
-        os.chmod(fifo, 0o622)  # past the umask: an init that is not root must open it
-        ic.fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
-        on_cgroups = None
-        resources = (config.get("linux") or {}).get("resources")
-        cgroups_path = (config.get("linux") or {}).get("cgroupsPath")
-        if resources or cgroups_path:
-            from .linux import cgroups
-
-            def on_cgroups(pid: int) -> None:
-                # First the intermediate's: the cgroups are made; then the init's.
-                if not cgroup_paths:
-                    paths, made = cgroups.apply(cid, cgroups_path, resources or {}, pid)
-                    cgroup_paths.update(paths)
-                    cgroup_created.extend(made)
-                else:
-                    from .linux.cgroups.fs import join
-
-                    join(cgroup_paths, pid)
-                debug(f"container {cid}: process {pid} joined cgroups "
-                      f"{' '.join(cgroup_paths.values())}")  # fmt: skip
-
-        hook_cfg = config.get("hooks") or {}
-
-        def on_hooks(pid: int) -> dict:
-            from . import hooks
-
-            state = {"ociVersion": OCI_VERSION, "id": cid, "status": "creating", "pid": pid,
-                     "bundle": bundle, "annotations": config.get("annotations") or {}}  # fmt: skip
-            hooks.run(hook_cfg, "prestart", state)
-            hooks.run(hook_cfg, "createRuntime", state)
-            return state
-
-        ic.close_in_child = (container.create_lock,)  # or the init would hold it for ever
-        init_pid = process.spawn(ic, subreaper=subreaper, on_cgroups=on_cgroups,
-                                 on_hooks=on_hooks)  # fmt: skip
-        found = proc_start_time(init_pid)
-        if found is None:
-            raise OciboxError(f"container {cid}: its init exited during create")
-        container.save(
-            {
-                "ociVersion": OCI_VERSION,
-                "id": cid,
-                "pid": init_pid,
-                "pidStartTime": found[1],
-                "bundle": bundle,
-                "rootfs": ic.rootfs,
-                "created": now_rfc3339(),
-                "annotations": config.get("annotations") or {},
-                "cgroupPaths": cgroup_paths,
-                "cgroupCreated": cgroup_created,
-                "hooks": bool(hook_cfg),
-                **_net_devices_back(ic, config),
-            }
-        )
-        debug(f"container {cid}: created, init {init_pid} waits on exec.fifo")
-        os.close(ic.fifo_fd)
-        ic.fifo_fd = -1
-        if pid_file:
-            write_atomic(os.path.abspath(pid_file), str(init_pid).encode())
-        process.release_netns(ic)  # last: until here a failure gives the interfaces back
+        _make_state_dir(c)
+        ic.close_in_child = (c.container.create_lock,)  # or the init would hold it for ever
+        c.init_pid = process.spawn(ic, subreaper=subreaper, on_cgroups=_cgroup_joiner(c),
+                                   on_hooks=_hook_runner(c))  # fmt: skip
+        _save_state(c, pid_file)
     except BaseException as e:
-        debug(f"container {cid}: create failed ({e}); cleaning up")
-        if ic.fifo_fd >= 0:
-            os.close(ic.fifo_fd)
-        try:
-            process.give_back_netdevs(ic)  # before the namespace dies with the init
-        except OciboxError as back:
-            debug(f"container {cid}: {back.message}")
-        if init_pid:
-            try:
-                os.kill(init_pid, 9)
-            except ProcessLookupError:
-                pass
-        if cgroup_created and not container.state:
-            container.state = {"cgroupCreated": cgroup_created}
-        container.destroy()
-        container.release()
+        _undo(c, e)
         raise
-    container.release()
-    return container
+    c.container.release()
+    return c.container
+
+
+class _Creating:
+    """What the steps of one create share (a plain class: see process.InitConfig)."""
+
+    __slots__ = ("cid", "bundle", "config", "ic", "container", "hooks", "cgroup_paths",
+                 "cgroup_created", "init_pid")  # fmt: skip
+
+    def __init__(self, cid: str, bundle: str, config: dict, ic, container: Container) -> None:
+        self.cid = cid
+        self.bundle = bundle
+        self.config = config
+        self.ic = ic  # process.InitConfig
+        self.container = container  # reserved: its directory exists, its create lock held
+        self.hooks: dict = config.get("hooks") or {}
+        self.cgroup_paths: dict[str, str] = {}  # controller -> the container's cgroup
+        self.cgroup_created: list[str] = []  # those we made, which delete removes
+        self.init_pid = 0
+
+
+def _make_state_dir(c: _Creating) -> None:
+    """The container's own copy of config.json, and exec.fifo, which start opens."""
+    c_dir = c.container.dir
+    # Later changes to the bundle's config.json must not affect the container.
+    write_atomic(os.path.join(c_dir, CONFIG_COPY), json.dumps(c.config).encode())
+    fifo = os.path.join(c_dir, FIFO)
+    os.mkfifo(fifo, 0o622)
+    os.chmod(fifo, 0o622)  # past the umask: an init that is not root must open it
+    c.ic.fifo_fd = os.open(fifo, os.O_PATH | os.O_CLOEXEC)
+
+
+def _cgroup_joiner(c: _Creating):
+    """``on_cgroups`` for spawn, or None when the config asks for no cgroups."""
+    linux = c.config.get("linux") or {}
+    resources = linux.get("resources")
+    cgroups_path = linux.get("cgroupsPath")
+    if not (resources or cgroups_path):
+        return None
+    from .linux import cgroups
+
+    def on_cgroups(pid: int) -> None:
+        # First the intermediate's: the cgroups are made; then the init's.
+        if not c.cgroup_paths:
+            paths, made = cgroups.apply(c.cid, cgroups_path, resources or {}, pid)
+            c.cgroup_paths.update(paths)
+            c.cgroup_created.extend(made)
+        else:
+            from .linux.cgroups.fs import join
+
+            join(c.cgroup_paths, pid)
+        debug(f"container {c.cid}: process {pid} joined cgroups "
+              f"{' '.join(c.cgroup_paths.values())}")  # fmt: skip
+
+    return on_cgroups
+
+
+def _hook_runner(c: _Creating):
+    """``on_hooks`` for spawn: the prestart and createRuntime hooks, in the runtime's namespaces."""
+
+    def on_hooks(pid: int) -> dict:
+        from . import hooks
+
+        state = {"ociVersion": OCI_VERSION, "id": c.cid, "status": "creating", "pid": pid,
+                 "bundle": c.bundle, "annotations": c.config.get("annotations") or {}}  # fmt: skip
+        hooks.run(c.hooks, "prestart", state)
+        hooks.run(c.hooks, "createRuntime", state)
+        return state
+
+    return on_hooks
+
+
+def _save_state(c: _Creating, pid_file: str | None) -> None:
+    """The init waits on exec.fifo: the state says "created" from now on."""
+    from . import process
+
+    found = proc_start_time(c.init_pid)
+    if found is None:
+        raise OciboxError(f"container {c.cid}: its init exited during create")
+    c.container.save(
+        {
+            "ociVersion": OCI_VERSION,
+            "id": c.cid,
+            "pid": c.init_pid,
+            "pidStartTime": found[1],
+            "bundle": c.bundle,
+            "rootfs": c.ic.rootfs,
+            "created": now_rfc3339(),
+            "annotations": c.config.get("annotations") or {},
+            "cgroupPaths": c.cgroup_paths,
+            "cgroupCreated": c.cgroup_created,
+            "hooks": bool(c.hooks),
+            **_net_devices_back(c.ic, c.config),
+        }
+    )
+    debug(f"container {c.cid}: created, init {c.init_pid} waits on exec.fifo")
+    os.close(c.ic.fifo_fd)
+    c.ic.fifo_fd = -1
+    if pid_file:
+        write_atomic(os.path.abspath(pid_file), str(c.init_pid).encode())
+    process.release_netns(c.ic)  # last: until here a failure gives the interfaces back
+
+
+def _undo(c: _Creating, e: BaseException) -> None:
+    """A failed create: everything it made goes, and the name is free again."""
+    from . import process
+
+    debug(f"container {c.cid}: create failed ({e}); cleaning up")
+    if c.ic.fifo_fd >= 0:
+        os.close(c.ic.fifo_fd)
+    try:
+        process.give_back_netdevs(c.ic)  # before the namespace dies with the init
+    except OciboxError as back:
+        debug(f"container {c.cid}: {back.message}")
+    if c.init_pid:
+        try:
+            os.kill(c.init_pid, 9)
+        except ProcessLookupError:
+            pass
+    if c.cgroup_created and not c.container.state:
+        c.container.state = {"cgroupCreated": c.cgroup_created}
+    c.container.destroy()
+    c.container.release()
 
 
 def warm_cgroup_writes() -> None:

@@ -626,90 +626,161 @@ def _enter_cgroups(ic: InitConfig, rfd: int) -> None:
         nsmod.unshare(sc.CLONE_NEWCGROUP)
 
 
+class _Init:
+    """What the init's steps share (a plain class: see InitConfig)."""
+
+    __slots__ = ("ic", "wfd", "rfd", "config", "process", "linux", "hooks", "state", "sfilter",
+                 "console_sock")  # fmt: skip
+
+    def __init__(self, ic: InitConfig, wfd: int, rfd: int) -> None:
+        self.ic = ic
+        self.wfd = wfd  # to the runtime: progress, "ready", or the error that ends us
+        self.rfd = rfd  # from the runtime: until the create hooks have run
+        self.config = ic.config
+        self.process: dict = ic.config["process"]
+        self.linux: dict = ic.config.get("linux") or {}
+        self.hooks: dict = ic.config.get("hooks") or {}
+        self.state: dict = {}  # the spec's state, from the runtime, for our hooks
+        self.sfilter: seccomp.Filter | None = None  # compiled while host libraries are reachable
+        self.console_sock = None  # to the --console-socket (or run's own), for the pty
+
+
 def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
-    """The container's init: build the environment, wait for start, exec."""
-    cfg = ic.config
-    process = cfg["process"]
-    linux = cfg.get("linux") or {}
-    ns = ic.namespaces
-    in_userns = ns.has("user")
+    """The container's init: its environment built in the runtime-spec's order, then exec.
+
+    Each step below is one function; the ones that need the host (its
+    libraries, its paths, its /proc) come before pivot_root, the ones that need
+    the container's /proc after it; the cgroup-dependent part of the root
+    filesystem waits for the runtime to have moved us (see the module's doc).
+    """
+    st = _Init(ic, wfd, rfd)
+    _make_namespaces(st)  # and the network interfaces moved in by the runtime
+    _new_session(st)
+    _process_domain(st)  # personality, memory policy
+    _set_hostname(st)
+    _oom_score(st)
+    _build_rootfs(st)  # mounts, cgroups (waited for), devices, cwd
+    _create_hooks(st)  # the runtime's, then createContainer
+    _prepare_from_host(st)  # seccomp compiled, console connected: the last host access
+    _enter_rootfs(st)  # pivot_root, sysctl, readonly and masked paths, the console
+    exe, args, env = _process_settings(st)  # rlimits, user, caps, no_new_privs, seccomp
+    _report_ready(st, exe)
+    _wait_for_start_and_exec(st, exe, args, env)
+
+
+def _make_namespaces(st: _Init) -> None:
+    """Those the init makes for itself; with netDevices, wait for the runtime to move them."""
+    ic = st.ic
     if ic.hold_fd >= 0:
         os.close(ic.hold_fd)
-    if ns.new & _FOR_INIT:
-        nsmod.unshare(ns.new & _FOR_INIT)
+    if ic.namespaces.new & _FOR_INIT:
+        nsmod.unshare(ic.namespaces.new & _FOR_INIT)
     if ic.netdevs:
         # The runtime moves the interfaces in once our network namespace exists.
-        os.write(wfd, b"netns\n")
-        while (line := _read_line(rfd)) != "netmoved":
+        os.write(st.wfd, b"netns\n")
+        while (line := _read_line(st.rfd)) != "netmoved":
             if line != "cgrouped":
                 raise OciboxError(f"unexpected message from the runtime: {line!r}")
             ic.cgrouped_early = True
+
+
+def _new_session(st: _Init) -> None:
+    """A session of our own, and a session keyring named after the container (as runc)."""
     os.setsid()
-    if not ic.no_new_keyring:
+    if not st.ic.no_new_keyring:
         try:
-            sc.join_session_keyring(ic.keyring_name)
+            sc.join_session_keyring(st.ic.keyring_name)
         except OSError as e:
             # As runc: a kernel or a user namespace without keyrings is not an error.
             if e.errno not in (38, 13, 1):  # ENOSYS, EACCES, EPERM
                 raise BundleError(f"creating the session keyring: {e.strerror}") from None
+
+
+def _process_domain(st: _Init) -> None:
+    """linux.personality and linux.memoryPolicy: both inherited through exec."""
+    linux = st.linux
     if linux.get("personality"):
         _personality(linux["personality"])
     if linux.get("memoryPolicy") is not None:
         from .linux import mempolicy  # inherited through exec, as the spec wants
 
         mempolicy.apply(mempolicy.check(linux["memoryPolicy"]))
-    if ns.has("uts"):
+
+
+def _set_hostname(st: _Init) -> None:
+    cfg = st.config
+    if st.ic.namespaces.has("uts"):
         if cfg.get("hostname"):
             sc.sethostname(cfg["hostname"])
         if cfg.get("domainname"):
             sc.setdomainname(cfg["domainname"])
     elif cfg.get("hostname"):
         raise BundleError("config.json: hostname needs a uts namespace of its own")
-    if "oomScoreAdj" in process:
-        _write("/proc/self/oom_score_adj", str(process["oomScoreAdj"]), "oomScoreAdj")
-    # exec.fifo, opened O_PATH by the parent (which can reach the state
-    # directory), is reopened for writing through the container's /proc.
-    fifo_fd = ic.fifo_fd
+
+
+def _oom_score(st: _Init) -> None:
+    if "oomScoreAdj" in st.process:
+        _write("/proc/self/oom_score_adj", str(st.process["oomScoreAdj"]), "oomScoreAdj")
+
+
+def _build_rootfs(st: _Init) -> None:
+    """The mounts, the cgroups (waited for before their mounts), the devices, and cwd."""
+    ic, linux = st.ic, st.linux
     rootfs.prepare(
         ic.rootfs,
         ic.mounts,
         linux.get("devices") or [],
         propagation=linux.get("rootfsPropagation", ""),
-        in_userns=in_userns,
-        before_cgroups=lambda: _enter_cgroups(ic, rfd),
+        in_userns=ic.namespaces.has("user"),
+        before_cgroups=lambda: _enter_cgroups(ic, st.rfd),
     )
-    cwd = process.get("cwd") or "/"
+    cwd = st.process.get("cwd") or "/"
     if not cwd.startswith("/"):
         raise BundleError(f"config.json: process.cwd must be absolute, not {cwd!r}")
     os.makedirs(mnt.secure_join(ic.rootfs, cwd), 0o755, exist_ok=True)
-    hook_cfg = cfg.get("hooks") or {}
-    state: dict = {}
+
+
+def _create_hooks(st: _Init) -> None:
+    """prestart and createRuntime (the runtime's, in its namespaces), then createContainer.
+
+    Ours run in the container's namespaces, while host paths are still reachable.
+    The runtime's state comes back with its "hooked", for startContainer too.
+    """
+    hook_cfg = st.hooks
     if any(
         hook_cfg.get(k) for k in ("prestart", "createRuntime", "createContainer", "startContainer")
     ):
-        # The runtime runs its hooks now, in its own namespaces; ours follow, in
-        # the container's, while host paths are still reachable.
-        os.write(wfd, b"hooks\n")
-        verb, _, arg = _read_line(rfd).partition(" ")
+        os.write(st.wfd, b"hooks\n")
+        verb, _, arg = _read_line(st.rfd).partition(" ")
         if verb != "hooked":
             raise OciboxError("unexpected message from the runtime")
-        state = json.loads(arg)
-        hooks.run(hook_cfg, "createContainer", state)
+        st.state = json.loads(arg)
+        hooks.run(hook_cfg, "createContainer", st.state)
         # After pivot_root the host's Python library is out of reach: import now.
         import subprocess  # noqa: F401
-    os.close(rfd)
+    os.close(st.rfd)
+
+
+def _prepare_from_host(st: _Init) -> None:
+    """What needs the host's libraries or paths: the seccomp profile, the console socket."""
+    process, linux = st.process, st.linux
     # libseccomp is loaded and the profile compiled while the host's libraries are reachable.
-    sfilter = seccomp.Filter(linux["seccomp"], ic.state) if linux.get("seccomp") else None
-    console_sock = None
+    if linux.get("seccomp"):
+        st.sfilter = seccomp.Filter(linux["seccomp"], st.ic.state)
     if process.get("terminal"):
         from .linux import console  # and socket with it, while the host's library is reachable
 
-        if ic.console_fd is not None:
+        if st.ic.console_fd is not None:
             import socket
 
-            console_sock = socket.socket(fileno=ic.console_fd)
+            st.console_sock = socket.socket(fileno=st.ic.console_fd)
         else:
-            console_sock = console.connect(ic.console_socket)
+            st.console_sock = console.connect(st.ic.console_socket)
+
+
+def _enter_rootfs(st: _Init) -> None:
+    """pivot_root (or chroot), then what needs the container's /proc and /dev."""
+    ic, linux = st.ic, st.linux
     debug(
         f"init: root filesystem {ic.rootfs} ready for {'chroot' if ic.no_pivot else 'pivot_root'}"
     )
@@ -720,11 +791,17 @@ def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
     rootfs.write_sysctl(linux.get("sysctl") or {})
     rootfs.readonly_paths(linux.get("readonlyPaths") or [])
     rootfs.mask_paths(linux.get("maskedPaths") or [])
-    if (cfg.get("root") or {}).get("readonly"):
+    if (st.config.get("root") or {}).get("readonly"):
         rootfs.readonly_root()
-    if console_sock is not None:
-        console.setup(console_sock, process.get("consoleSize"))
-    exe, args, env = apply_process(process, ic.caps, ic.preserve_fds, sfilter)
+    if st.console_sock is not None:
+        from .linux import console
+
+        console.setup(st.console_sock, st.process.get("consoleSize"))
+
+
+def _process_settings(st: _Init):
+    """The process settings (see apply_process); then signals that end a waiting init."""
+    exe, args, env = apply_process(st.process, st.ic.caps, st.ic.preserve_fds, st.sfilter)
     # As pid 1 of its namespace the init would ignore a default-action signal
     # even from the host; while it waits, a handler makes kill work as on runc.
     for s in (
@@ -736,16 +813,27 @@ def _init(ic: InitConfig, wfd: int, rfd: int) -> None:
         signal.SIGUSR2,
     ):
         signal.signal(s, _die)
+    return exe, args, env
+
+
+def _report_ready(st: _Init, exe: str) -> None:
+    """Tell the runtime that create is done; the pipe, and the log through it, close."""
     if not os.path.isdir("/proc/self/fd"):
         _reopen_fifo(-1)  # says clearly what is missing, while create can still report it
     debug(f"init: process settings applied; {exe} to exec")
     set_debug(None)  # the pipe is closed next
-    os.write(wfd, b"ready\n")
-    os.close(wfd)
-    fd = _reopen_fifo(fifo_fd)
-    if hook_cfg.get("startContainer"):
+    os.write(st.wfd, b"ready\n")
+    os.close(st.wfd)
+
+
+def _wait_for_start_and_exec(st: _Init, exe: str, args: list[str], env: dict[str, str]) -> None:
+    """Block on exec.fifo until start opens it; startContainer hooks; exec the program."""
+    # exec.fifo, opened O_PATH by the parent (which can reach the state
+    # directory), is reopened for writing through the container's /proc.
+    fd = _reopen_fifo(st.ic.fifo_fd)
+    if st.hooks.get("startContainer"):
         try:
-            hooks.run(hook_cfg, "startContainer", {**state, "status": "created"})
+            hooks.run(st.hooks, "startContainer", {**st.state, "status": "created"})
         except OciboxError as e:
             os.write(fd, b"E" + e.message.encode(errors="replace")[:3000])
             os._exit(1)
