@@ -264,6 +264,30 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
 
 
+def exit_fast(code: int) -> None:
+    """Leave with ``code`` at once: the standard streams flushed, the interpreter's teardown skipped.
+
+    Finalization (every module and object freed one by one) costs ~1.2 ms, a
+    tenth of a ``state``, and nothing of ours needs it: files are closed by
+    ``with``, no atexit handlers are registered, and the only threads are
+    _thread ones, which exit never waits for. An uncaught exception never gets
+    here: it is printed and the interpreter exits as usual.
+    """
+    # As the interpreter's own exit does: a closed (or absent) stream is skipped,
+    # a failed stdout makes the status 120, a failed stderr is let go.
+    if sys.stdout is not None and not sys.stdout.closed:
+        try:
+            sys.stdout.flush()
+        except OSError:
+            code = 120
+    if sys.stderr is not None and not sys.stderr.closed:
+        try:
+            sys.stderr.flush()
+        except OSError:
+            pass
+    os._exit(code)
+
+
 def _default_root() -> str:
     from .container import DEFAULT_ROOT
 
@@ -594,4 +618,4 @@ _COMMAND_FUNCS = {
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_fast(main())
