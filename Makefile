@@ -14,8 +14,18 @@ venv: $(STAMP) $(BIN)/.ocibox-runtime-launcher
 
 # ocibox-runtime started with python -I -S, no site and no re (scripts/ocibox-runtime):
 # installed over pip's console script of the same name, which keeps working elsewhere.
+# @SRC@: where the ocibox package is; @PYTHON@: Debian's statically linked python3.X
+# when it is the venv's version, bytecode and all, and has the runtime's modules
+# (checked here, once), else the venv's.
+LAUNCHER_CHECK := import sys, importlib.util, ctypes, _json, fcntl, select, termios, resource, \
+	socket, struct, signal, subprocess, tty, pwd, json; print(sys.version_info[:2], importlib.util.MAGIC_NUMBER)
 $(BIN)/.ocibox-runtime-launcher: scripts/ocibox-runtime $(STAMP)
-	sed 's|@PYTHON@|$(CURDIR)/$(BIN)/python|' scripts/ocibox-runtime > $(BIN)/ocibox-runtime.tmp
+	py=$(CURDIR)/$(BIN)/python; \
+	fast=$$($$py -c 'import sys; print("/usr/bin/python%d.%d" % sys.version_info[:2])'); \
+	want=$$($$py -IS -c '$(LAUNCHER_CHECK)'); \
+	if [ -x "$$fast" ] && [ "$$($$fast -IS -c '$(LAUNCHER_CHECK)' 2>/dev/null)" = "$$want" ]; then py=$$fast; fi; \
+	src=$$($(BIN)/python -c 'import ocibox, os; print(os.path.dirname(os.path.dirname(ocibox.__file__)))'); \
+	sed -e "s|@PYTHON@|$$py|" -e "s|@SRC@|$$src|" scripts/ocibox-runtime > $(BIN)/ocibox-runtime.tmp
 	chmod 755 $(BIN)/ocibox-runtime.tmp
 	mv $(BIN)/ocibox-runtime.tmp $(BIN)/ocibox-runtime
 	touch $@
