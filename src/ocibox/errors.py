@@ -5,7 +5,8 @@ optional ``hint`` says what to do about it. The CLI prints ``ocibox: <message>``
 (and the hint) and exits non-zero; nothing below the CLI prints or exits.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: the runtime imports this module on
+# its error paths and would load __future__ for it alone.
 
 
 class OciboxError(Exception):
@@ -115,6 +116,10 @@ class LayerError(OciboxError):
 
 class BundleError(OciboxError):
     """A runtime bundle is missing what an operation needs."""
+
+
+class ContainerStateError(OciboxError):
+    """A runtime operation that the container's current status does not allow."""
 
 
 class UsageError(OciboxError):

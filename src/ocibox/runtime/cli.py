@@ -1,14 +1,13 @@
 """ocibox-runtime: runc's command line over ocibox.runtime.
 
 Start-up time matters (containerd and podman call the runtime for every
-operation), so this module imports nothing at load time beyond ``os`` and
-``sys``; each command imports what it needs, and arguments are parsed by hand
-with runc's names: global flags, then a command, its flags and arguments.
+operation), so this module imports nothing at load time beyond ``posix`` and
+``sys`` (not even ``os``: see ocibox.runtime.container); each command imports
+what it needs, and arguments are parsed by hand with runc's names: global
+flags, then a command, its flags and arguments.
 """
 
-from __future__ import annotations
-
-import os
+import posix
 import sys
 
 PROG = "ocibox-runtime"
@@ -172,14 +171,14 @@ class _Log:
         data = (line + "\n").encode(errors="replace")
         try:
             if path is None:
-                os.write(2, data)
+                posix.write(2, data)
                 return
             # Opened for each line: forked children must not inherit the file.
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = posix.open(path, posix.O_WRONLY | posix.O_APPEND | posix.O_CREAT | posix.O_CLOEXEC, 0o644)
             try:
-                os.write(fd, data)
+                posix.write(fd, data)
             finally:
-                os.close(fd)
+                posix.close(fd)
         except OSError:
             pass
 
@@ -212,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             from .container import set_debug
 
             set_debug(log.debug)
-            log.debug(f"{PROG} {VERSION} (pid {os.getpid()}): {' '.join(argv)}")
+            log.debug(f"{PROG} {VERSION} (pid {posix.getpid()}): {' '.join(argv)}")
         if gflags.get("--systemd-cgroup"):
             from ..errors import NotImplementedYet
 
@@ -285,7 +284,7 @@ def exit_fast(code: int) -> None:
             sys.stderr.flush()
         except OSError:
             pass
-    os._exit(code)
+    posix._exit(code)
 
 
 def _default_root() -> str:
@@ -307,6 +306,7 @@ def _print_help() -> None:
 
 def _cmd_spec(root: str, flags: dict, args: list[str], log: _Log) -> int:
     import json
+    import os
 
     from ..errors import AlreadyExists
     from .spec import default_config
@@ -381,13 +381,14 @@ def _cmd_kill(root: str, flags: dict, args: list[str], log: _Log) -> int:
 
 
 def _cmd_delete(root: str, flags: dict, args: list[str], log: _Log) -> int:
-    from ..errors import NotFound
     from .container import Container
 
     try:
         c = Container.load(root, args[0])
-    except NotFound:
-        if flags.get("--force"):
+    except Exception as e:
+        from ..errors import NotFound  # only now: errors stays off the path that succeeds
+
+        if flags.get("--force") and isinstance(e, NotFound):
             return 0  # runc: deleting what is not there with --force is not an error
         raise
     c.delete(force=bool(flags.get("--force")))
@@ -425,6 +426,7 @@ def _cmd_list(root: str, flags: dict, args: list[str], log: _Log) -> int:
 
 
 def _owner(root: str, cid: str) -> str:
+    import os
     import pwd
 
     try:

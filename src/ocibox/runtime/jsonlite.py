@@ -9,8 +9,6 @@ same ``indent`` layout). Anything unusual (an error message, a type the C
 encoder does not take) falls back to the json package.
 """
 
-from __future__ import annotations
-
 import _json
 
 _WS = " \t\n\r"
