@@ -3,10 +3,12 @@
 cgroup v2 has no devices controller; the kernel asks an eBPF program attached
 to the cgroup instead. The program is assembled here from the rules (a few
 instructions per rule, no compiler) and attached with BPF_F_ALLOW_MULTI, as
-runc does; a program of ours attached before (found by its name) is replaced,
-with BPF_F_REPLACE, so that the rules in force are the latest (create, update). The rules are read as on cgroup v1: in order, each overriding the
-ones before it, over a default of deny; so the program tests them from the last
-to the first and the first one that matches decides.
+runc does; every device program attached to the cgroup before, ours or another
+tool's, goes, as with runc's (a single one is swapped with BPF_F_REPLACE), so
+the rules in force are exactly the latest (create, update). The rules are read
+as on cgroup v1: in order, each overriding the ones before it, over a default
+of deny; so the program tests them from the last to the first and the first one
+that matches decides.
 """
 
 from __future__ import annotations
@@ -117,8 +119,8 @@ def _bpf(cmd: int, attr: ctypes.Array, what: str) -> int:
     return ret
 
 
-def load(prog: bytes) -> int:
-    """Load a device program; return its file descriptor."""
+def load(prog: bytes, name: bytes = _NAME) -> int:
+    """Load a device program named ``name`` (at most 15 bytes); return its file descriptor."""
     insns = ctypes.create_string_buffer(prog, len(prog))
     license = ctypes.create_string_buffer(b"Apache")
     log = ctypes.create_string_buffer(65536)
@@ -126,7 +128,7 @@ def load(prog: bytes) -> int:
     struct.pack_into("<IIQQIIQ", attr, 0, _BPF_PROG_TYPE_CGROUP_DEVICE, len(prog) // 8,
                      ctypes.addressof(insns), ctypes.addressof(license), 1, len(log),
                      ctypes.addressof(log))  # fmt: skip
-    attr[48:56] = _NAME.ljust(8, b"\0")  # prog_name
+    attr[48:64] = name[:15].ljust(16, b"\0")  # prog_name
     try:
         return _bpf(_BPF_PROG_LOAD, attr, "loading the device program")
     except BundleError as e:
@@ -167,19 +169,26 @@ def _name(prog_fd: int) -> bytes:
     return info.raw[64:80].split(b"\0", 1)[0]
 
 
-def _ours(cgroup_dir: str) -> list[int]:
-    """Descriptors of the device programs of ours on ``cgroup_dir`` (the caller closes them)."""
+def _attached_fds(cgroup_dir: str) -> list[int]:
+    """Descriptors of the device programs on ``cgroup_dir`` (the caller closes them)."""
     fds = []
     for prog_id in attached(cgroup_dir):
         try:
-            fd = _open_id(prog_id)
+            fds.append(_open_id(prog_id))
         except BundleError:
             continue  # detached meanwhile
-        if _name(fd) == _NAME:
-            fds.append(fd)
-        else:
-            os.close(fd)
     return fds
+
+
+def names(cgroup_dir: str) -> list[str]:
+    """The names of the device programs on ``cgroup_dir`` ("ocibox" for ours)."""
+    out = []
+    for fd in _attached_fds(cgroup_dir):
+        try:
+            out.append(_name(fd).decode(errors="replace"))
+        finally:
+            os.close(fd)
+    return out
 
 
 def attach(cgroup_dir: str, prog_fd: int, replace_fd: int = -1) -> None:
@@ -207,14 +216,16 @@ def detach(cgroup_dir: str, prog_fd: int) -> None:
 
 def set_devices(cgroup_dir: str, rules: list[tuple[str, int, int, str, bool]]) -> None:
     """Assemble, load and attach the program for ``rules`` to ``cgroup_dir``, in place of
-    the one of ours attached before (at create, or by an earlier update).
+    every device program attached to it before (ours at create or by an earlier
+    update, or another tool's), as runc does: the container's devices are the
+    rules given, not their intersection with someone else's.
 
-    With a single old program the swap is atomic (BPF_F_REPLACE); with more
-    (none are left so by us) the new one is attached first, then the old ones
-    go. The attachment keeps the program alive; our descriptors are closed.
+    With a single old program the swap is atomic (BPF_F_REPLACE); with more the
+    new one is attached first, then the old ones go. The attachment keeps the
+    program alive; our descriptors are closed.
     """
     fd = load(assemble(rules))
-    old = _ours(cgroup_dir)
+    old = _attached_fds(cgroup_dir)
     try:
         if len(old) == 1:
             attach(cgroup_dir, fd, old[0])
