@@ -33,15 +33,16 @@ def apply(cid: str, cgroups_path: str | None, resources: dict, pid: int) -> tupl
     Returns the cgroup of each controller, and the directories made here (only
     those are removed on delete: a cgroup the container did not create stays).
     """
-    rel = relative_path(cid, cgroups_path)
     mounts = hierarchies()
     if mode(mounts) == UNIFIED:
         from . import v2
+        from .fs import own_parent
 
+        rel = relative_path(cid, cgroups_path, own_parent())
         return v2.apply(mounts["unified"], rel, resources, pid)
     from . import v1
 
-    return v1.apply(mounts, rel, resources, pid)
+    return v1.apply(mounts, relative_path(cid, cgroups_path), resources, pid)
 
 
 def is_unified(paths: dict[str, str]) -> bool:

@@ -49,17 +49,37 @@ def mode(mounts: dict[str, str] | None = None) -> str:
     return HYBRID if v1 else UNIFIED
 
 
-def relative_path(cid: str, cgroups_path: str | None) -> str:
-    """cgroupsPath (default ``/<id>``) relative to each hierarchy's root."""
-    path = cgroups_path or "/" + cid
+def relative_path(cid: str, cgroups_path: str | None, base: str = "") -> str:
+    """cgroupsPath relative to each hierarchy's root.
+
+    An absolute cgroupsPath is taken from the root; a relative one, and the
+    default (the container's id), from ``base`` (runc's choice on cgroup v2: the
+    parent of the runtime's own cgroup, see own_parent).
+    """
+    path = cgroups_path or cid
     if ":" in path and not path.startswith("/"):
         raise NotImplementedYet(
             f"cgroupsPath {path!r} looks like a systemd slice; only cgroupfs paths work"
         )
-    rel = os.path.normpath("/" + path).strip("/")
     if any(part == ".." for part in path.split("/")):
         raise BundleError(f"cgroupsPath {path!r}: '..' is not allowed")
-    return rel
+    if not path.startswith("/"):
+        path = base + "/" + path
+    return os.path.normpath("/" + path).strip("/")
+
+
+def own_parent() -> str:
+    """The parent of this process's cgroup v2 (``0::`` in /proc/self/cgroup), where runc puts
+    a container with a relative cgroupsPath, or none: the runtime's own cgroup usually has
+    processes (a login session, a service), and then its children could have no controllers."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return os.path.dirname(line[3:].strip()).rstrip("/")
+    except OSError:
+        pass
+    return ""
 
 
 def makedirs(path: str) -> list[str]:
@@ -107,9 +127,14 @@ def join(paths: dict[str, str], pid: int) -> None:
 
 
 def remove(dirs: list[str]) -> None:
-    """Remove cgroup directories, deepest first (they must be empty of processes)."""
-    for path in sorted(set(dirs), key=len, reverse=True):
-        for _ in range(100):
+    """Remove cgroup directories, deepest first (they must be empty of processes).
+
+    The deepest (the container's own) is tried for a while: its killed processes
+    may take a moment to leave. A parent made along the way stays, at once, while
+    another cgroup (another container's) is still under it.
+    """
+    for i, path in enumerate(sorted(set(dirs), key=len, reverse=True)):
+        for _ in range(100 if i == 0 else 1):
             try:
                 os.rmdir(path)
                 break

@@ -27,6 +27,7 @@ def apply(mountpoint: str, rel: str, resources: dict, pid: int) -> tuple[dict, l
     path = os.path.join(mountpoint, rel)
     created = makedirs(path)
     try:
+        enable_all(path)
         set_resources(path, resources)
         set_devices(path, resources.get("devices") or [])
         join({"unified": path}, pid)
@@ -57,15 +58,37 @@ def available(path: str) -> set[str]:
 
 
 def ancestors(path: str) -> list[str]:
-    """The cgroups above ``path``, nearest first, up to the hierarchy's root."""
+    """The cgroups above ``path``, nearest first, up to the hierarchy's root: the one with
+    no cgroup.type, or, in a cgroup namespace (whose root has one), the mount's top."""
     chain = []
+    dev = os.stat(path).st_dev
     p = os.path.dirname(path)
     while True:
         chain.append(p)
         parent = os.path.dirname(p)
-        if parent == p or not os.path.exists(os.path.join(p, "cgroup.type")):  # the root has none
+        if (parent == p or not os.path.exists(os.path.join(p, "cgroup.type"))
+                or os.stat(parent).st_dev != dev):  # fmt: skip
             return chain
         p = parent
+
+
+def enable_all(path: str) -> None:
+    """Every controller the hierarchy has, turned on in each ancestor's subtree_control where
+    it can be, as runc does at create: the container (and a manager nested in it) sees them
+    all. Best effort, as runc's: a resource that needs a controller still missing fails in
+    enable with the reason."""
+    for p in reversed(ancestors(path)):
+        missing = set(available(p)) - set(read(p, "cgroup.subtree_control").split())
+        if not missing:
+            continue
+        try:
+            write(p, "cgroup.subtree_control", " ".join("+" + c for c in sorted(missing)))
+        except BundleError:
+            for controller in sorted(missing):
+                try:
+                    write(p, "cgroup.subtree_control", "+" + controller)
+                except BundleError:
+                    pass
 
 
 def enable(path: str, controller: str, what: str) -> None:
