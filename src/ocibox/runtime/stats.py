@@ -162,9 +162,15 @@ def _hugetlb_v2(path: str) -> dict:
     return out
 
 
+_CPUSET_V1 = ("cpu_exclusive", "mem_hardwall", "mem_exclusive", "memory_migrate",
+              "memory_spread_page", "memory_spread_slab", "memory_pressure",
+              "sched_load_balance", "sched_relax_domain_level")  # fmt: skip
+
+
 def _stats_v2(path: str) -> dict:
     """runc's fs2 statistics: cpu.stat in microseconds becomes nanoseconds, and so on."""
     cpu = _keyed(_read(path, "cpu.stat"))
+    cpuset = dict.fromkeys(_CPUSET_V1, 0)  # v1's cpuset flags: runc prints them as zeros
     raw = {k: _int(v) for k, v in _keyed(_read(path, "memory.stat")).items()}
     usage = _int(_read(path, "memory.current"))
     limit = _limit(_read(path, "memory.max")) if _read(path, "memory.max") else 0
@@ -210,6 +216,7 @@ def _stats_v2(path: str) -> dict:
                 "throttledTime": _int(cpu.get("throttled_usec", "0")) * 1000,
             },
         },
+        "cpuset": cpuset,
         "memory": {
             "cache": raw.get("file", 0),
             "usage": {
@@ -218,7 +225,14 @@ def _stats_v2(path: str) -> dict:
                 "max": _int(_read(path, "memory.peak")),
                 "failcnt": _int(_keyed(_read(path, "memory.events")).get("max", "0")),
             },
-            "swap": {"limit": swap_limit, "usage": swap + usage if swap_max else 0},
+            "swap": {
+                "limit": swap_limit,
+                "usage": swap + usage if swap_max else 0,
+                "failcnt": _int(_keyed(_read(path, "memory.swap.events")).get("max", "0")),
+            },
+            # Always there in runc's output (its fields have no omitempty), zero on v2.
+            "kernel": {"limit": 0, "failcnt": 0},
+            "kernelTCP": {"limit": 0, "failcnt": 0},
             "raw": raw,
         },
         "pids": {
@@ -227,4 +241,6 @@ def _stats_v2(path: str) -> dict:
         },
         "blkio": blkio,
         "hugetlb": _hugetlb_v2(path),
+        "intel_rdt": {},
+        "network_interfaces": None,
     }
