@@ -174,3 +174,138 @@ def test_features_list_notify():
 
     sec = features()["linux"]["seccomp"]
     assert "SCMP_ACT_NOTIFY" in sec["actions"]
+
+
+# --- linux.seccomp.flags: SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV ------------------------
+#
+# seccomp_unotify(2): without the flag, a signal to the trapped task interrupts its wait
+# for the supervisor's answer even after the supervisor has received the notification
+# (the notification is withdrawn, the answer fails with ENOENT, and the call is restarted
+# and notified again); with it, once received, only a fatal signal ends the wait: another
+# signal turns it into a killable sleep ("D" in /proc/PID/stat) until the answer comes. runc 1.1.5 refuses every linux.seccomp.flags entry
+# ("seccomp flags are not yet supported by runc"), so the flag is tested on ours alone.
+
+_IOCTL_ID_VALID = (1 << 30) | (8 << 16) | (0x21 << 8) | 2  # _IOW('!', 2, __u64)
+_WAIT_KILLABLE = "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"
+
+
+def _task_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0]
+
+
+def _wait_task_state(pid: int, want: str, timeout: float = 20) -> str:
+    """The task's state once it is one of ``want`` (or whatever it is after ``timeout``)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (state := _task_state(pid)) not in want and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return state
+
+
+class StoppingListener(Listener):
+    """Stops (SIGSTOP) the task behind the first notification after receiving it, answers
+    it (let the call run), and records whether that answer still found the notification."""
+
+    def __init__(self, path: str, killable: bool) -> None:
+        super().__init__(path, [])
+        self.killable = killable
+        self.first_answer: int | None = None  # 0, or the errno of SECCOMP_IOCTL_NOTIF_SEND
+        self.after_signal = ""  # the task's state once the signal has had its effect
+
+    def _serve(self, fd: int) -> None:
+        import signal
+
+        while True:
+            buf = bytearray(_NOTIF_SIZE)
+            try:
+                fcntl.ioctl(fd, _IOCTL_RECV, buf)
+            except OSError:
+                break
+            nid, pid, _flags, nr = struct.unpack_from("<QIIi", buf)
+            self.seen.append(nr)
+            first = self.first_answer is None
+            if first:
+                _wait_task_state(pid, "S")  # waiting for the answer, interruptibly so far
+                os.kill(pid, signal.SIGSTOP)
+                # With the flag the signal only turns the wait killable ("D"); without
+                # it, the wait ends, the call is withdrawn and the task stops ("T").
+                self.after_signal = _wait_task_state(pid, "DT")
+                try:
+                    fcntl.ioctl(fd, _IOCTL_ID_VALID, bytearray(struct.pack("<Q", nid)))
+                except OSError as e:
+                    self.first_answer = e.errno
+            resp = struct.pack("<QqiI", nid, 0, 0, _FLAG_CONTINUE)
+            try:
+                fcntl.ioctl(fd, _IOCTL_SEND, bytearray(resp))
+                if first and self.first_answer is None:
+                    self.first_answer = 0
+            except OSError as e:
+                if first:
+                    self.first_answer = e.errno
+            if first:
+                os.kill(pid, signal.SIGCONT)
+        os.close(fd)
+
+
+@pytest.mark.parametrize("killable", [True, False], ids=["wait-killable", "without-flag"])
+def test_wait_killable_recv_keeps_a_received_call_from_signals(ours, bundle, tmp_path, killable):
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    listener = StoppingListener(str(tmp_path / "listener.sock"), killable)
+    profile = _profile(listener.path)
+    if killable:  # with TSYNC and LOG too: TSYNC with a listener needs TSYNC_ESRCH
+        profile["flags"] = [_WAIT_KILLABLE, "SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG"]
+    b = bundle.write(["sh", "-c", "mkdir /dev/shm/d1; echo r=$?; ls /dev/shm"],
+                     lambda c: c["linux"].update(seccomp=profile))  # fmt: skip
+    try:
+        p = ours("run", "--bundle", b, ours.new_id(), check=False)
+    finally:
+        listener.close()
+    assert p.returncode == 0, p.stderr
+    assert "r=0" in p.stdout and "d1" in p.stdout.split()
+    if killable:  # the answer reached the call the signal could not interrupt
+        assert listener.after_signal == "D"
+        assert listener.first_answer == 0 and len(listener.seen) == 1
+    else:  # the signal withdrew it; the restarted call was notified again
+        assert listener.after_signal == "T"
+        assert listener.first_answer == errno.ENOENT and len(listener.seen) == 2
+
+
+def test_seccomp_flag_refusals(ours, bundle):
+    allow = {"defaultAction": "SCMP_ACT_ALLOW"}
+    bad = {
+        "unknown flag 'SECCOMP_FILTER_FLAG_NOPE' (use one of": {**allow, "flags": ["SECCOMP_FILTER_FLAG_NOPE"]},
+        "flags must be an array": {**allow, "flags": "SECCOMP_FILTER_FLAG_LOG"},
+        f"{_WAIT_KILLABLE} is for notifications": {**allow, "flags": [_WAIT_KILLABLE]},
+    }  # fmt: skip
+    for message, profile in bad.items():
+        cid = ours.new_id()
+        b = bundle.write(["true"], lambda c, p=profile: c["linux"].update(seccomp=p))
+        p = ours("run", "--bundle", b, cid, check=False)
+        assert p.returncode != 0 and message in p.stderr, (message, p.stderr)
+        assert "Traceback" not in p.stderr and not (ours.root / cid).exists()
+
+
+def test_seccomp_flags_without_a_listener_are_loaded(ours, bundle):
+    """TSYNC, LOG and SPEC_ALLOW reach seccomp(2) (a bad combination would be EINVAL)."""
+    profile = {"defaultAction": "SCMP_ACT_ALLOW",
+               "flags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG",
+                         "SECCOMP_FILTER_FLAG_SPEC_ALLOW"],
+               "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}  # fmt: skip
+    b = bundle.write(["sh", "-c", "mkdir /tmp/x; grep Seccomp: /proc/self/status"],
+                     lambda c: c["linux"].update(seccomp=profile))  # fmt: skip
+    p = ours("run", "--bundle", b, ours.new_id(), check=False)
+    assert "Operation not permitted" in p.stdout + p.stderr and "Seccomp:\t2" in p.stdout
+
+
+def test_features_seccomp_flags():
+    from ocibox.runtime.features import features
+
+    sec = features()["linux"]["seccomp"]
+    assert _WAIT_KILLABLE in sec["knownFlags"]
+    assert set(sec["supportedFlags"]) <= set(sec["knownFlags"])
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    if (major, minor) >= (5, 19):  # the kernel that brought it
+        assert _WAIT_KILLABLE in sec["supportedFlags"]

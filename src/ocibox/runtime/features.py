@@ -26,7 +26,7 @@ def _seccomp() -> dict:
         "operators": sorted(seccomp._OPS),
         "archs": archs,
         "knownFlags": sorted(seccomp._FLAGS),
-        "supportedFlags": sorted(seccomp._FLAGS),
+        "supportedFlags": seccomp.supported_flags(),
     }
 
 

@@ -5,7 +5,14 @@ is loaded before pivot_root) and loaded as late as the process allows: with
 noNewPrivileges just before the user program runs; without it, while the init
 still holds CAP_SYS_ADMIN, which loading a filter then requires.
 
-SCMP_ACT_NOTIFY: libseccomp loads a filter with such rules with
+libseccomp compiles; we load. The profile's BPF program is exported
+(seccomp_export_bpf, into a memfd) as soon as it is compiled, and loaded with
+the seccomp(2) system call and the filter flags it needs: linux.seccomp.flags
+(TSYNC, LOG, SPEC_ALLOW, and WAIT_KILLABLE_RECV, which libseccomp 2.5 does not
+know) and NEW_LISTENER for SCMP_ACT_NOTIFY, as seccomp_load would have set them.
+A flag this kernel lacks is refused when the profile is compiled.
+
+SCMP_ACT_NOTIFY: a filter with such rules is loaded with
 SECCOMP_FILTER_FLAG_NEW_LISTENER; the notify descriptor it returns is sent, with
 the container process state as JSON, over one connection to listenerPath
 (SCM_RIGHTS), by the process that loaded the filter, right after loading it.
@@ -42,16 +49,59 @@ _STATE_KEYS = ("ociVersion", "id", "status", "pid", "bundle", "annotations")
 _WITH_DATA = ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE")
 _OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
         "SCMP_CMP_GE": 5, "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}  # fmt: skip
-# Filter attributes (enum scmp_filter_attr) for the spec's flags, and NNP.
-_ATTR_NNP = 3
-_FLAGS = {"SECCOMP_FILTER_FLAG_TSYNC": 4, "SECCOMP_FILTER_FLAG_LOG": 6,
-          "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 7}  # fmt: skip
+# seccomp(2)'s filter flags (linux/seccomp.h), by the spec's names where it has them.
+_TSYNC, _NEW_LISTENER, _TSYNC_ESRCH, _WAIT_KILLABLE_RECV = 1, 8, 16, 32
+_FLAGS = {"SECCOMP_FILTER_FLAG_TSYNC": _TSYNC, "SECCOMP_FILTER_FLAG_LOG": 2,
+          "SECCOMP_FILTER_FLAG_SPEC_ALLOW": 4,
+          "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": _WAIT_KILLABLE_RECV}  # fmt: skip
+_SET_MODE_FILTER = 1
+_SYS_SECCOMP = 277 if os.uname().machine == "aarch64" else 317
 EPERM = 1
+EFAULT = 14
 
 
 class _ArgCmp(ctypes.Structure):
     _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
                 ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]  # fmt: skip
+
+
+def _sock_fprog(program):
+    """struct sock_fprog, what seccomp(2) takes, for ``program`` (8-byte instructions).
+    The class is made here, not at import: create imports this module every time."""
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    return SockFprog(len(program) // 8, ctypes.addressof(program))
+
+
+_libc = None
+
+
+def _seccomp_syscall(flags: int, prog) -> int:
+    """seccomp(SECCOMP_SET_MODE_FILTER, flags, prog): its return value, or -errno."""
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    ret = _libc.syscall(_SYS_SECCOMP, _SET_MODE_FILTER, ctypes.c_uint(flags), prog)
+    return -ctypes.get_errno() if ret < 0 else ret
+
+
+def _kernel_flags(flags: int) -> int:
+    """What the kernel needs with ``flags``: WAIT_KILLABLE_RECV only goes with a listener,
+    and TSYNC with one only with TSYNC_ESRCH (else a tid and an fd would look alike)."""
+    if flags & _WAIT_KILLABLE_RECV:
+        flags |= _NEW_LISTENER
+    if flags & _TSYNC and flags & _NEW_LISTENER:
+        flags |= _TSYNC_ESRCH
+    return flags
+
+
+def supported_flags() -> list[str]:
+    """The spec's flags this kernel takes: given no program, it says EFAULT to those it
+    knows and EINVAL to the others, and loads nothing."""
+    return sorted(name for name, bit in _FLAGS.items()
+                  if _seccomp_syscall(_kernel_flags(bit), None) == -EFAULT)  # fmt: skip
 
 
 def _lib():
@@ -69,10 +119,8 @@ def _lib():
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
     lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int,
                                            ctypes.c_uint, ctypes.POINTER(_ArgCmp)]  # fmt: skip
-    lib.seccomp_attr_set.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
-    lib.seccomp_load.argtypes = [ctypes.c_void_p]
+    lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
     lib.seccomp_release.argtypes = [ctypes.c_void_p]
-    lib.seccomp_notify_fd.argtypes = [ctypes.c_void_p]
     return lib
 
 
@@ -108,14 +156,21 @@ class Filter:
                                       "which the runtime calls after loading the filter")  # fmt: skip
         if notify and not profile.get("listenerPath"):
             raise BundleError(f"{where}: SCMP_ACT_NOTIFY needs a listenerPath")
+        self.flags = _check_flags(profile.get("flags"), bool(notify), where)
         self.ctx = self.lib.seccomp_init(self.default)
         if not self.ctx:
             raise BundleError(f"{where}: seccomp_init failed")
-        self._check(self.lib.seccomp_attr_set(self.ctx, _ATTR_NNP, 0), "setting attributes")
-        for flag in profile.get("flags") or []:
-            if flag not in _FLAGS:
-                raise BundleError(f"{where}.flags: unknown flag {flag!r}")
-            self._check(self.lib.seccomp_attr_set(self.ctx, _FLAGS[flag], 1), f"flag {flag}")
+        try:
+            self._compile(profile, where)
+            self.program = self._export()
+        finally:
+            self.lib.seccomp_release(self.ctx)
+            self.ctx = None
+        if notify:  # last: a profile refused above leaves the listener untouched
+            self.listener = _Listener(profile["listenerPath"], profile.get("listenerMetadata", ""),
+                                      state or {}, where)  # fmt: skip
+
+    def _compile(self, profile: dict, where: str) -> None:
         for arch in profile.get("architectures") or []:
             token = self.lib.seccomp_arch_resolve_name(
                 arch.removeprefix("SCMP_ARCH_").lower().encode()
@@ -127,9 +182,20 @@ class Filter:
                 self._check(ret, f"adding architecture {arch}")
         for i, rule in enumerate(profile.get("syscalls") or []):
             self._add(rule, f"{where}.syscalls[{i}]")
-        if notify:  # last: a profile refused above leaves the listener untouched
-            self.listener = _Listener(profile["listenerPath"], profile.get("listenerMetadata", ""),
-                                      state or {}, where)  # fmt: skip
+
+    def _export(self):
+        """The compiled BPF program, kept (in a buffer of our own) until it is loaded."""
+        fd = os.memfd_create("seccomp-bpf", os.MFD_CLOEXEC)
+        try:
+            self._check(self.lib.seccomp_export_bpf(self.ctx, fd), "exporting the filter")
+            size = os.lseek(fd, 0, os.SEEK_CUR)
+            data = os.pread(fd, size, 0)
+        finally:
+            os.close(fd)
+        if not data or len(data) % 8 or len(data) // 8 > 0xFFFF:
+            raise BundleError(f"config.json: linux.seccomp: libseccomp exported {len(data)} "
+                              "bytes, not a BPF program")  # fmt: skip
+        return ctypes.create_string_buffer(data, len(data))
 
     def _check(self, ret: int, what: str) -> None:
         if ret < 0:
@@ -164,18 +230,43 @@ class Filter:
                 self._check(ret, f"rule for {name}")
 
     def load(self) -> None:
-        ret = self.lib.seccomp_load(self.ctx)
-        fd = self.lib.seccomp_notify_fd(self.ctx) if ret == 0 and self.listener else -1
-        self.lib.seccomp_release(self.ctx)
+        """Install the filter on the calling thread; a listener gets its notify descriptor."""
+        flags = _kernel_flags(self.flags | (_NEW_LISTENER if self.listener else 0))
+        prog = _sock_fprog(self.program)
+        ret = _seccomp_syscall(flags, ctypes.byref(prog))
         self._check(ret, "loading the filter")
         if self.listener:
-            self._check(fd, "getting the notify descriptor")
-            self.listener.send(fd)
+            self.listener.send(ret)  # the notify descriptor
+        elif ret > 0:  # TSYNC without a listener: a thread that could not take the filter
+            raise BundleError(f"config.json: linux.seccomp: thread {ret} could not be "
+                              "synchronised (SECCOMP_FILTER_FLAG_TSYNC)")  # fmt: skip
 
     def close(self) -> None:
         """Drop what a filter never loaded holds (the listener's connection)."""
         if self.listener:
             self.listener.close()
+
+
+def _check_flags(flags, notify: bool, where: str) -> int:
+    """linux.seccomp.flags as seccomp(2)'s bits: known to us and to this kernel."""
+    if flags is None:
+        return 0
+    if not isinstance(flags, list):
+        raise BundleError(f"{where}.flags must be an array")
+    bits = 0
+    for flag in flags:
+        if flag not in _FLAGS:
+            raise BundleError(f"{where}.flags: unknown flag {flag!r}",
+                              hint=f"use one of {', '.join(_FLAGS)}")  # fmt: skip
+        if _seccomp_syscall(_kernel_flags(_FLAGS[flag]), None) != -EFAULT:
+            raise BundleError(f"{where}.flags: {flag} is not supported by this kernel "
+                              f"({os.uname().release})")  # fmt: skip
+        bits |= _FLAGS[flag]
+    if bits & _WAIT_KILLABLE_RECV and not notify:
+        raise BundleError(f"{where}.flags: SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV is for "
+                          "notifications: it needs a rule with SCMP_ACT_NOTIFY (and a "
+                          "listenerPath)")  # fmt: skip
+    return bits
 
 
 class _Listener:
