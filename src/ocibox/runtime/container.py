@@ -470,10 +470,10 @@ class Container:
     def destroy(self) -> None:
         """Remove everything create made on the host: cgroups, then the state directory."""
         if self.state and self.state.get("cgroupCreated"):
-            from .linux import cgroups
+            from .linux.cgroup_remove import remove
 
             debug(f"container {self.id}: removing cgroups {' '.join(self.state['cgroupCreated'])}")
-            cgroups.remove(self.state["cgroupCreated"])
+            remove(self.state["cgroupCreated"])
         for name in (STATE_FILE, FIFO, CONFIG_COPY):
             try:
                 posix.unlink(_join(self.dir, name))
