@@ -522,12 +522,16 @@ def _report(wfd: int, e: BaseException, prefix: bytes = b"error ") -> bool:
         return False
 
 
+class _RuntimeGone(OciboxError):
+    """The runtime closed its end of the pipe: it failed, and says why itself."""
+
+
 def _read_line(fd: int) -> str:
     buf = b""
     while not buf.endswith(b"\n"):
         chunk = os.read(fd, 1)
         if not chunk:
-            raise OciboxError("the runtime went away during create")
+            raise _RuntimeGone("the runtime went away during create")
         buf += chunk
     return buf[:-1].decode()
 
@@ -557,7 +561,7 @@ def _intermediate(ic: InitConfig, rfd: int, wfd: int) -> None:
             _init(ic, wfd, rfd)
         except BaseException as e:  # noqa: B036 - see _child_main
             # After "ready" the pipe is closed: the container's stderr is all that is left.
-            if not _report(wfd, e):
+            if not _report(wfd, e) and not isinstance(e, _RuntimeGone):
                 _report(2, e, prefix=b"ocibox-runtime: ")
         finally:
             os._exit(code)
