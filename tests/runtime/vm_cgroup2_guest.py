@@ -254,6 +254,72 @@ def scenario_foreign(name: str) -> dict:
     return out
 
 
+EDGES = {
+    "memory-unlimited": {"memory": {"limit": -1}},
+    "memory-swap-unlimited": {"memory": {"limit": 64 * MIB, "swap": -1}},
+    "memory-reservation-only": {"memory": {"reservation": 32 * MIB}},
+    "memory-swap-below-limit": {"memory": {"limit": 64 * MIB, "swap": 32 * MIB}},
+    "memory-swap-no-limit": {"memory": {"swap": 64 * MIB}},
+    "memory-kernel": {"memory": {"limit": 64 * MIB, "kernel": 32 * MIB}},
+    "memory-swappiness": {"memory": {"swappiness": 10}},
+    "memory-no-oom-killer": {"memory": {"disableOOMKiller": True}},
+    "cpu-quota-max": {"cpu": {"quota": -1, "period": 50000}},
+    "cpu-period-only": {"cpu": {"period": 200000}},
+    "cpu-quota-only": {"cpu": {"quota": 20000}},
+    "cpu-shares-min": {"cpu": {"shares": 2}},
+    "cpu-shares-max": {"cpu": {"shares": 262144}},
+    "cpu-idle": {"cpu": {"idle": 1}},
+    "cpu-realtime": {"cpu": {"realtimeRuntime": 1000}},
+    "cpuset-missing-cpu": {"cpu": {"cpus": "5"}},
+    "io-weight-device": {
+        "blockIO": {"weightDevice": [{"major": VDA[0], "minor": VDA[1], "weight": 500}]}
+    },  # fmt: skip
+    "io-weight-bounds": {"blockIO": {"weight": 10}},
+    "io-weight-top": {"blockIO": {"weight": 1000}},
+    "io-leaf-weight": {"blockIO": {"leafWeight": 10}},
+    "hugetlb-bad-size": {"hugepageLimits": [{"pageSize": "3MB", "limit": 1}]},
+    "unified-unknown-file": {"unified": {"cpu.nonsense": "1"}},
+    "unified-cgroup-file": {"unified": {"cgroup.max.descendants": "5"}},
+    "unified-over-memory": {"memory": {"limit": 64 * MIB}, "unified": {"memory.max": "100003840"}},
+    "pids-unlimited": {"pids": {"limit": -1}},
+    "rdma-no-device": {"rdma": {"mlx5_0": {"hcaHandles": 3}}},
+}
+
+
+def scenario_edges(name: str) -> dict:
+    """One create per resource corner: did it work, and what did it write."""
+    out = {}
+    for label, res in EDGES.items():
+        cid = f"edge-{label}-{name}"
+        cgpath = f"/edges-{name}/{label}"
+        b = bundle(cid, ["sleep", "100000"], res, cgpath)
+        c = rt(name, "create", "--bundle", b, cid)
+        out[label] = {"rc": c["rc"], "err": c["err"][-300:],
+                      "files": files(CG + cgpath) if c["rc"] == 0 else None}  # fmt: skip
+        rt(name, "delete", "--force", cid)
+        out[label]["left"] = os.path.exists(CG + cgpath)
+    return out
+
+
+def scenario_lifecycle(name: str) -> dict:
+    """exec joins the cgroup; ps lists from it; a paused container is deleted by force."""
+    cid = f"life-{name}"
+    cgpath = f"/vmtest/{cid}"
+    b = bundle(cid, ["sleep", "100000"], {"pids": {"limit": 20}}, cgpath)
+    r = {"create": rt(name, "create", "--bundle", b, cid), "start": rt(name, "start", cid)}
+    r["exec_cgroup"] = rt(name, "exec", cid, "cat", "/proc/self/cgroup")
+    r["exec_procs"] = rt(name, "exec", cid, "sh", "-c", "wc -l < /sys/fs/cgroup/cgroup.procs")
+    ps = rt(name, "ps", "--format", "json", cid)
+    r["ps"] = {"rc": ps["rc"], "count": len(json.loads(ps["out"])) if ps["rc"] == 0 else None}
+    r["pause"] = rt(name, "pause", cid)
+    r["exec_paused"] = rt(name, "exec", cid, "true", timeout=30)["rc"]
+    r["kill_paused"] = rt(name, "kill", cid, "TERM")
+    r["state_paused"] = json.loads(rt(name, "state", cid)["out"] or "{}").get("status")
+    r["delete_force"] = rt(name, "delete", "--force", cid)
+    r["left"] = os.path.exists(CG + cgpath)
+    return r
+
+
 def scenario_oom(name: str) -> dict:
     """A 32 MiB container (no swap) whose dd asks for a 64 MiB buffer."""
     cid = f"oom-{name}"
@@ -314,6 +380,8 @@ def main() -> None:
         scenario_oom,
         scenario_pids,
         scenario_paths,
+        scenario_lifecycle,
+        scenario_edges,
     ):
         for name in RUNTIMES:
             key = f"{scenario.__name__.removeprefix('scenario_')}/{name}"
