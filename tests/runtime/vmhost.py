@@ -11,7 +11,7 @@ boots /boot/vmlinuz-* under qemu-system-x86_64 with TCG, and the guest:
   - mounts cgroup2 alone on /sys/fs/cgroup (no v1 hierarchy, cgroup_no_v1=all) and
     enables every controller in the root's cgroup.subtree_control,
   - mounts the job directory (a host temporary directory, tag job) rw at
-    /run/vmhost/job,
+    /run/vmhost/job, and copies boot(root_files=...) onto the root,
   - switch_roots into the overlay and execs the init: by default a shell script
     that runs the job's script and powers off.
 
@@ -21,7 +21,9 @@ boots /boot/vmlinuz-* under qemu-system-x86_64 with TCG, and the guest:
     r.job                         # the job directory (files the guest left there)
     r.console                     # the serial console (kernel messages), to debug a boot
 
-    boot(script, init=["/lib/systemd/systemd"])   # another PID 1 (see boot)
+    # another PID 1: systemd, running the script as a unit and powering off after it
+    boot(script, init=["/lib/systemd/systemd", "--unit=vmhost.service"],
+         root_files=SYSTEMD_UNIT)
 
 One boot costs about 5 s plus the command; the guest is slow (TCG emulates
 every instruction), so a test module boots once and runs a whole script.
@@ -82,6 +84,10 @@ done
 mkdir -p $N/run/vmhost/job
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 job $N/run/vmhost/job \
   || fail "mounting the job directory"
+# The host may be a container image's root: the guest is a machine (systemd reads
+# the kernel command line only then).
+rm -f $N/.dockerenv
+[ -d $N/run/vmhost/job/root ] && cp -a $N/run/vmhost/job/root/. $N/
 hostname vmhost
 echo "VMHOST-STAGE1-DONE"
 init=$(arg init | sed 's/,/ /g')
@@ -101,6 +107,23 @@ echo VMHOST-DONE
 echo o > /proc/sysrq-trigger
 sleep 30
 """
+
+
+# A unit that runs the job's script under systemd as PID 1 and powers off after it:
+#   boot(script, init=["/lib/systemd/systemd", "--unit=vmhost.service"], root_files=SYSTEMD_UNIT)
+# (or systemd.unit=... in append; or a unit WantedBy a target, for a full boot).
+SYSTEMD_UNIT = {
+    "/etc/systemd/system/vmhost.service": f"""[Unit]
+Description=vmhost job
+DefaultDependencies=no
+After=sysinit.target
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh {JOB}/.stage2
+StandardOutput=journal+console
+"""
+}
 
 
 @dataclass
@@ -247,6 +270,7 @@ def boot(
     disk_mb: int = 0,
     append: str = "",
     files: dict[str, str | bytes] | None = None,
+    root_files: dict[str, str | bytes] | None = None,
     job: Path | None = None,
 ) -> Result:
     """Boot the VM, run ``script`` (sh) in it as root, power off; return what it did.
@@ -258,7 +282,9 @@ def boot(
     becomes output, and the guest must power itself off (or time out).
     ``disk_mb``: a blank raw virtio disk of that size, /dev/vda in the guest.
     ``append``: more kernel command line. ``files``: more files for the job
-    directory. ``job``: the job directory to use (e.g. pytest's tmp_path;
+    directory. ``root_files``: absolute path -> content, put on the guest's root
+    (the tmpfs overlay) before the init starts, e.g. a systemd unit (see
+    SYSTEMD_UNIT). ``job``: the job directory to use (e.g. pytest's tmp_path;
     default: a new temporary directory, which the caller removes: Result.job).
     """
     image, _ = kernel()
@@ -268,6 +294,13 @@ def boot(
     (job / ".stage2").write_text(_STAGE2)
     for name, data in (files or {}).items():
         (job / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+    shutil.rmtree(job / "root", ignore_errors=True)
+    for name, data in (root_files or {}).items():
+        if not name.startswith("/") or ".." in name.split("/"):
+            raise ValueError(f"root_files: {name!r} must be an absolute path without '..'")
+        dest = job / "root" / name.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data if isinstance(data, bytes) else data.encode())
     for name in ("rc", "output"):
         (job / name).unlink(missing_ok=True)
     cmdline = (
