@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import errno
 import os
-import time
 
 from ....errors import BundleError, NotImplementedYet
+from ..cgroup_remove import remove  # noqa: F401 - delete imports it alone; apply, v1, v2 here
 
 ROOT = "/sys/fs/cgroup"
 
@@ -124,26 +123,6 @@ def join(paths: dict[str, str], pid: int) -> None:
     """Move ``pid`` into every cgroup of ``paths`` (one write per distinct directory)."""
     for path in dict.fromkeys(paths.values()):
         write(path, "cgroup.procs", str(pid))
-
-
-def remove(dirs: list[str]) -> None:
-    """Remove cgroup directories, deepest first (they must be empty of processes).
-
-    The deepest (the container's own) is tried for a while: its killed processes
-    may take a moment to leave. A parent made along the way stays, at once, while
-    another cgroup (another container's) is still under it.
-    """
-    for i, path in enumerate(sorted(set(dirs), key=len, reverse=True)):
-        for _ in range(100 if i == 0 else 1):
-            try:
-                os.rmdir(path)
-                break
-            except FileNotFoundError:
-                break
-            except OSError as e:
-                if e.errno != errno.EBUSY:
-                    break
-                time.sleep(0.005)
 
 
 def device_rules(rules: list[dict]) -> list[tuple[str, int, int, str, bool]]:
