@@ -26,6 +26,9 @@ RUNTIMES = ("runc", "ours")
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory) -> dict:
     vmhost.require()
+    hidden = [d for d in vmhost.GUEST_TMPFS if REPO.is_relative_to(d)]
+    if hidden:
+        pytest.skip(f"the checkout {REPO} is under {hidden[0]}, a fresh tmpfs in the VM")
     if shutil.which("runc") is None and shutil.which("runc", path="/usr/sbin") is None:
         pytest.skip("peer program 'runc' is not installed (make peers installs it)")
     job = tmp_path_factory.mktemp("vmjob")

@@ -47,6 +47,8 @@ QEMU = "qemu-system-x86_64"
 BUSYBOX = "/bin/busybox"
 JOB = "/run/vmhost/job"  # the job directory inside the guest
 CACHE = Path(tempfile.gettempdir())
+# The host's files under these are not seen in the guest (fresh mounts there).
+GUEST_TMPFS = ("/tmp", "/run", "/dev", "/proc", "/sys")
 
 # Modules the initramfs loads, dependencies first (resolved from modules.dep).
 MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay", "virtio_blk")
