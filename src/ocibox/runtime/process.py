@@ -493,7 +493,8 @@ def _child_main(ic: InitConfig, rfd: int, wfd: int, close: tuple[int, ...]) -> N
     code = 1
     try:
         for fd in (*close, *ic.close_in_child):
-            os.close(fd)
+            if fd >= 0:  # hold_w is -1 when there are no cgroups to join
+                os.close(fd)
         if debugging():  # the parent logs for us: the log file may be out of our reach
             set_debug(
                 lambda msg, at=None: _report(
