@@ -462,13 +462,46 @@ def _join_cgroups(on_cgroups, pid: int, lines, fd: int) -> str | None:
 
 
 def _write_id_maps(pid: int, linux: dict) -> None:
+    """The new user namespace's id maps, written from outside it (as runc's parent does).
+
+    Not root: the kernel takes only our own ids, and a gid map from a
+    process without CAP_SETGID only once setgroups(2) is denied there;
+    other maps need newuidmap/newgidmap (setuid, by /etc/subuid).
+    """
+    rootless = os.geteuid() != 0
+    if rootless and _own_gid_only(linux["gidMappings"]):
+        _write_map(pid, "setgroups", "deny", "")
     for name, key in (("uid_map", "uidMappings"), ("gid_map", "gidMappings")):
         lines = "".join(f"{m['containerID']} {m['hostID']} {m['size']}\n" for m in linux[key])
-        try:
-            with open(f"/proc/{pid}/{name}", "w") as f:
-                f.write(lines)
-        except OSError as e:
+        _write_map(pid, name, lines, rootless and "new" + name.replace("_", ""))
+
+
+def _own_gid_only(maps: list[dict]) -> bool:
+    """runc's test for a rootless single mapping: container gid 0 is our egid, alone."""
+    return [(m["containerID"], m["hostID"], m["size"]) for m in maps] == [(0, os.getegid(), 1)]
+
+
+def _write_map(pid: int, name: str, text: str, tool: str) -> None:
+    try:
+        with open(f"/proc/{pid}/{name}", "w") as f:
+            f.write(text)
+        return
+    except OSError as e:
+        if not (tool and e.errno == 1):  # EPERM: the setuid helper may write it
             raise BundleError(f"writing {name} for the user namespace: {e.strerror}") from None
+    import shutil
+    import subprocess
+
+    exe = shutil.which(tool)
+    if exe is None:
+        raise BundleError(
+            f"writing {name} for the user namespace: Operation not permitted, and no {tool}",
+            hint=f"install {tool} (package uidmap) and give the user ranges in "
+            "/etc/subuid and /etc/subgid, or map only your own uid and gid",
+        )
+    run = subprocess.run([exe, str(pid), *text.split()], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise BundleError(f"{tool} {pid}: {run.stderr.strip() or f'exit {run.returncode}'}")
 
 
 def _kill(pid: int) -> None:
@@ -935,15 +968,34 @@ def _write(path: str, value: str, what: str) -> None:
 def _switch_user(user: dict, sets: dict[str, int]) -> None:
     uid, gid = user.get("uid", 0), user.get("gid", 0)
     caps.drop_bounding(sets["bounding"])
+    groups = user.get("additionalGids") or []
+    may_setgroups = _setgroups_allowed()
+    if groups and not may_setgroups:
+        raise BundleError("process.user.additionalGids: setgroups is denied in this user "
+                          "namespace (a rootless single-id mapping)",
+                          hint="leave additionalGids out, or map gids with newgidmap")  # fmt: skip
     sc.prctl(sc.PR_SET_KEEPCAPS, 1)
     try:
-        os.setgroups(user.get("additionalGids") or [])
+        if may_setgroups:
+            os.setgroups(groups)
         os.setresgid(gid, gid, gid)
         os.setresuid(uid, uid, uid)
     except OSError as e:
-        raise BundleError(f"switching to user {uid}:{gid}: {e.strerror}") from None
+        unmapped = e.errno == 22  # EINVAL: an id the user namespace does not map
+        raise BundleError(f"switching to user {uid}:{gid}: {e.strerror}",
+                          hint="map it in linux.uidMappings and gidMappings"
+                          if unmapped else None) from None  # fmt: skip
     sc.prctl(sc.PR_SET_KEEPCAPS, 0)
     caps.apply(sets)
+
+
+def _setgroups_allowed() -> bool:
+    """False in a user namespace whose setgroups(2) is denied (a rootless runtime's)."""
+    try:
+        with open("/proc/self/setgroups") as f:
+            return f.read().strip() != "deny"
+    except OSError:  # no /proc here, or a kernel before 3.19
+        return True
 
 
 def _with_home(env: list[str], user: dict) -> list[str]:
