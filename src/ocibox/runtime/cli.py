@@ -288,9 +288,31 @@ def exit_fast(code: int) -> None:
 
 
 def _default_root() -> str:
+    """/run/ocibox-runtime; for a rootless runtime $XDG_RUNTIME_DIR/ocibox-runtime (as runc's)."""
+    xdg = posix.environ.get(b"XDG_RUNTIME_DIR")
+    if xdg and _rootless_user():
+        import os  # only here: root's commands go without it (start-up time)
+
+        root = os.path.join(os.fsdecode(xdg), "ocibox-runtime")
+        os.makedirs(root, 0o700, exist_ok=True)
+        os.chmod(root, 0o1700)  # the sticky bit: XDG's "do not prune this"
+        return root
     from .container import DEFAULT_ROOT
 
     return DEFAULT_ROOT
+
+
+def _rootless_user() -> bool:
+    """Not root, or root of a user namespace (rootlesskit's) whose $USER is not root."""
+    if posix.geteuid() != 0:
+        return True
+    try:
+        with open("/proc/self/uid_map") as f:
+            if f.read().split() == ["0", "0", "4294967295"]:
+                return False  # the initial user namespace
+    except OSError:
+        return False
+    return posix.environ.get(b"USER") != b"root"
 
 
 def _print_help() -> None:
