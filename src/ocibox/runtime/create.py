@@ -136,12 +136,19 @@ def _cgroup_joiner(c: _Creating):
     cgroups_path = linux.get("cgroupsPath")
     if not (resources or cgroups_path):
         return None
+    from . import rootless
+
+    is_rootless = rootless.rootless()
+    if is_rootless and not rootless.use_cgroups(c.cid, cgroups_path, resources or {}):
+        debug(f"container {c.cid}: rootless, no writable cgroup: it stays in ours")
+        return None
     from .linux import cgroups
 
     def on_cgroups(pid: int) -> None:
         # First the intermediate's: the cgroups are made; then the init's.
         if not c.cgroup_paths:
-            paths, made = cgroups.apply(c.cid, cgroups_path, resources or {}, pid)
+            paths, made = cgroups.apply(c.cid, cgroups_path, resources or {}, pid,
+                                        rootless=is_rootless)  # fmt: skip
             c.cgroup_paths.update(paths)
             c.cgroup_created.extend(made)
         else:

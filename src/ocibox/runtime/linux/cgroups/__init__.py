@@ -27,11 +27,15 @@ __all__ = ["DEFAULT_ALLOWED", "HYBRID", "LEGACY", "ROOT", "UNIFIED", "apply", "f
            "frozen", "hierarchies", "is_unified", "mode", "remove", "set_resources"]  # fmt: skip
 
 
-def apply(cid: str, cgroups_path: str | None, resources: dict, pid: int) -> tuple[dict, list]:
+def apply(cid: str, cgroups_path: str | None, resources: dict, pid: int, *,
+          rootless: bool = False) -> tuple[dict, list]:  # fmt: skip
     """Create the container's cgroups, set its limits, and move ``pid`` into them.
 
     Returns the cgroup of each controller, and the directories made here (only
     those are removed on delete: a cgroup the container did not create stays).
+    ``rootless`` (in a delegated tree), as runc's rootless manager: no device
+    rules (they need host root), and on a hybrid host no v2 membership unless
+    a v2 limit needs it (moving there needs the source cgroup writable too).
     """
     mounts = hierarchies()
     if mode(mounts) == UNIFIED:
@@ -39,10 +43,13 @@ def apply(cid: str, cgroups_path: str | None, resources: dict, pid: int) -> tupl
         from .fs import own_parent
 
         rel = relative_path(cid, cgroups_path, own_parent())
-        return v2.apply(mounts["unified"], rel, resources, pid)
+        return v2.apply(mounts["unified"], rel, resources, pid, devices=not rootless)
     from . import v1
 
-    return v1.apply(mounts, relative_path(cid, cgroups_path), resources, pid)
+    if rootless and not (resources.get("unified") or resources.get("hugepageLimits")):
+        mounts = {ctrl: mp for ctrl, mp in mounts.items() if ctrl != "unified"}
+    return v1.apply(mounts, relative_path(cid, cgroups_path), resources, pid,
+                    devices=not rootless)
 
 
 def is_unified(paths: dict[str, str]) -> bool:

@@ -16,7 +16,8 @@ from ....errors import BundleError, NotImplementedYet
 from .fs import device_rules, join, makedirs, read, remove, write
 
 
-def apply(mounts: dict[str, str], rel: str, resources: dict, pid: int) -> tuple[dict, list]:
+def apply(mounts: dict[str, str], rel: str, resources: dict, pid: int, *,
+          devices: bool = True) -> tuple[dict, list]:  # fmt: skip
     """Create the container's cgroups, set limits, and move ``pid`` into them.
 
     Returns the cgroup of each controller, and the directories made here (only
@@ -32,7 +33,7 @@ def apply(mounts: dict[str, str], rel: str, resources: dict, pid: int) -> tuple[
         if "cpuset" in paths:
             _init_cpuset(mounts["cpuset"], paths["cpuset"])
         set_resources(paths, resources)
-        if "devices" in paths:
+        if devices and "devices" in paths:
             _set_devices(paths["devices"], resources.get("devices") or [])
         join(paths, pid)
     except BaseException:

@@ -22,14 +22,16 @@ from ....errors import BundleError, NotImplementedYet
 from .fs import device_rules, join, makedirs, read, remove, write
 
 
-def apply(mountpoint: str, rel: str, resources: dict, pid: int) -> tuple[dict, list]:
+def apply(mountpoint: str, rel: str, resources: dict, pid: int, *,
+          devices: bool = True) -> tuple[dict, list]:  # fmt: skip
     """Create the container's cgroup, set its limits and devices, and move ``pid`` in."""
     path = os.path.join(mountpoint, rel)
     created = makedirs(path)
     try:
         enable_all(path)
         set_resources(path, resources)
-        set_devices(path, resources.get("devices") or [])
+        if devices:
+            set_devices(path, resources.get("devices") or [])
         join({"unified": path}, pid)
     except BaseException:
         remove(created)
