@@ -122,6 +122,10 @@ def prepare(
     warnings: list[str] = []
     _check_unsupported(config, warnings)
     mounts = [mnt.parse(m, i) for i, m in enumerate(config.get("mounts") or [])]
+    if os.geteuid() != 0:
+        from . import rootless
+
+        rootless.check(ns.has("user"), not ns.new & sc.CLONE_NEWUSER, mounts, linux)
     for m in mounts:
         if m.is_bind and m.source and not m.source.startswith("/"):
             m.source = os.path.join(bundle, m.source)  # relative to the bundle, says the spec

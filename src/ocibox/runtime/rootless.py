@@ -69,3 +69,26 @@ def _where_written(mount: str, rel: str) -> str:
     while not os.path.isdir(path):
         path = os.path.dirname(path)
     return path
+
+
+def check(ns_has_user: bool, joins_user: bool, mounts: list, linux: dict) -> None:
+    """What a runtime that is not root cannot do, said before anything is made (runc's checks)."""
+    if not ns_has_user:
+        raise BundleError("config.json: a rootless container needs a user namespace",
+                          hint='add {"type": "user"} and linux.uidMappings and gidMappings '
+                          "(see: ocibox-runtime spec --rootless)")  # fmt: skip
+    if joins_user:
+        return  # its maps are not ours to check
+    for m in mounts:
+        for opt in m.data.split(","):
+            key, _, value = opt.partition("=")
+            if key in ("uid", "gid") and value.isdigit() and not _mapped(
+                int(value), linux.get(f"{key}Mappings") or []
+            ):
+                raise BundleError(f"config.json: mount {m.destination}: {key}={value} is not "
+                                  "mapped in the container's user namespace",
+                                  hint=f"leave {key}= out, or map that id")  # fmt: skip
+
+
+def _mapped(cid: int, maps: list[dict]) -> bool:
+    return any(m["containerID"] <= cid < m["containerID"] + m["size"] for m in maps)
