@@ -509,7 +509,12 @@ def _mount_cgroup(m: Mount, target: str, pinned: str) -> None:
     flags = m.flags & ~sc.MS_RDONLY
     hierarchies = _v1_hierarchies()
     if not hierarchies:
-        sc.mount("cgroup2", pinned, "cgroup2", m.flags, m.data or None)
+        try:
+            sc.mount("cgroup2", pinned, "cgroup2", m.flags, m.data or None)
+        except OSError as e:
+            if e.errno != errno.EPERM:
+                raise
+            _bind_cgroup("/sys/fs/cgroup", pinned, m.flags)
         return
     sc.mount("tmpfs", pinned, "tmpfs", flags, "mode=755")
     for dirname, controllers in hierarchies:
@@ -520,8 +525,28 @@ def _mount_cgroup(m: Mount, target: str, pinned: str) -> None:
         try:
             sc.mount(source, sub, "cgroup", m.flags, opts)
         except OSError as e:
+            if e.errno == errno.EPERM:
+                _bind_cgroup(f"/sys/fs/cgroup/{dirname}{_own_cgroup(controllers)}", sub, m.flags)
+                continue
             if e.errno != errno.EBUSY:
                 raise
             # The hierarchy is busy with other options: bind the host's view.
             sc.mount(f"/sys/fs/cgroup/{dirname}", sub, None, sc.MS_BIND)
     # runc leaves the tmpfs writable and only the hierarchies read-only.
+
+
+def _own_cgroup(controllers: str) -> str:
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, ctrls, path = line.rstrip("\n").split(":", 2)
+            if ctrls == controllers:
+                return path.rstrip("/")
+    return ""
+
+
+def _bind_cgroup(source: str, target: str, flags: int) -> None:
+    """A user namespace without a cgroup namespace of its own may not mount a cgroup
+    file system: bind the host's instead, the process's own cgroup on v1 (as runc)."""
+    sc.mount(source, target, None, sc.MS_BIND | sc.MS_REC)
+    keep = sc.MS_RDONLY | sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC | sc.MS_RELATIME
+    sc.mount("", target, None, sc.MS_BIND | sc.MS_REMOUNT | (flags & keep))
