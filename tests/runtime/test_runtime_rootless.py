@@ -1,0 +1,420 @@
+"""Rootless containers: runc and ocibox-runtime run by an unprivileged user, side by side.
+
+As root, the tests make the user if it is missing, build a bundle it owns under
+/tmp and run both runtimes as that user (setpriv). Our runtime runs from the
+source tree with an interpreter the user can reach (the venv's may sit under
+/root, which is 0700).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from ocibox.runtime.spec import default_config
+
+pytestmark = [pytest.mark.root, pytest.mark.peer]
+
+USER = "ocibox-rootless"
+SRC = str(Path(__file__).resolve().parents[2] / "src")
+_LAUNCH = ("import sys; sys.path.insert(0, {src!r}); from ocibox.runtime.cli import main; "
+           "sys.argv[0] = 'ocibox-runtime'; sys.exit(main())")  # fmt: skip
+
+
+def _need(program: str) -> str:
+    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
+    if path is None:
+        pytest.skip(f"{program!r} is not installed")
+    return path
+
+
+class User:
+    def __init__(self, pw: pwd.struct_passwd, python: str) -> None:
+        self.uid, self.gid, self.name = pw.pw_uid, pw.pw_gid, pw.pw_name
+        self.python = python
+
+    def run(self, argv: list[str], *, cwd: str | None = None, env: dict | None = None,
+            timeout: float = 30) -> subprocess.CompletedProcess:  # fmt: skip
+        """``argv`` as the user; stdout and stderr through files (a container keeps its stdio)."""
+        base = {"PATH": "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "HOME": "/",
+                "USER": self.name}  # fmt: skip
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            proc = subprocess.run(
+                ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", *argv],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, cwd=cwd,
+                env={**base, **(env or {})}, timeout=timeout,
+            )  # fmt: skip
+            out.seek(0)
+            err.seek(0)
+            proc.stdout = out.read().decode(errors="replace")
+            proc.stderr = err.read().decode(errors="replace")
+        return proc
+
+
+@pytest.fixture(scope="module")
+def user() -> User:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: makes an unprivileged user and switches to it")
+    _need("setpriv")
+    try:
+        pw = pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run([_need("useradd"), "--no-create-home", "--shell", "/usr/sbin/nologin",
+                        USER], check=True, capture_output=True)  # fmt: skip
+        pw = pwd.getpwnam(USER)
+    probe = User(pw, "").run([_need("unshare"), "--user", "--map-root-user", "true"])
+    if probe.returncode != 0:
+        pytest.skip(f"unprivileged user namespaces are unavailable: {probe.stderr.strip()}")
+    for python in (sys.executable, "/usr/bin/python3"):
+        ok = User(pw, python).run([python, "-c", _LAUNCH.format(src=SRC), "--version"])
+        if ok.returncode == 0:
+            return User(pw, python)
+    pytest.skip(f"no Python interpreter that user {USER} can run reaches {SRC}")
+
+
+class Side:
+    """One runtime, run by the user, with a --root the user owns."""
+
+    def __init__(self, name: str, argv: list[str], user: User, root: str) -> None:
+        self.name, self.argv, self.user, self.root = name, argv, user, root
+
+    def __call__(self, *args: str, cwd: str | None = None, env: dict | None = None,
+                 root: bool = True) -> subprocess.CompletedProcess:  # fmt: skip
+        return self.user.run([*self.argv, *(["--root", self.root] if root else []), *args],
+                             cwd=cwd, env=env)  # fmt: skip
+
+    def ok(self, *args: str, **kw) -> str:
+        p = self(*args, **kw)
+        assert p.returncode == 0, f"{self.name} {' '.join(args)} failed ({p.returncode}): {p.stderr}"
+        return p.stdout
+
+    def state(self, cid: str) -> dict:
+        return json.loads(self.ok("state", cid))
+
+
+class Place:
+    """A directory under /tmp the user owns: the bundle and both runtimes' roots."""
+
+    def __init__(self, user: User, rootfs: Path) -> None:
+        self.user = user
+        self.dir = tempfile.mkdtemp(prefix="ocibox-rl-", dir="/tmp")
+        os.chmod(self.dir, 0o755)
+        self.bundle = os.path.join(self.dir, "bundle")
+        shutil.copytree(rootfs, os.path.join(self.bundle, "rootfs"), symlinks=True)
+        for applet in ("ps", "grep", "tty", "stat", "cut", "readlink"):
+            link = os.path.join(self.bundle, "rootfs", "bin", applet)
+            if not os.path.lexists(link):
+                os.symlink("busybox", link)
+        for d in ("runc-root", "ours-root", "xdg"):
+            os.mkdir(os.path.join(self.dir, d), 0o700)
+        self.config = default_config(rootless=True, terminal=False)
+        for key, host in (("uidMappings", user.uid), ("gidMappings", user.gid)):
+            self.config["linux"][key] = [{"containerID": 0, "hostID": host, "size": 1}]
+        self.runtimes: list[Side] = []
+
+    def write(self, args: list[str], edit=None) -> str:
+        self.config["process"]["args"] = args
+        if edit:
+            edit(self.config)
+        with open(os.path.join(self.bundle, "config.json"), "w") as f:
+            json.dump(self.config, f)
+        self._chown()
+        return self.bundle
+
+    def _chown(self) -> None:
+        for top, dirs, files in os.walk(self.dir):
+            for name in [top, *(os.path.join(top, n) for n in dirs + files)]:
+                os.lchown(name, self.user.uid, self.user.gid)
+
+    def side(self, which: str) -> Side:
+        if which == "runc":
+            side = Side("runc", [_need("runc")], self.user, os.path.join(self.dir, "runc-root"))
+        else:
+            side = Side("ocibox-runtime", [self.user.python, "-c", _LAUNCH.format(src=SRC)],
+                        self.user, os.path.join(self.dir, "ours-root"))  # fmt: skip
+        self.runtimes.append(side)
+        return side
+
+    def cleanup(self) -> None:
+        for side in self.runtimes:
+            out = side("list", "--quiet")
+            for cid in out.stdout.split():
+                side("delete", "--force", cid)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def place(user: User, busybox_rootfs: Path):
+    p = Place(user, busybox_rootfs)
+    yield p
+    p.cleanup()
+
+
+@pytest.fixture(params=["runc", "ours"])
+def rt(request, place: Place) -> Side:
+    return place.side(request.param)
+
+
+# --- spec and run --------------------------------------------------------------
+
+
+def test_spec_rootless_maps_the_user_as_runc(user: User, place: Place) -> None:
+    specs = {}
+    for which in ("runc", "ours"):
+        d = os.path.join(place.dir, f"spec-{which}")
+        os.mkdir(d)
+        os.chown(d, user.uid, user.gid)
+        place.side(which).ok("spec", "--rootless", cwd=d, root=False)
+        with open(os.path.join(d, "config.json")) as f:
+            specs[which] = json.load(f)
+    for spec in specs.values():
+        linux = spec["linux"]
+        assert linux["uidMappings"] == [{"containerID": 0, "hostID": user.uid, "size": 1}]
+        assert linux["gidMappings"] == [{"containerID": 0, "hostID": user.gid, "size": 1}]
+        kinds = [n["type"] for n in linux["namespaces"]]
+        assert "user" in kinds and "network" not in kinds
+        assert "resources" not in linux
+        sys_mount = next(m for m in spec["mounts"] if m["destination"] == "/sys")
+        assert sys_mount["source"] == "/sys" and "rbind" in sys_mount["options"]
+        assert not any(o.startswith("gid=") for m in spec["mounts"] for o in m.get("options", []))
+
+
+def test_run_as_the_unprivileged_user(rt: Side, place: Place, user: User) -> None:
+    bundle = place.write(["sh", "-c", "id; cat /proc/self/uid_map /proc/self/setgroups"])
+    out = rt.ok("run", "r1", cwd=bundle)
+    assert out.split("\n")[0] == "uid=0(root) gid=0(root) groups=0(root)"
+    assert out.split()[3:6] == ["0", str(user.uid), "1"]
+    assert out.split()[-1] == "deny"  # setgroups denied before the single-id gid map
+    assert rt.ok("list", "--quiet").split() == []
+
+
+def test_the_runc_rootless_spec_runs_on_both(place: Place) -> None:
+    # runc 1.1's own variant: a cgroup mount on top of the /sys rbind and no
+    # cgroup namespace, where a cgroup file system may not be mounted: both
+    # bind the host's hierarchies (root, mount point and options compared).
+    def runc_like(c: dict) -> None:
+        c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "cgroup"]
+        c["mounts"].append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+                            "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]})  # fmt: skip
+
+    script = "grep ' /sys/fs/cgroup/' /proc/self/mountinfo | cut -d' ' -f4,5,6 | sort"
+    bundle = place.write(["sh", "-c", script], runc_like)
+    seen = {which: place.side(which).ok("run", "r2", cwd=bundle) for which in ("runc", "ours")}
+    assert seen["ours"] == seen["runc"]
+    assert "ro,nosuid,nodev,noexec" in seen["ours"]
+
+
+def test_default_root_is_under_xdg_runtime_dir(rt: Side, place: Place) -> None:
+    bundle = place.write(["true"])
+    xdg = os.path.join(place.dir, "xdg")
+    rt.ok("run", "-d", "x1", cwd=bundle, env={"XDG_RUNTIME_DIR": xdg}, root=False)
+    made = os.listdir(xdg)
+    assert made == ["runc" if rt.name == "runc" else "ocibox-runtime"]
+    root = os.path.join(xdg, made[0])
+    assert oct(os.stat(root).st_mode & 0o7777) == oct(0o1700)
+    assert os.listdir(root) == ["x1"]
+    rt.ok("delete", "--force", "x1", env={"XDG_RUNTIME_DIR": xdg}, root=False)
+
+
+# --- lifecycle -----------------------------------------------------------------
+
+
+def test_lifecycle(rt: Side, place: Place) -> None:
+    bundle = place.write(["sleep", "300"])
+    rt.ok("create", "--bundle", bundle, "c1")
+    created = rt.state("c1")
+    assert created["status"] == "created" and created["pid"] > 0
+    rt.ok("start", "c1")
+    assert rt.state("c1")["status"] == "running"
+    assert rt.ok("exec", "c1", "id").strip() == "uid=0(root) gid=0(root) groups=0(root)"
+    procs = rt.ok("exec", "c1", "ps").split("\n")[1:]
+    assert [line.split()[-2:] for line in procs if line.strip()][0] == ["sleep", "300"]
+    # No cgroup (none writable): pause has no freezer on either runtime.
+    paused = rt("pause", "c1")
+    assert paused.returncode != 0
+    assert rt.state("c1")["status"] == "running"
+    rt.ok("kill", "c1", "KILL")
+    for _ in range(250):
+        if rt.state("c1")["status"] == "stopped":
+            break
+        time.sleep(0.02)
+    assert rt.state("c1")["status"] == "stopped"
+    rt.ok("delete", "c1")
+    assert rt.ok("list", "--quiet").split() == []
+
+
+def test_ps_without_cgroups(place: Place) -> None:
+    # runc finds a container's processes by its cgroup and has none here; we
+    # list the processes of its pid namespace.
+    bundle = place.write(["sleep", "300"])
+    runc, ours = place.side("runc"), place.side("ours")
+    for side in (runc, ours):
+        side.ok("run", "-d", "p1", cwd=bundle)
+    assert runc("ps", "p1").returncode != 0
+    pid = ours.state("p1")["pid"]
+    assert str(pid) in [line.split()[1] for line in ours.ok("ps", "p1").split("\n")[1:] if line]
+
+
+def _receive_terminal(path: str, user: User):
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    os.chown(path, user.uid, user.gid)
+    srv.listen(1)
+    srv.settimeout(20)
+    return srv
+
+
+def _read_terminal(srv) -> str:
+    conn, _ = srv.accept()
+    _, fds, _, _ = socket.recv_fds(conn, 4096, 1)
+    conn.close()
+    out = b""
+    try:
+        while chunk := os.read(fds[0], 4096):
+            out += chunk
+    except OSError:  # EIO once the container's side is closed
+        pass
+    os.close(fds[0])
+    return out.decode(errors="replace")
+
+
+def test_terminal_through_console_socket(rt: Side, place: Place, user: User) -> None:
+    def tty(c: dict) -> None:
+        c["process"]["terminal"] = True
+
+    bundle = place.write(["sh", "-c", "id; tty; stat -c '%u %g %a' $(tty)"], tty)
+    path = os.path.join(place.dir, f"console-{rt.name}.sock")
+    srv = _receive_terminal(path, user)
+    try:
+        rt.ok("create", "--bundle", bundle, "--console-socket", path, "t1")
+        rt.ok("start", "t1")
+        lines = _read_terminal(srv).replace("\r", "").split("\n")
+    finally:
+        srv.close()
+    assert lines[:3] == ["uid=0(root) gid=0(root) groups=0(root)", "/dev/pts/0", "0 0 620"]
+
+
+def test_exec_with_a_terminal(rt: Side, place: Place, user: User) -> None:
+    bundle = place.write(["sleep", "300"])
+    rt.ok("run", "-d", "e1", cwd=bundle)
+    path = os.path.join(place.dir, f"exec-{rt.name}.sock")
+    srv = _receive_terminal(path, user)
+    try:
+        rt.ok("exec", "-t", "-d", "--console-socket", path, "e1", "tty")
+        out = _read_terminal(srv).replace("\r", "").split("\n")
+    finally:
+        srv.close()
+    assert out[0] == "/dev/pts/0"
+
+
+# --- what a rootless runtime cannot do ----------------------------------------
+
+
+def test_limits_without_a_writable_cgroup_are_refused(rt: Side, place: Place) -> None:
+    def pids(c: dict) -> None:
+        c["linux"]["resources"] = {"pids": {"limit": 50}}
+
+    bundle = place.write(["true"], pids)
+    p = rt("run", "l1", cwd=bundle)
+    assert p.returncode != 0
+    assert "cannot set pids limit" in p.stderr if rt.name == "runc" else (
+        "linux.resources.pids: cannot set this limit" in p.stderr)  # fmt: skip
+
+
+def test_device_rules_alone_need_no_cgroup(rt: Side, place: Place) -> None:
+    def devices(c: dict) -> None:
+        c["linux"]["resources"] = {"devices": [{"allow": False, "access": "rwm"}]}
+
+    assert rt.ok("run", "d1", cwd=place.write(["id", "-u"], devices)).strip() == "0"
+
+
+def test_a_cgroups_path_out_of_reach_is_refused(rt: Side, place: Place) -> None:
+    def path(c: dict) -> None:
+        c["linux"]["cgroupsPath"] = "/ocibox-rootless-no-access"
+
+    p = rt("run", "g1", cwd=place.write(["true"], path))
+    assert p.returncode != 0
+    assert "permission denied" in p.stderr.lower() or "not writable" in p.stderr
+
+
+def test_delegated_v1_cgroups_are_used(place: Place, user: User) -> None:
+    from ocibox.runtime.linux.cgroups import UNIFIED, hierarchies, mode
+
+    mounts = hierarchies()
+    if mode(mounts) == UNIFIED:
+        pytest.skip("a v2 host: delegation there is the user's systemd slice, not made here")
+    name = f"ocibox-rl-{os.getpid()}"
+    made = []
+    try:
+        for ctrl, mp in mounts.items():
+            if ctrl != "unified":
+                d = os.path.join(mp, name)
+                if not os.path.isdir(d):
+                    os.mkdir(d)
+                    made.append(d)
+                os.chown(d, user.uid, user.gid)
+                for f in os.listdir(d):
+                    os.chown(os.path.join(d, f), user.uid, user.gid)
+
+        seen = {}
+        for which in ("runc", "ours"):
+            def limited(c: dict, which=which) -> None:
+                c["linux"]["cgroupsPath"] = f"/{name}/{which}"
+                c["linux"]["resources"] = {"pids": {"limit": 42}}
+
+            bundle = place.write(["sleep", "300"], limited)
+            side = place.side(which)
+            side.ok("run", "-d", "k1", cwd=bundle)
+            pid = side.state("k1")["pid"]
+            with open(f"/proc/{pid}/cgroup") as f:
+                seen[which] = sorted(f.read().replace(f"/{which}", "/X").split("\n"))
+            with open(os.path.join(mounts["pids"], name, which, "pids.max")) as f:
+                assert f.read().strip() == "42"
+            side.ok("delete", "--force", "k1")
+        assert seen["ours"] == seen["runc"]  # v1 everywhere, cgroup v2 left as it was
+    finally:
+        for d in made:
+            for sub in ("runc", "ours"):
+                if os.path.isdir(os.path.join(d, sub)):
+                    os.rmdir(os.path.join(d, sub))
+            os.rmdir(d)
+
+
+def test_unmapped_gid_mount_option_is_refused(rt: Side, place: Place) -> None:
+    def gid5(c: dict) -> None:
+        next(m for m in c["mounts"] if m["type"] == "devpts")["options"].append("gid=5")
+
+    p = rt("run", "u1", cwd=place.write(["true"], gid5))
+    assert p.returncode != 0
+    assert "gid=" in p.stderr
+
+
+def test_no_user_namespace_is_refused(rt: Side, place: Place) -> None:
+    def no_userns(c: dict) -> None:
+        c["linux"]["namespaces"] = [n for n in c["linux"]["namespaces"] if n["type"] != "user"]
+        del c["linux"]["uidMappings"], c["linux"]["gidMappings"]
+
+    p = rt("run", "n1", cwd=place.write(["true"], no_userns))
+    assert p.returncode != 0
+    if rt.name != "runc":
+        assert "a rootless container needs a user namespace" in p.stderr
+
+
+def test_additional_gids_are_refused(rt: Side, place: Place) -> None:
+    def groups(c: dict) -> None:
+        c["process"]["user"]["additionalGids"] = [0]
+
+    p = rt("run", "a1", cwd=place.write(["id"], groups))
+    assert p.returncode != 0
+    if rt.name != "runc":
+        assert "additionalGids" in p.stderr
