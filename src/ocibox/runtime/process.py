@@ -500,12 +500,13 @@ def _write_map(pid: int, name: str, text: str, tool: str) -> None:
     if exe is None:
         raise BundleError(
             f"writing {name} for the user namespace: Operation not permitted, and no {tool}",
-            hint=f"install {tool} (package uidmap) and give the user ranges in "
-            "/etc/subuid and /etc/subgid, or map only your own uid and gid",
+            hint=f"map only your own uid and gid (as spec --rootless run by you does), or "
+            f"install {tool} (package uidmap) and give the user ranges in /etc/subuid and gid",
         )
     run = subprocess.run([exe, str(pid), *text.split()], capture_output=True, text=True)
     if run.returncode != 0:
-        raise BundleError(f"{tool} {pid}: {run.stderr.strip() or f'exit {run.returncode}'}")
+        why = run.stderr.strip().removeprefix(f"{tool}: ") or f"exit {run.returncode}"
+        raise BundleError(f"writing {name} for the user namespace with {tool}: {why}")
 
 
 def _kill(pid: int) -> None:
