@@ -418,3 +418,53 @@ def test_additional_gids_are_refused(rt: Side, place: Place) -> None:
     assert p.returncode != 0
     if rt.name != "runc":
         assert "additionalGids" in p.stderr
+
+
+def test_maps_of_other_host_ids_are_refused(rt: Side, place: Place) -> None:
+    # A spec --rootless made by root maps host id 0: the kernel takes only the
+    # caller's own ids (newuidmap, if any, only its /etc/subuid ranges). runc
+    # fails later, chowning its stdio pipes to that id ("fchown fd 7").
+    def roots(c: dict) -> None:
+        for key in ("uidMappings", "gidMappings"):
+            c["linux"][key] = [{"containerID": 0, "hostID": 0, "size": 1}]
+
+    p = rt("run", "h1", cwd=place.write(["true"], roots))
+    assert p.returncode != 0
+    assert ("fchown fd" if rt.name == "runc" else "uid_map") in p.stderr
+
+
+def _subid_range(user: User, path: str) -> tuple[int, int] | None:
+    try:
+        with open(path) as f:
+            for line in f:
+                name, start, count = line.strip().split(":")
+                if name == user.name:
+                    return int(start), int(count)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def test_more_ids_through_newuidmap(place: Place, user: User) -> None:
+    for tool in ("newuidmap", "newgidmap"):
+        _need(tool)
+    sub = {k: _subid_range(user, f"/etc/sub{k}") for k in ("uid", "gid")}
+    if None in sub.values():
+        pytest.skip(f"user {user.name} has no range in /etc/subuid or /etc/subgid")
+
+    def wide(c: dict) -> None:
+        for k, own in (("uid", user.uid), ("gid", user.gid)):
+            c["linux"][f"{k}Mappings"] = [{"containerID": 0, "hostID": own, "size": 1},
+                                          {"containerID": 1, "hostID": sub[k][0], "size": 1000}]  # fmt: skip
+        c["process"]["user"] = {"uid": 500, "gid": 600}
+
+    script = "id; cat /proc/self/uid_map /proc/self/gid_map /proc/self/setgroups"
+    bundle = place.write(["sh", "-c", script], wide)
+    seen = {which: place.side(which).ok("run", "w1", cwd=bundle).split("\n") for which in ("runc", "ours")}
+    assert seen["ours"][1:] == seen["runc"][1:]  # the maps, and setgroups allowed
+    assert seen["ours"][-2] == "allow"
+    assert seen["ours"][1].split() == ["0", str(user.uid), "1"]
+    # runc (RootlessEUID) never calls setgroups: its process keeps the user's own
+    # group, mapped to 0; ours sets process.user's groups (none).
+    assert seen["runc"][0] == "uid=500 gid=600 groups=0(root)"
+    assert seen["ours"][0] == "uid=500 gid=600"
