@@ -417,7 +417,13 @@ def _mount_one(m: Mount, target: str, pinned: str) -> None:
             sc.mount(None, target, None, p)
     except OSError as e:
         what = f"{m.type or 'bind'} {m.source or '-'}"
-        raise BundleError(f"mount {what} on {m.destination}: {os.strerror(e.errno)}") from None
+        hint = None
+        if m.type == "sysfs" and e.errno == errno.EPERM:
+            # In a user namespace sysfs needs a network namespace owned by it.
+            hint = ('in a user namespace: add {"type": "network"} to linux.namespaces, '
+                    "or bind /sys (rbind, ro), as spec --rootless does")  # fmt: skip
+        raise BundleError(f"mount {what} on {m.destination}: {os.strerror(e.errno)}",
+                          hint=hint) from None  # fmt: skip
 
 
 def _mount_copyup(m: Mount, target: str, pinned: str) -> None:
