@@ -468,3 +468,22 @@ def test_more_ids_through_newuidmap(place: Place, user: User) -> None:
     # group, mapped to 0; ours sets process.user's groups (none).
     assert seen["runc"][0] == "uid=500 gid=600 groups=0(root)"
     assert seen["ours"][0] == "uid=500 gid=600"
+
+
+@pytest.mark.parametrize("netns", [False, True])
+def test_sysfs_needs_a_network_namespace(rt: Side, place: Place, netns: bool) -> None:
+    def sysfs(c: dict) -> None:
+        c["mounts"] = [m for m in c["mounts"] if m["destination"] != "/sys"]
+        c["mounts"].append({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+                            "options": ["nosuid", "noexec", "nodev", "ro"]})  # fmt: skip
+        if netns:
+            c["linux"]["namespaces"].append({"type": "network"})
+
+    p = rt("run", "s1", cwd=place.write(["sh", "-c", "grep -c ' /sys sysfs' /proc/self/mounts"],
+                                        sysfs))  # fmt: skip
+    if netns:
+        assert p.returncode == 0 and p.stdout.strip() == "1", p.stderr
+    else:
+        assert p.returncode != 0
+        if rt.name != "runc":
+            assert 'add {"type": "network"}' in p.stderr
