@@ -217,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
 
             raise NotImplementedYet("--systemd-cgroup: the systemd cgroup driver is not supported",
                                     hint="leave out --systemd-cgroup to use cgroupfs")  # fmt: skip
+        if gflags.get("--rootless", "auto") != "auto":
+            _set_rootless(str(gflags["--rootless"]))
         cmd, cargs = rest[0], rest[1:]
         if cmd in _LATER:
             from ..errors import NotImplementedYet
@@ -285,6 +287,15 @@ def exit_fast(code: int) -> None:
         except OSError:
             pass
     posix._exit(code)
+
+
+def _set_rootless(value: str) -> None:
+    """--rootless true|false|auto: whether cgroup permission errors are tolerated (runc's)."""
+    if value not in ("true", "false"):
+        raise _Usage(f"--rootless {value!r}: use true, false or auto")
+    from . import rootless
+
+    rootless.forced = value == "true"
 
 
 def _default_root() -> str:

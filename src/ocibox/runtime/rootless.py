@@ -13,9 +13,14 @@ import os
 
 from ..errors import BundleError
 
+# --rootless true or false (runc's global flag); None: auto, decided by rootless().
+forced: bool | None = None
+
 
 def rootless() -> bool:
     """Whether cgroups are best-effort: not root, or root of a user namespace."""
+    if forced is not None:
+        return forced
     if os.geteuid() != 0:
         return True
     try:
