@@ -338,6 +338,22 @@ def test_device_rules_alone_need_no_cgroup(rt: Side, place: Place) -> None:
     assert rt.ok("run", "d1", cwd=place.write(["id", "-u"], devices)).strip() == "0"
 
 
+def test_rootless_false_makes_cgroup_errors_errors(rt: Side, place: Place) -> None:
+    def devices(c: dict) -> None:
+        c["linux"]["resources"] = {"devices": [{"allow": False, "access": "rwm"}]}
+
+    bundle = place.write(["true"], devices)
+    p = rt.user.run([*rt.argv, "--rootless", "false", "--root", rt.root, "run", "f1"], cwd=bundle)
+    assert p.returncode != 0
+    assert "permission denied" in p.stderr.lower()
+
+
+def test_rootless_flag_takes_true_false_auto(place: Place) -> None:
+    ours = place.side("ours")
+    p = ours.user.run([*ours.argv, "--rootless", "maybe", "list"])
+    assert p.returncode == 2 and "use true, false or auto" in p.stderr
+
+
 def test_a_cgroups_path_out_of_reach_is_refused(rt: Side, place: Place) -> None:
     def path(c: dict) -> None:
         c["linux"]["cgroupsPath"] = "/ocibox-rootless-no-access"
