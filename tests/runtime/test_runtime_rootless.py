@@ -503,3 +503,10 @@ def test_sysfs_needs_a_network_namespace(rt: Side, place: Place, netns: bool) ->
         assert p.returncode != 0
         if rt.name != "runc":
             assert 'add {"type": "network"}' in p.stderr
+
+
+def test_exec_as_an_unmapped_user_is_refused(rt: Side, place: Place) -> None:
+    rt.ok("run", "-d", "x2", cwd=place.write(["sleep", "300"]))
+    p = rt("exec", "--user", "1000", "x2", "id")
+    assert p.returncode != 0 and "uid=" not in p.stdout
+    assert "unmapped user" in p.stderr if rt.name == "runc" else "map it in linux.uidMappings" in p.stderr
