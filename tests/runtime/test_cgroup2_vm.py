@@ -264,3 +264,13 @@ def test_resource_corners_as_runc(vm):
     assert ours["cpu-shares-max"]["files"]["cpu.weight"] == "10000"
     assert ours["unified-over-memory"]["files"]["memory.max"] == "100003840"
     assert ours["pids-unlimited"]["files"]["pids.max"] == "max"
+
+
+def test_runtime_inside_a_cgroup_namespace(vm):
+    # cgroup2 mounted in a cgroup namespace: its root has a cgroup.type, and the walk up
+    # from the container's cgroup once went past it (to /sys/fs) and found no controllers
+    runc, ours = _pair(vm, "cgroupns")
+    assert runc["rc"] == 0 and ours["rc"] == 0, (runc["err"], ours["err"])
+    assert (runc["cgroup"], ours["cgroup"]) == ("/ns-runc/ctr", "/ns-ours/ctr")
+    assert runc["pids.max"] == ours["pids.max"] == "7"
+    assert ours["delete"] == 0

@@ -26,7 +26,12 @@ from ocibox.runtime.spec import default_config  # noqa: E402
 
 CG = "/sys/fs/cgroup"
 MIB = 1 << 20
-RUNTIMES = {"runc": ["runc"], "ours": [sys.executable, "-m", "ocibox.runtime.cli"]}
+# ours as users run it: the checkout's lean launcher (python -I -S, `make venv`), else -m
+_LAUNCHER = os.path.join(REPO, ".venv", "bin", "ocibox-runtime")
+_OURS = (
+    [_LAUNCHER] if os.access(_LAUNCHER, os.X_OK) else [sys.executable, "-m", "ocibox.runtime.cli"]
+)
+RUNTIMES = {"runc": ["runc"], "ours": _OURS}
 ENV = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"))
 FILES = ("memory.max", "memory.low", "memory.high", "memory.swap.max", "cpu.max", "cpu.weight",
          "cpu.idle", "cpuset.cpus", "cpuset.mems", "pids.max", "io.weight", "io.bfq.weight",
@@ -60,22 +65,31 @@ def files(path: str) -> dict:
     return {name: cat(os.path.join(path, name)) for name in FILES}
 
 
+ROOTFS = "/tmp/bundles/rootfs"  # one read-only busybox root for every bundle
+
+
+def _rootfs() -> str:
+    if not os.path.isdir(ROOTFS):
+        for d in ("bin", "etc", "proc", "sys", "dev", "tmp"):
+            os.makedirs(f"{ROOTFS}/{d}")
+        shutil.copy2("/bin/busybox", f"{ROOTFS}/bin/busybox")
+        listing = subprocess.run(["/bin/busybox", "--list"], capture_output=True, text=True)
+        for applet in listing.stdout.split():
+            if applet != "busybox":
+                os.symlink("busybox", f"{ROOTFS}/bin/{applet}")
+        with open(f"{ROOTFS}/etc/passwd", "w") as f:
+            f.write("root:x:0:0:root:/root:/bin/sh\n")
+    return ROOTFS
+
+
 def bundle(name: str, args: list[str], resources: dict, cgroups_path: str | None,
            devices: list[dict] | None = None) -> str:  # fmt: skip
     path = f"/tmp/bundles/{name}"
     shutil.rmtree(path, ignore_errors=True)
-    rootfs = f"{path}/rootfs"
-    for d in ("bin", "etc", "proc", "sys", "dev", "tmp"):
-        os.makedirs(f"{rootfs}/{d}")
-    shutil.copy2("/bin/busybox", f"{rootfs}/bin/busybox")
-    for applet in subprocess.run(["/bin/busybox", "--list"], capture_output=True,
-                                 text=True).stdout.split():  # fmt: skip
-        if applet != "busybox":
-            os.symlink("busybox", f"{rootfs}/bin/{applet}")
-    with open(f"{rootfs}/etc/passwd", "w") as f:
-        f.write("root:x:0:0:root:/root:/bin/sh\n")
+    os.makedirs(path)
     config = default_config(terminal=False)
     config["process"]["args"] = args
+    config["root"] = {"path": _rootfs(), "readonly": True}
     config["linux"]["resources"] = resources
     if cgroups_path is not None:
         config["linux"]["cgroupsPath"] = cgroups_path
@@ -320,6 +334,31 @@ def scenario_lifecycle(name: str) -> dict:
     return r
 
 
+def scenario_cgroupns(name: str) -> dict:
+    """The runtime inside a cgroup namespace (as in a container): cgroup2 mounted afresh
+    shows the namespace's root, which has a cgroup.type; the walk up must stop there."""
+    cid = f"cgns-{name}"
+    top = f"{CG}/ns-{name}"
+    os.makedirs(top)
+    b = bundle(cid, ["sleep", "100000"], {"pids": {"limit": 7}}, "/ctr")
+    argv = " ".join(RUNTIMES[name])
+    inner = (f"umount /sys/fs/cgroup && mount -t cgroup2 cgroup2 /sys/fs/cgroup && mkdir /sys/fs/cgroup/leaf && "
+             f"echo $$ > /sys/fs/cgroup/leaf/cgroup.procs && "
+             f"{argv} --root /run/vmt-{name} create --bundle {b} {cid}")  # fmt: skip
+    outer = f"echo $$ > {top}/cgroup.procs && exec unshare --cgroup --mount --propagation private sh -c '{inner}'"
+    with tempfile.TemporaryFile() as err:  # a file: the container keeps its stdio open
+        p = subprocess.run(["sh", "-c", outer], env=ENV, stdout=subprocess.DEVNULL, stderr=err,
+                           stdin=subprocess.DEVNULL, timeout=120)  # fmt: skip
+        err.seek(0)
+        p.stderr = err.read().decode(errors="replace")
+    st = json.loads(rt(name, "state", cid)["out"] or "{}")
+    cg = own_cgroup(st.get("pid", 0)) if p.returncode == 0 else None
+    r = {"rc": p.returncode, "err": p.stderr[-500:], "cgroup": cg,
+         "pids.max": cat(f"{CG}{cg}/pids.max") if cg else None}  # fmt: skip
+    r["delete"] = rt(name, "delete", "--force", cid)["rc"]
+    return r
+
+
 def scenario_oom(name: str) -> dict:
     """A 32 MiB container (no swap) whose dd asks for a 64 MiB buffer."""
     cid = f"oom-{name}"
@@ -382,7 +421,10 @@ def main() -> None:
         scenario_paths,
         scenario_lifecycle,
         scenario_edges,
+        scenario_cgroupns,
     ):
+        if os.environ.get("VMT_ONLY", scenario.__name__) not in scenario.__name__:
+            continue  # by hand: VMT_ONLY=cgroupns runs that scenario alone
         for name in RUNTIMES:
             key = f"{scenario.__name__.removeprefix('scenario_')}/{name}"
             t0 = time.monotonic()
