@@ -372,18 +372,27 @@ def _create_kwargs(flags: dict) -> dict:
     }
 
 
+def _warm_cgroups(bundle: str) -> None:
+    """Before create's imports: the cgroup wait it starts overlaps them (see linux.cgroup_warmup)."""
+    from .linux.cgroup_warmup import warm_up_for
+
+    warm_up_for(bundle)
+
+
 def _cmd_create(root: str, flags: dict, args: list[str], log: _Log) -> int:
+    bundle = str(flags.get("--bundle") or ".")
+    _warm_cgroups(bundle)
     from .create import create
 
-    bundle = str(flags.get("--bundle") or ".")
     create(root, args[0], bundle, warn=log.warn, **_create_kwargs(flags))
     return 0
 
 
 def _cmd_run(root: str, flags: dict, args: list[str], log: _Log) -> int:
+    bundle = str(flags.get("--bundle") or ".")
+    _warm_cgroups(bundle)
     from .create import run
 
-    bundle = str(flags.get("--bundle") or ".")
     return run(root, args[0], bundle, detach=bool(flags.get("--detach")),
                keep=bool(flags.get("--keep")), warn=log.warn, **_create_kwargs(flags))  # fmt: skip
 

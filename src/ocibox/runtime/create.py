@@ -16,6 +16,7 @@ from .container import (
     proc_start_time,
     write_atomic,
 )
+from .linux.cgroup_warmup import warm_up as warm_cgroup_writes
 
 
 def _net_devices_back(ic, config: dict) -> dict:
@@ -72,7 +73,7 @@ def create(
     config = load_config(bundle)
     linux = config.get("linux") or {}
     if linux.get("resources") or linux.get("cgroupsPath"):
-        warm_cgroup_writes()
+        warm_cgroup_writes()  # if the command line has not already
     from . import process  # after the warm-up began: its imports overlap the wait
 
     ic = process.prepare(config, bundle, no_pivot=no_pivot, preserve_fds=preserve_fds,
@@ -227,50 +228,6 @@ def _undo(c: _Creating, e: BaseException) -> None:
         c.container.state = {"cgroupCreated": c.cgroup_created}
     c.container.destroy()
     c.container.release()
-
-
-def warm_cgroup_writes() -> None:
-    """Start paying, in a thread, for the first write to a cgroup.procs.
-
-    On these kernels the first write to any cgroup.procs waits for an RCU grace
-    period (~10-20 ms: the cgroup threadgroup rwsem switches its readers to the
-    slow path); writes that follow within a grace period are free. A thread
-    moves this process into the cgroup it is already in (a no-op move, with
-    the same wait) while the main thread goes on with its imports, the config
-    and the fork; the container's own moves then wait for the same grace
-    period, or none, instead of a fresh one. Harmless where it buys nothing.
-    """
-    import _thread
-
-    _thread.start_new_thread(_move_self_in_place, ())
-
-
-def _move_self_in_place() -> None:
-    try:
-        with open("/proc/self/cgroup") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if not controllers:  # cgroup v2: hybrid, then unified
-            dirs = (f"/sys/fs/cgroup/unified{path}", f"/sys/fs/cgroup{path}")
-        elif "," in controllers or controllers.startswith("name="):
-            continue  # where such a hierarchy is mounted is not a fixed name
-        else:
-            dirs = (f"/sys/fs/cgroup/{controllers}{path}",)
-        for d in dirs:
-            try:
-                fd = os.open(os.path.join(d, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                os.write(fd, b"0")  # "0": the writer's own process
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
-            return
 
 
 _FORWARDED = ("HUP", "INT", "QUIT", "TERM", "USR1", "USR2", "WINCH", "ALRM", "CONT", "PIPE")
