@@ -1,9 +1,5 @@
 """Signal names and numbers, without importing the signal module (and enum) on hot paths."""
 
-from __future__ import annotations
-
-from ..errors import UsageError
-
 # Linux's numbering, the same on x86_64 and arm64.
 NUMBERS = {
     "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "IOT": 6, "BUS": 7,
@@ -22,6 +18,8 @@ def parse(text: str) -> int:
         num = int(t)
         if 0 < num <= RTMAX:
             return num
+        from ..errors import UsageError  # only now: kill's success path loads no errors module
+
         raise UsageError(f"invalid signal number {t}")
     name = t.upper().removeprefix("SIG")
     if name in NUMBERS:
@@ -33,6 +31,8 @@ def parse(text: str) -> int:
             num = limit + sign * int(name[len(base) + 1 :])
             if RTMIN <= num <= RTMAX:
                 return num
+    from ..errors import UsageError
+
     raise UsageError(
         f"unknown signal {text!r}", hint="use a name such as TERM or KILL, or a number"
     )
