@@ -199,14 +199,19 @@ def main() -> int:
             "- Every figure includes GNU time's own fork and exec (~1.5 ms), the same for both "
             "tools: runc's `state` is ~2.7 ms without it.",
             "- The floor of a Python runtime is the interpreter: `python -I -S -c pass` takes ~6 ms "
-            "here, twice runc's whole `state`. The state, start, kill and delete paths import ~2.5 ms "
-            "more (encodings, os, ocibox.runtime.container): the 1.2x goal is out of reach for them "
-            "with CPython; create and run, where runc does real work too, come closest.",
+            "here with Debian's static python3.11 (~7 ms with the venv's pyenv build, whose libpython "
+            "is shared), more than runc's whole `state`. The state, start, kill and delete paths add "
+            "~1.5 ms to it (ocibox.runtime.cli, container, jsonlite and _json; no os, no "
+            "ocibox.errors until an error, no __future__) and skip the interpreter's teardown "
+            "(~1.2 ms; cli.exit_fast): the 1.2x goal is out of reach for them with CPython; create "
+            "and run, where runc does real work too, come closest.",
             "- `make venv` installs scripts/ocibox-runtime as .venv/bin/ocibox-runtime: `python -I -S` "
-            "with sys.path set by hand. pip's console script runs the site module (.pth files, "
-            "setuptools' distutils hack) and imports `re` (with enum, functools, collections): "
-            "~5 ms more per command. When more than one program is measured, the first is the "
-            "one in the ratio column.",
+            "with the ocibox source directory written in by make (no site-packages or .pth reading), "
+            "run by Debian's /usr/bin/python3.X when it is the venv's version and bytecode magic "
+            "(~0.8 ms a start less than the pyenv build), else by the venv's. pip's console script "
+            "runs the site module (.pth files, setuptools' distutils hack) and imports `re` (with "
+            "enum, functools, collections): ~5 ms more per command. When more than one program is "
+            "measured, the first is the one in the ratio column.",
             "- create: on this kernel (cgroup v1 controllers) the first write to a cgroup.procs costs "
             "11-13 ms (the cgroup threadgroup rwsem waits for an RCU grace period). runc pays it too "
             "(strace: 12.7 ms; 10-20 ms on a quiet machine) but its Go parent writes while its init "
@@ -217,7 +222,12 @@ def main() -> int:
             "namespaces, mounting its root) waits only before what depends on its cgroups (cgroup "
             "namespace and mounts, devices, hooks, exec). Side by side on one quiet run (20 rounds): "
             "create 1.46 (before) -> 1.42 (overlapped children) -> 1.26 (and the early wait), run "
-            "1.47 -> 1.31 -> 1.24. What remains is the interpreter and the init's Python work after "
+            "1.47 -> 1.31 -> 1.24. Since 2026-11-28 the command line starts that thread first (before "
+            "create's imports; linux/cgroup_warmup.py imports nothing but posix) and hands it the "
+            "GIL until it is in its write (a new thread otherwise waits up to the 5 ms switch "
+            "interval): isolated creates 26.0 -> 23.5 ms side by side. The fork does not wait for "
+            "that write; the container's first move does. What remains is the interpreter and the "
+            "init's Python work after "
             "the wait (cgroup mounts, devices, pivot_root, masked paths: ~3-4 ms). The create "
             "ratio moves between runs of the same code: 1.16-1.26 on 2026-11-27 23:50, 1.53-1.74 "
             "on 2026-11-28 00:15-00:25 (quiet both times; runc's own create 15 vs 19-21 ms).",
