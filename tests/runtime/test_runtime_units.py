@@ -100,12 +100,6 @@ def test_usage_errors(tmp_path):
         assert p.stderr.startswith("ocibox-runtime: ")
 
 
-def test_systemd_cgroup_refused(tmp_path):
-    p = ours("--systemd-cgroup", "list", root=str(tmp_path))
-    assert p.returncode == 1
-    assert "systemd cgroup driver is not supported" in p.stderr
-
-
 def test_later_commands_say_so(tmp_path):
     p = ours("checkpoint", "x", root=str(tmp_path))
     assert p.returncode == 1 and "not implemented yet" in p.stderr

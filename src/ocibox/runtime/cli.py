@@ -212,11 +212,6 @@ def main(argv: list[str] | None = None) -> int:
 
             set_debug(log.debug)
             log.debug(f"{PROG} {VERSION} (pid {posix.getpid()}): {' '.join(argv)}")
-        if gflags.get("--systemd-cgroup"):
-            from ..errors import NotImplementedYet
-
-            raise NotImplementedYet("--systemd-cgroup: the systemd cgroup driver is not supported",
-                                    hint="leave out --systemd-cgroup to use cgroupfs")  # fmt: skip
         if gflags.get("--rootless", "auto") != "auto":
             _set_rootless(str(gflags["--rootless"]))
         cmd, cargs = rest[0], rest[1:]
@@ -240,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         except _Usage as e:
             raise _Usage(f"{e}\nusage: {PROG} {usage}") from None
         root = str(gflags.get("--root") or _default_root())
+        if gflags.get("--systemd-cgroup"):
+            flags["systemd-cgroup"] = True  # create and run make a unit; the rest read the state
         return _COMMAND_FUNCS[cmd](root, flags, args, log) or 0
     except _Usage as e:
         msg = str(e)
@@ -369,6 +366,7 @@ def _create_kwargs(flags: dict) -> dict:
         "no_pivot": bool(flags.get("--no-pivot")),
         "no_new_keyring": bool(flags.get("--no-new-keyring")),
         "preserve_fds": int(fds),
+        "systemd_cgroup": bool(flags.get("systemd-cgroup")),
     }
 
 

@@ -469,6 +469,11 @@ class Container:
 
     def destroy(self) -> None:
         """Remove everything create made on the host: cgroups, then the state directory."""
+        if self.state and self.state.get("systemdUnit"):
+            from .linux.cgroups import systemd
+
+            debug(f"container {self.id}: stopping systemd unit {self.state['systemdUnit']}")
+            systemd.stop_unit(self.state["systemdUnit"])
         if self.state and self.state.get("cgroupCreated"):
             from .linux.cgroup_remove import remove
 

@@ -59,6 +59,7 @@ def create(
     console_fd: int | None = None,
     no_new_keyring: bool = False,
     subreaper: bool = False,
+    systemd_cgroup: bool = False,
     warn=None,
 ) -> Container:
     """Build the container and leave its init waiting for ``start``.
@@ -68,10 +69,13 @@ def create(
     config and exec.fifo, the processes (namespaces, cgroups, root filesystem,
     devices, the create hooks as the init asks: see process), and the state
     saved last. A failure at any step undoes the ones before it.
+    ``systemd_cgroup``: the cgroup is a transient systemd unit (--systemd-cgroup).
     """
     bundle = os.path.abspath(bundle)
     config = load_config(bundle)
     linux = config.get("linux") or {}
+    if systemd_cgroup:
+        _check_systemd(cid, linux.get("cgroupsPath"))
     if linux.get("resources") or linux.get("cgroupsPath"):
         warm_cgroup_writes()  # if the command line has not already
     from . import process  # after the warm-up began: its imports overlap the wait
@@ -87,6 +91,7 @@ def create(
         if warn:
             warn(w)
     c = _Creating(cid, bundle, config, ic, Container.reserve(root, cid))
+    c.systemd = systemd_cgroup
     debug(f"container {cid}: creating from bundle {bundle} (root {root})")
     try:
         _make_state_dir(c)
@@ -105,7 +110,7 @@ class _Creating:
     """What the steps of one create share (a plain class: see process.InitConfig)."""
 
     __slots__ = ("cid", "bundle", "config", "ic", "container", "hooks", "cgroup_paths",
-                 "cgroup_created", "init_pid")  # fmt: skip
+                 "cgroup_created", "init_pid", "systemd", "systemd_unit")  # fmt: skip
 
     def __init__(self, cid: str, bundle: str, config: dict, ic, container: Container) -> None:
         self.cid = cid
@@ -117,6 +122,8 @@ class _Creating:
         self.cgroup_paths: dict[str, str] = {}  # controller -> the container's cgroup
         self.cgroup_created: list[str] = []  # those we made, which delete removes
         self.init_pid = 0
+        self.systemd = False  # --systemd-cgroup: the cgroup is a systemd unit
+        self.systemd_unit = ""  # its name, once made
 
 
 def _make_state_dir(c: _Creating) -> None:
@@ -135,11 +142,11 @@ def _cgroup_joiner(c: _Creating):
     linux = c.config.get("linux") or {}
     resources = linux.get("resources")
     cgroups_path = linux.get("cgroupsPath")
-    if not (resources or cgroups_path):
+    if not (resources or cgroups_path or c.systemd):
         return None
     from . import rootless
 
-    is_rootless = rootless.rootless()
+    is_rootless = not c.systemd and rootless.rootless()  # --systemd-cgroup: root's systemd
     if is_rootless and not rootless.use_cgroups(c.cid, cgroups_path, resources or {}):
         debug(f"container {c.cid}: rootless, no writable cgroup: it stays in ours")
         return None
@@ -147,7 +154,14 @@ def _cgroup_joiner(c: _Creating):
 
     def on_cgroups(pid: int) -> None:
         # First the intermediate's: the cgroups are made; then the init's.
-        if not c.cgroup_paths:
+        if not c.cgroup_paths and c.systemd:
+            from .linux.cgroups import systemd
+
+            paths, made, c.systemd_unit = systemd.apply(c.cid, cgroups_path, resources or {},
+                                                        pid)  # fmt: skip
+            c.cgroup_paths.update(paths)
+            c.cgroup_created.extend(made)
+        elif not c.cgroup_paths:
             paths, made = cgroups.apply(c.cid, cgroups_path, resources or {}, pid,
                                         rootless=is_rootless)  # fmt: skip
             c.cgroup_paths.update(paths)
@@ -196,6 +210,7 @@ def _save_state(c: _Creating, pid_file: str | None) -> None:
             "annotations": c.config.get("annotations") or {},
             "cgroupPaths": c.cgroup_paths,
             "cgroupCreated": c.cgroup_created,
+            **({"systemdUnit": c.systemd_unit} if c.systemd_unit else {}),
             "hooks": bool(c.hooks),
             **_net_devices_back(c.ic, c.config),
         }
@@ -226,8 +241,21 @@ def _undo(c: _Creating, e: BaseException) -> None:
             pass
     if c.cgroup_created and not c.container.state:
         c.container.state = {"cgroupCreated": c.cgroup_created}
+        if c.systemd_unit:
+            c.container.state["systemdUnit"] = c.systemd_unit
     c.container.destroy()
     c.container.release()
+
+
+def _check_systemd(cid: str, cgroups_path: str | None) -> None:
+    """--systemd-cgroup: refused early with a path not of its form, or without systemd."""
+    from .linux.cgroups import systemd
+
+    systemd.parse(cid, cgroups_path)  # the path's form first, as runc
+    if not systemd.running():
+        raise OciboxError("--systemd-cgroup: systemd is not running on this host "
+                          "(no /run/systemd/system)",
+                          hint="leave out --systemd-cgroup to use cgroupfs")  # fmt: skip
 
 
 _FORWARDED = ("HUP", "INT", "QUIT", "TERM", "USR1", "USR2", "WINCH", "ALRM", "CONT", "PIPE")

@@ -44,7 +44,7 @@ def features() -> dict:
         "linux": {
             "namespaces": sorted(FLAGS),
             "capabilities": ["CAP_" + n for n in NAMES],
-            "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False},
+            "cgroup": {"v1": True, "v2": True, "systemd": True, "systemdUser": False},
             "seccomp": _seccomp(),
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},

@@ -33,6 +33,11 @@ def update(container: Container, resources: dict) -> None:
                                 hint="create it with linux.resources or linux.cgroupsPath")  # fmt: skip
     from .linux.cgroups import set_resources
 
+    unit = (container.state or {}).get("systemdUnit")
+    if unit:  # --systemd-cgroup: the unit's properties first, as runc
+        from .linux.cgroups.systemd import set_unit_resources
+
+        set_unit_resources(unit, paths, resources)
     set_resources(paths, resources)
 
 

@@ -1,0 +1,423 @@
+"""--systemd-cgroup: the container's cgroup is a transient systemd unit, as runc makes it.
+
+cgroupsPath is "slice:prefix:name" (empty: ":runc:<id>"): the unit is the scope
+"<prefix>-<name>.scope" in ``slice`` (default system.slice), or, when name ends
+in ".slice", that slice itself. systemd places slices by name
+("a-b.slice" is /a.slice/a-b.slice), so the cgroup is known without asking.
+
+    create   StartTransientUnit(PIDs=[pid], Slice, Delegate, DefaultDependencies=no,
+             the accounting switches, resources as systemd properties), wait for its
+             job; then, as runc, every resource is written to the unit's cgroup by
+             the cgroupfs code too (systemd cannot say all of them), devices included
+    update   SetUnitProperties with the converted resources, then cgroupfs again
+    delete   StopUnit (and ResetFailedUnit), then the cgroup directory if still there
+
+Everything else (pause, ps, kill --all, events, exec) works on the cgroup
+path kept in the state, as with cgroupfs. Resources become properties as
+runc 1.1 converts them on cgroup v2:
+
+    memory.limit -> MemoryMax      reservation -> MemoryLow    swap -> MemorySwapMax
+    cpu.shares   -> CPUWeight      quota, period -> CPUQuotaPerSecUSec, CPUQuotaPeriodUSec
+    cpu.cpus, mems -> AllowedCPUs, AllowedMemoryNodes (bitmasks)
+    pids.limit   -> TasksMax       devices -> DevicePolicy=strict, DeviceAllow
+    unified: cpu.max, cpu.weight, cpuset.*, memory.{min,low,high,max,swap.max}, pids.max
+
+Only cgroup v2 (unified) hosts are handled; v1 and hybrid hosts are refused.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ....errors import BundleError, NotImplementedYet, OciboxError
+
+DEFAULT_SLICE = "system.slice"
+DEFAULT_PREFIX = "runc"
+_MAX = 2**64 - 1  # systemd's "infinity" for limits and USec values
+_PERIOD = 100000  # the kernel's default cpu period (us)
+
+
+def running() -> bool:
+    """Whether systemd is this host's init (as sd_booted(3) tells)."""
+    return os.path.isdir("/run/systemd/system")
+
+
+# --- names and paths -----------------------------------------------------------
+
+
+def parse(cid: str, cgroups_path: str | None) -> tuple[str, str]:
+    """cgroupsPath "slice:prefix:name" -> (parent slice, unit name)."""
+    if not cgroups_path:
+        cgroups_path = f":{DEFAULT_PREFIX}:{cid}"
+    parts = cgroups_path.split(":")
+    if len(parts) != 3:
+        raise BundleError(
+            f'linux.cgroupsPath {cgroups_path!r}: expected "slice:prefix:name" for systemd '
+            "cgroups",
+            hint="e.g. system.slice:ocibox:<id>; or leave out --systemd-cgroup to use a "
+            "cgroupfs path",
+        )
+    parent, prefix, name = parts
+    parent = parent or DEFAULT_SLICE
+    expand_slice(parent)  # checked now: systemd's own error would come later and be vaguer
+    name = name or cid
+    if "/" in name or "/" in prefix:
+        raise BundleError(f"linux.cgroupsPath {cgroups_path!r}: no '/' in a unit name")
+    if name.endswith(".slice"):
+        expand_slice(name)
+        return parent, name
+    return parent, f"{prefix}-{name}.scope" if prefix else f"{name}.scope"
+
+
+def expand_slice(slice_name: str) -> str:
+    """A slice's cgroup below the root: "a-b.slice" -> "/a.slice/a-b.slice", "-.slice" -> "/"."""
+    base = slice_name.removesuffix(".slice")
+    if not slice_name.endswith(".slice") or not base or "/" in slice_name:
+        raise BundleError(f"invalid slice name {slice_name!r}",
+                          hint='a slice is named like "machine.slice" or "a-b.slice"')  # fmt: skip
+    if base == "-":
+        return "/"
+    path, prefix = "", ""
+    for part in base.split("-"):
+        if not part:
+            raise BundleError(f"invalid slice name {slice_name!r}: an empty part between '-'")
+        path += f"/{prefix}{part}.slice"
+        prefix += part + "-"
+    return path
+
+
+def unit_cgroup(parent: str, unit: str) -> str:
+    """The unit's cgroup below the hierarchy's root (no leading '/')."""
+    if unit.endswith(".slice"):
+        return expand_slice(unit).strip("/")
+    return (expand_slice(parent).rstrip("/") + "/" + unit).strip("/")
+
+
+# --- resources as unit properties --------------------------------------------------
+
+
+def range_to_bits(text: str, what: str) -> bytes:
+    """A cpuset list ("0-3,6") as systemd's bitmask: bit n of byte n//8 is CPU (node) n."""
+    mask = 0
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        lo, dash, hi = part.partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise BundleError(f"{what} {text!r}: not a list of numbers and ranges (0-3,6)")
+        a, b = int(lo), int(hi) if dash else int(lo)
+        if b < a:
+            raise BundleError(f"{what} {text!r}: range {part} runs backwards")
+        mask |= ((1 << (b - a + 1)) - 1) << a
+    return mask.to_bytes((mask.bit_length() + 7) // 8, "little")
+
+
+def cpu_quota_properties(quota: int | None, period: int | None, version: int) -> list:
+    """runc's addCpuQuota: per-second quota rounded up to 10 ms (systemd keeps percents)."""
+    props = []
+    if period:
+        if version >= 242:
+            props.append(("CPUQuotaPeriodUSec", ("t", period)))
+    if quota or period:
+        per_sec = _MAX
+        if quota and quota > 0:
+            per_sec = quota * 1000000 // (period or _PERIOD)
+            if per_sec % 10000:
+                per_sec = (per_sec // 10000 + 1) * 10000
+        props.append(("CPUQuotaPerSecUSec", ("t", per_sec)))
+    return props
+
+
+def _limit(value: int) -> int:
+    return _MAX if value < 0 else value
+
+
+def device_properties(devices: list[dict]) -> list:
+    """linux.resources.devices (and the defaults) as DevicePolicy and DeviceAllow.
+
+    The rules are played in order, as the kernel's v1 devices cgroup reads them,
+    to a list of what is allowed. systemd takes only an allow list; a deny rule
+    after an allow-all cannot be said, so systemd is then told to allow all
+    (DevicePolicy=auto) and our own device program, attached too, denies.
+    """
+    from .fs import device_rules
+
+    allow_all = False
+    allowed: dict[tuple[str, int, int], set[str]] = {}
+    for kind, major, minor, access, allow in device_rules(devices):
+        if kind == "a":
+            allow_all, allowed = allow, {}
+            continue
+        if allow_all:
+            continue
+        key = (kind, major, minor)
+        if allow:
+            allowed.setdefault(key, set()).update(access)
+        elif key in allowed:
+            allowed[key] -= set(access)
+            if not allowed[key]:
+                del allowed[key]
+    if allow_all:
+        return [("DevicePolicy", ("s", "auto")), ("DeviceAllow", ("a(ss)", []))]
+    entries = []
+    for (kind, major, minor), access in sorted(allowed.items()):
+        group = "char-" if kind == "c" else "block-"
+        if major < 0:
+            if minor >= 0:
+                continue  # "*:n" has no systemd form; the device program still has it
+            path = group + "*"
+        elif minor < 0:
+            path = f"{group}{major}"
+        else:
+            path = f"/dev/{'char' if kind == 'c' else 'block'}/{major}:{minor}"
+        entries.append((path, "".join(c for c in "rwm" if c in access)))
+    return [("DevicePolicy", ("s", "strict")), ("DeviceAllow", ("a(ss)", entries))]
+
+
+def _unified_properties(unified: dict, version: int) -> list:
+    props: list = []
+    for key, value in unified.items():
+        if not isinstance(value, str):
+            continue  # v2.set_unified refuses it with a clear message
+        v = value.strip()
+        where = f"linux.resources.unified[{key!r}]"
+        try:
+            if key == "cpu.max":
+                fields = v.split()
+                if not 1 <= len(fields) <= 2:
+                    raise ValueError
+                quota = 0 if fields[0] == "max" else int(fields[0])
+                period = int(fields[1]) if len(fields) == 2 else _PERIOD
+                props += cpu_quota_properties(quota, period, version)
+            elif key == "cpu.weight":
+                props.append(("CPUWeight", ("t", int(v))))
+            elif key in ("cpuset.cpus", "cpuset.mems") and version >= 244:
+                name = "AllowedCPUs" if key == "cpuset.cpus" else "AllowedMemoryNodes"
+                props.append((name, ("ay", range_to_bits(v, where))))
+            elif key in _MEMORY_KEYS:
+                props.append((_MEMORY_KEYS[key], ("t", _MAX if v == "max" else int(v))))
+            elif key == "pids.max":
+                props.append(("TasksMax", ("t", _MAX if v == "max" else int(v))))
+        except ValueError:
+            raise BundleError(f"{where}: value {value!r} is not valid") from None
+    return props
+
+
+_MEMORY_KEYS = {"memory.high": "MemoryHigh", "memory.low": "MemoryLow", "memory.min": "MemoryMin",
+                "memory.max": "MemoryMax", "memory.swap.max": "MemorySwapMax"}  # fmt: skip
+
+
+def resource_properties(resources: dict, version: int = 252, period_now: int = 0) -> list:
+    """linux.resources as systemd unit properties for cgroup v2, as runc 1.1 makes them.
+
+    ``version`` is systemd's (some properties are newer than others);
+    ``period_now`` the cgroup's current cpu period, for an update that gives a quota alone.
+    """
+    from .v2 import cpu_weight, swap_max
+
+    props: list = []
+    if resources.get("devices") is not None:
+        props += device_properties(resources["devices"])
+    mem = resources.get("memory") or {}
+    if mem.get("limit"):
+        props.append(("MemoryMax", ("t", _limit(mem["limit"]))))
+    if mem.get("reservation"):
+        props.append(("MemoryLow", ("t", _limit(mem["reservation"]))))
+    swap = swap_max(mem.get("swap"), mem.get("limit"))
+    if swap:
+        props.append(("MemorySwapMax", ("t", _MAX if swap == "max" else int(swap))))
+    cpu = resources.get("cpu") or {}
+    weight = cpu_weight(cpu.get("shares") or 0)
+    if weight:
+        props.append(("CPUWeight", ("t", weight)))
+    quota, period = cpu.get("quota"), cpu.get("period")
+    if quota and not period and period_now:
+        # An update of the quota alone: per second of the period in force.
+        props += [p for p in cpu_quota_properties(quota, period_now, version)
+                  if p[0] != "CPUQuotaPeriodUSec"]  # fmt: skip
+    else:
+        props += cpu_quota_properties(quota, period, version)
+    limit = (resources.get("pids") or {}).get("limit")
+    if limit and (limit > 0 or limit == -1):
+        props.append(("TasksMax", ("t", _limit(limit))))
+    if version >= 244:
+        for key, name in (("cpus", "AllowedCPUs"), ("mems", "AllowedMemoryNodes")):
+            if cpu.get(key):
+                props.append((name, ("ay", range_to_bits(cpu[key], f"linux.resources.cpu.{key}"))))
+    if resources.get("unified"):
+        props += _unified_properties(resources["unified"], version)
+    return props
+
+
+def _needs_version(resources: dict) -> bool:
+    cpu = resources.get("cpu") or {}
+    unified = resources.get("unified") or {}
+    return bool(cpu.get("period") or cpu.get("cpus") or cpu.get("mems") or "cpu.max" in unified
+                or "cpuset.cpus" in unified or "cpuset.mems" in unified)  # fmt: skip
+
+
+# --- talking to systemd ------------------------------------------------------------
+
+
+def _connect():
+    from .. import dbus
+
+    return dbus.system()
+
+
+def version(conn) -> int:
+    """systemd's version number ("252.19-1~deb12u1" -> 252)."""
+    from .. import dbus
+
+    text = conn.call(dbus.SYSTEMD, dbus.PATH, dbus.PROPERTIES, "Get", "ss",
+                     (dbus.MANAGER, "Version"))[0]  # fmt: skip
+    digits = ""
+    for ch in str(text).lstrip('"v'):
+        if not ch.isdigit():
+            break
+        digits += ch
+    return int(digits) if digits else 0
+
+
+def _watch_jobs(conn) -> None:
+    """On the system bus, JobRemoved signals reach us only through a match rule."""
+    from .. import dbus
+
+    if conn.unique_name:
+        rule = (f"type='signal',sender='{dbus.SYSTEMD}',interface='{dbus.MANAGER}',"
+                "member='JobRemoved'")  # fmt: skip
+        conn.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                  "AddMatch", "s", (rule,))  # fmt: skip
+
+
+def _job_result(conn, job: str) -> str:
+    msg = conn.wait_signal(lambda m: m.fields.get("member") == "JobRemoved"
+                           and len(m.body) == 4 and m.body[1] == job)  # fmt: skip
+    return msg.body[3]
+
+
+def start_unit(conn, unit: str, props: list) -> None:
+    """StartTransientUnit and wait for its job; a leftover failed unit of that name is
+    reset and the start tried once more, as runc does."""
+    from .. import dbus
+
+    _watch_jobs(conn)
+    for attempt in (1, 2):
+        try:
+            job = conn.call(dbus.SYSTEMD, dbus.PATH, dbus.MANAGER, "StartTransientUnit",
+                            "ssa(sv)a(sa(sv))", (unit, "replace", props, []))[0]  # fmt: skip
+        except dbus.DBusError as e:
+            if e.name != "org.freedesktop.systemd1.UnitExists" or attempt == 2:
+                raise OciboxError(f"systemd unit {unit}: {e.message}") from None
+            _reset_failed(conn, unit)
+            continue
+        result = _job_result(conn, job)
+        if result != "done":
+            _reset_failed(conn, unit)
+            raise OciboxError(f"systemd unit {unit}: its start job ended with {result!r}")
+        return
+
+
+def _reset_failed(conn, unit: str) -> None:
+    from .. import dbus
+
+    try:
+        conn.call(dbus.SYSTEMD, dbus.PATH, dbus.MANAGER, "ResetFailedUnit", "s", (unit,))
+    except dbus.DBusError:
+        pass
+
+
+def apply(cid: str, cgroups_path: str | None, resources: dict, pid: int) -> tuple[dict, list, str]:
+    """Make the container's unit with ``pid`` in it, and set its resources.
+
+    Returns the cgroup paths (as the cgroupfs driver does), the directories to
+    remove on delete, and the unit's name (to stop it then).
+    """
+    from . import v2
+    from .fs import UNIFIED, hierarchies, mode
+
+    parent, unit = parse(cid, cgroups_path)
+    mounts = hierarchies()
+    if mode(mounts) != UNIFIED:
+        raise NotImplementedYet("--systemd-cgroup: only hosts with cgroup v2 alone (unified) "
+                                "are supported; this one has cgroup v1 hierarchies",
+                                hint="leave out --systemd-cgroup to use cgroupfs")  # fmt: skip
+    conn = _connect()
+    try:
+        ver = version(conn) if _needs_version(resources) else 252
+        name = cgroups_path_name(cid, cgroups_path)
+        props: list = [("Description", ("s", f"libcontainer container {name}"))]
+        if unit.endswith(".slice"):
+            props.append(("Wants", ("as", [parent])))
+        else:
+            props += [("Slice", ("s", parent)), ("Delegate", ("b", True))]
+        props += [("PIDs", ("au", [pid])),
+                  ("MemoryAccounting", ("b", True)), ("CPUAccounting", ("b", True)),
+                  ("IOAccounting", ("b", True)), ("TasksAccounting", ("b", True)),
+                  ("DefaultDependencies", ("b", False))]  # fmt: skip
+        props += resource_properties(resources, ver)
+        start_unit(conn, unit, props)
+        path = os.path.join(mounts["unified"], unit_cgroup(parent, unit))
+        try:
+            v2.set_resources(path, resources)
+            v2.set_devices(path, resources.get("devices") or [])
+        except BaseException:
+            stop_unit(unit, conn)
+            raise
+    finally:
+        conn.close()
+    return {"unified": path}, [path], unit
+
+
+def cgroups_path_name(cid: str, cgroups_path: str | None) -> str:
+    parts = (cgroups_path or "").split(":")
+    return parts[2] if len(parts) == 3 and parts[2] else cid
+
+
+def set_unit_resources(unit: str, paths: dict[str, str], resources: dict) -> None:
+    """update: the unit's properties (as runtime changes); the caller then writes cgroupfs."""
+    from .. import dbus
+
+    path = paths.get("unified", "")
+    period_now = 0
+    try:
+        with open(os.path.join(path, "cpu.max")) as f:
+            fields = f.read().split()
+        period_now = int(fields[1]) if len(fields) == 2 else 0
+    except (OSError, ValueError):
+        pass
+    conn = _connect()
+    try:
+        ver = version(conn) if _needs_version(resources) else 252
+        props = resource_properties(resources, ver, period_now)
+        if not props:
+            return
+        try:
+            conn.call(dbus.SYSTEMD, dbus.PATH, dbus.MANAGER, "SetUnitProperties", "sba(sv)",
+                      (unit, True, props))  # fmt: skip
+        except dbus.DBusError as e:
+            raise OciboxError(f"systemd unit {unit}: {e.message}") from None
+    finally:
+        conn.close()
+
+
+def stop_unit(unit: str, conn=None) -> None:
+    """StopUnit and wait for it (a unit already gone is fine), then ResetFailedUnit."""
+    from .. import dbus
+
+    own = conn is None
+    conn = conn or _connect()
+    try:
+        _watch_jobs(conn)
+        try:
+            job = conn.call(dbus.SYSTEMD, dbus.PATH, dbus.MANAGER, "StopUnit", "ss",
+                            (unit, "replace"))[0]  # fmt: skip
+        except dbus.DBusError as e:
+            if e.name != "org.freedesktop.systemd1.NoSuchUnit":
+                raise OciboxError(f"systemd unit {unit}: {e.message}") from None
+        else:
+            _job_result(conn, job)  # "done", or already stopping: either way it goes
+        _reset_failed(conn, unit)
+    finally:
+        if own:
+            conn.close()
