@@ -152,9 +152,17 @@ def _cgroup_joiner(c: _Creating):
         return None
     from .linux import cgroups
 
+    calls = []
+
     def on_cgroups(pid: int) -> None:
         # First the intermediate's: the cgroups are made; then the init's.
-        if not c.cgroup_paths and c.systemd:
+        calls.append(pid)
+        if c.systemd:
+            # The unit is made for the init alone: a scope that held only the
+            # intermediate, which exits now, would be emptied and stopped by systemd
+            # before the init got in.
+            if len(calls) == 1:
+                return
             from .linux.cgroups import systemd
 
             paths, made, c.systemd_unit = systemd.apply(c.cid, cgroups_path, resources or {},

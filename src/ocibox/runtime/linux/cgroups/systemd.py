@@ -160,18 +160,43 @@ def device_properties(devices: list[dict]) -> list:
     if allow_all:
         return [("DevicePolicy", ("s", "auto")), ("DeviceAllow", ("a(ss)", []))]
     entries = []
+    groups = None
     for (kind, major, minor), access in sorted(allowed.items()):
-        group = "char-" if kind == "c" else "block-"
+        prefix = "char-" if kind == "c" else "block-"
         if major < 0:
             if minor >= 0:
                 continue  # "*:n" has no systemd form; the device program still has it
-            path = group + "*"
+            path = prefix + "*"
         elif minor < 0:
-            path = f"{group}{major}"
+            # As runc: the driver's name from /proc/devices ("char-pts"), else the number.
+            groups = _device_groups() if groups is None else groups
+            path = prefix + groups.get((kind, major), str(major))
         else:
-            path = f"/dev/{'char' if kind == 'c' else 'block'}/{major}:{minor}"
+            sysfs = "char" if kind == "c" else "block"
+            if not os.path.exists(f"/sys/dev/{sysfs}/{major}:{minor}"):
+                continue  # as runc: only devices this host has (the device program has all)
+            path = f"/dev/{sysfs}/{major}:{minor}"
         entries.append((path, "".join(c for c in "rwm" if c in access)))
     return [("DevicePolicy", ("s", "strict")), ("DeviceAllow", ("a(ss)", entries))]
+
+
+def _device_groups() -> dict[tuple[str, int], str]:
+    """(type, major) -> the name /proc/devices gives it (the first, if several)."""
+    out: dict[tuple[str, int], str] = {}
+    kind = ""
+    try:
+        with open("/proc/devices") as f:
+            for line in f:
+                line = line.strip()
+                if line.endswith("devices:"):
+                    kind = "c" if line.startswith("Character") else "b"
+                    continue
+                number, _, name = line.partition(" ")
+                if number.isdigit() and name:
+                    out.setdefault((kind, int(number)), name)
+    except OSError:
+        pass
+    return out
 
 
 def _unified_properties(unified: dict, version: int) -> list:

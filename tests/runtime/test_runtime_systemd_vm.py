@@ -1,0 +1,258 @@
+"""--systemd-cgroup against runc's, with systemd as PID 1 in a VM (vmhost, cgroup v2).
+
+One boot runs the same bundle under `runc --systemd-cgroup` and
+`ocibox-runtime --systemd-cgroup` with podman's cgroupsPath form and the same
+resources, and records for each: the unit's properties (systemctl show), the
+cgroup of the init and the files of the unit's cgroup, the same after update,
+pause/resume, exec, ps, events --stats, kill --all, and what delete leaves.
+The tests compare the two records. The guest boots the host's own root over
+9p; a small unit of ours runs the script and powers off (no other service
+starts).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.peer]
+
+# Before systemd: our units where it finds them, and no /.dockerenv (the image this
+# host was made from has one, and systemd would think itself in a container).
+_PREINIT = """#!/bin/sh
+rm -f /.dockerenv /run/.containerenv
+mkdir -p /run/systemd/system
+cp /run/vmhost/job/vmjob.service /run/vmhost/job/vmjob.target /run/systemd/system/
+exec /lib/systemd/systemd --unit=vmjob.target
+"""
+_SERVICE = """[Unit]
+Description=vmhost job
+DefaultDependencies=no
+[Service]
+Type=oneshot
+Environment=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+Environment=PYTHONDONTWRITEBYTECODE=1
+ExecStart=/bin/sh -c '/bin/sh /run/vmhost/job/script > /run/vmhost/job/output 2>&1 \
+ < /dev/null; echo $? > /run/vmhost/job/rc; sync; echo o > /proc/sysrq-trigger'
+"""
+_TARGET = """[Unit]
+Description=vmhost job target
+Requires=vmjob.service
+After=vmjob.service
+"""
+
+PROPS = ("Slice", "Delegate", "DefaultDependencies", "MemoryAccounting", "CPUAccounting",
+         "IOAccounting", "TasksAccounting", "MemoryMax", "MemoryLow", "MemorySwapMax",
+         "CPUWeight", "CPUQuotaPerSecUSec", "CPUQuotaPeriodUSec", "TasksMax", "AllowedCPUs",
+         "AllowedMemoryNodes", "DevicePolicy", "DeviceAllow", "Description", "ControlGroup")  # fmt: skip
+FILES = ("memory.max", "memory.low", "memory.swap.max", "cpu.weight", "cpu.max", "pids.max",
+         "cpuset.cpus", "cpuset.mems")  # fmt: skip
+
+_SCRIPT = r"""
+set -u
+SRC=@SRC@
+PY=@PY@
+B=/tmp/bundle
+mkdir -p $B/rootfs/bin $B/rootfs/proc $B/rootfs/dev $B/rootfs/sys $B/rootfs/tmp
+cp /bin/busybox $B/rootfs/bin/busybox
+for a in sh sleep cat true; do ln -s busybox $B/rootfs/bin/$a; done
+cd $B && runc spec && cd /
+$PY - <<'EOF'
+import json
+p = "/tmp/bundle/config.json"
+c = json.load(open(p))
+c["process"]["terminal"] = False
+c["process"]["args"] = ["sleep", "1000"]
+c["linux"]["resources"].update({
+    "memory": {"limit": 67108864, "reservation": 33554432, "swap": 100663296},
+    "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0", "mems": "0"},
+    "pids": {"limit": 100},
+})
+json.dump(c, open(p, "w"))
+EOF
+cp $B/config.json /tmp/config.base
+show() {  # RT WHAT UNIT
+  systemctl show @PROPS@ "$3" | sed "s/^/$1 $2 /"
+}
+files() {  # RT WHAT DIR
+  for f in @FILES@; do echo "$1 $2 file $f=$(cat $3/$f 2>&1)"; done
+}
+for RT in runc ocibox; do
+  if [ $RT = runc ]; then R="runc --root /tmp/root-$RT --systemd-cgroup"
+  else R="env PYTHONPATH=$SRC $PY -m ocibox.runtime.cli --root /tmp/root-$RT --systemd-cgroup"; fi
+  ID=sd-$RT
+  U=libpod-$ID.scope
+  CG=/sys/fs/cgroup/machine.slice/$U
+  cp /tmp/config.base $B/config.json
+  $PY - $ID <<'EOF'
+import json, sys
+p = "/tmp/bundle/config.json"
+c = json.load(open(p))
+c["linux"]["cgroupsPath"] = "machine.slice:libpod:" + sys.argv[1]
+json.dump(c, open(p, "w"))
+EOF
+  $R create --bundle $B $ID; echo "$RT create rc=$?"
+  $R start $ID; echo "$RT start rc=$?"
+  show $RT created $U
+  PID=$($R state $ID | $PY -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+  echo "$RT initcgroup $(cat /proc/$PID/cgroup)"
+  files $RT created $CG
+  echo "$RT procs $(wc -l < $CG/cgroup.procs)"
+  $R update --memory 134217728 --pids-limit 50 --cpu-quota 20000 $ID; echo "$RT update rc=$?"
+  show $RT updated $U
+  files $RT updated $CG
+  $R pause $ID; echo "$RT pause rc=$?"
+  echo "$RT paused $($R state $ID | $PY -c 'import json,sys; print(json.load(sys.stdin)["status"])') $(grep frozen $CG/cgroup.events)"
+  $R resume $ID; echo "$RT resume rc=$?"
+  echo "$RT resumed $($R state $ID | $PY -c 'import json,sys; print(json.load(sys.stdin)["status"])') $(grep frozen $CG/cgroup.events)"
+  $R exec -d $ID sleep 999; echo "$RT exec rc=$?"
+  echo "$RT ps $($R ps --format json $ID | $PY -c 'import json,sys; print(len(json.load(sys.stdin)))')"
+  echo "$RT procs-after-exec $(wc -l < $CG/cgroup.procs)"
+  echo "$RT stats $($R events --stats $ID | $PY -c 'import json,sys; d=json.load(sys.stdin)["data"]; print(d["memory"]["usage"]["usage"] > 0, d["pids"]["current"])')"
+  $R kill --all $ID KILL; echo "$RT kill rc=$?"
+  sleep 1
+  $R delete $ID; echo "$RT delete rc=$?"
+  echo "$RT deleted $(systemctl show -p LoadState -p ActiveState $U | tr '\n' ' ') dir=$(test -d $CG && echo yes || echo no)"
+  # A kubepods-like nested slice; delete of a running container (the unit is stopped).
+  $PY - $ID <<'EOF'
+import json, sys
+p = "/tmp/bundle/config.json"
+c = json.load(open(p))
+c["linux"]["cgroupsPath"] = "kubepods-besteffort.slice:cri-containerd:k" + sys.argv[1]
+c["linux"]["resources"] = {"devices": c["linux"]["resources"]["devices"]}
+json.dump(c, open(p, "w"))
+EOF
+  KU=cri-containerd-k$ID.scope
+  $R run -d --bundle $B k$ID; echo "$RT run rc=$?"
+  KPID=$($R state k$ID | $PY -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+  echo "$RT kinitcgroup $(cat /proc/$KPID/cgroup)"
+  show $RT kube $KU
+  $R delete --force k$ID; echo "$RT kdelete rc=$?"
+  echo "$RT kdeleted $(systemctl show -p LoadState $KU) dir=$(test -d /sys/fs/cgroup/kubepods.slice/kubepods-besteffort.slice/$KU && echo yes || echo no)"
+done
+# A cgroupfs path under --systemd-cgroup, and no such slice name.
+$PY - <<'EOF'
+import json
+p = "/tmp/bundle/config.json"
+c = json.load(open(p))
+c["linux"]["cgroupsPath"] = "/not/systemd"
+json.dump(c, open(p, "w"))
+EOF
+env PYTHONPATH=$SRC $PY -m ocibox.runtime.cli --root /tmp/r2 --systemd-cgroup create --bundle $B bad 2>&1 | sed 's/^/ocibox badpath /'
+echo "ocibox badpath-units $(systemctl list-units --all --no-legend 'libpod-bad*' | wc -l)"
+"""
+
+
+def _script() -> str:
+    import ocibox
+
+    src = str(Path(ocibox.__file__).resolve().parent.parent)
+    return (_SCRIPT.replace("@SRC@", src).replace("@PY@", sys.executable)
+            .replace("@PROPS@", " ".join(f"-p {p}" for p in PROPS))
+            .replace("@FILES@", " ".join(FILES)))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def guest():
+    import vmhost
+
+    vmhost.require()
+    if not os.path.exists("/lib/systemd/systemd"):
+        pytest.skip("systemd is not installed (apt-get install systemd)")
+    if not os.path.exists("/usr/sbin/runc") and not os.path.exists("/usr/bin/runc"):
+        pytest.skip("runc is not installed")
+    r = vmhost.boot(_script(), init=["/bin/sh", "/run/vmhost/job/preinit"], timeout=600,
+                    files={"preinit": _PREINIT, "vmjob.service": _SERVICE,
+                           "vmjob.target": _TARGET})  # fmt: skip
+    assert r.returncode is not None, f"the VM did not finish:\n{r.console[-4000:]}"
+    out: dict[str, dict[str, list[str]]] = {"runc": {}, "ocibox": {}}
+    for line in r.output.splitlines():
+        rt, _, rest = line.partition(" ")
+        what, _, value = rest.partition(" ")
+        if rt in out:
+            out[rt].setdefault(what, []).append(value)
+    return out, r.output
+
+
+def _props(rec: dict, what: str, rt: str) -> dict[str, str]:
+    got = dict(v.split("=", 1) for v in rec.get(what, []) if "=" in v and " " not in v.split("=")[0])
+    return {k: v.replace(f"sd-{rt}", "ID").replace(f"ksd-{rt}", "KID") for k, v in got.items()}
+
+
+def test_both_ran_every_step(guest):
+    out, text = guest
+    for rt in ("runc", "ocibox"):
+        for step in ("create", "start", "update", "pause", "resume", "exec", "kill", "delete",
+                     "run", "kdelete"):  # fmt: skip
+            assert out[rt].get(step) == ["rc=0"], f"{rt} {step}:\n{text}"
+
+
+def test_unit_properties_as_runc(guest):
+    out, text = guest
+    for what in ("created", "updated"):
+        runc, ours = _props(out["runc"], what, "runc"), _props(out["ocibox"], what, "ocibox")
+        assert set(runc.pop("DeviceAllow").split()) == set(ours.pop("DeviceAllow").split())
+        assert ours == runc, what
+    created = _props(out["ocibox"], "created", "ocibox")
+    assert created["Slice"] == "machine.slice" and created["Delegate"] == "yes"
+    assert created["MemoryMax"] == "67108864" and created["TasksMax"] == "100"
+    assert created["ControlGroup"] == "/machine.slice/libpod-ID.scope"
+    updated = _props(out["ocibox"], "updated", "ocibox")
+    assert updated["MemoryMax"] == "134217728" and updated["TasksMax"] == "50"
+    assert updated["CPUQuotaPerSecUSec"] == "200ms"
+
+
+def test_cgroup_files_as_runc(guest):
+    out, _ = guest
+    for what in ("created", "updated"):
+        runc = [v for v in out["runc"][what] if v.startswith("file ")]
+        ours = [v for v in out["ocibox"][what] if v.startswith("file ")]
+        assert ours == runc, what
+    files = dict(v[5:].split("=", 1) for v in out["ocibox"]["updated"] if v.startswith("file "))
+    assert files["memory.max"] == "134217728" and files["pids.max"] == "50"
+    assert files["cpu.max"] == "20000 100000"
+
+
+def test_init_in_the_units_cgroup(guest):
+    out, _ = guest
+    assert out["ocibox"]["initcgroup"] == ["0::/machine.slice/libpod-sd-ocibox.scope"]
+    assert out["runc"]["initcgroup"] == ["0::/machine.slice/libpod-sd-runc.scope"]
+    kube = "0::/kubepods.slice/kubepods-besteffort.slice/cri-containerd-ksd-{}.scope"
+    assert out["ocibox"]["kinitcgroup"] == [kube.format("ocibox")]
+    assert out["runc"]["kinitcgroup"] == [kube.format("runc")]
+    runc, ours = _props(out["runc"], "kube", "runc"), _props(out["ocibox"], "kube", "ocibox")
+    assert ours["Slice"] == runc["Slice"] == "kubepods-besteffort.slice"
+
+
+def test_lifecycle_on_the_unit(guest):
+    out, _ = guest
+    for rt in ("runc", "ocibox"):
+        o = out[rt]
+        assert o["procs"] == ["1"], rt
+        assert o["paused"] == ["paused frozen 1"], rt
+        assert o["resumed"] == ["running frozen 0"], rt
+        assert o["ps"] == ["2"] and o["procs-after-exec"] == ["2"], rt
+        assert o["stats"] == ["True 2"], rt
+
+
+def test_delete_removes_unit_and_cgroup(guest):
+    out, _ = guest
+    for rt in ("runc", "ocibox"):
+        assert out[rt]["deleted"] == ["LoadState=not-found ActiveState=inactive  dir=no"], rt
+        assert out[rt]["kdeleted"] == ["LoadState=not-found dir=no"], rt
+
+
+def test_bad_path_refused_without_a_unit(guest):
+    out, text = guest
+    assert any('expected "slice:prefix:name"' in v for v in out["ocibox"]["badpath"]), text
+    assert out["ocibox"]["badpath-units"] == ["0"]
+
+
+def test_output_has_no_traceback(guest):
+    _, text = guest
+    assert "Traceback" not in text, text
+    assert not re.search(r"^ocibox (create|start|update) rc=[1-9]", text, re.M)
