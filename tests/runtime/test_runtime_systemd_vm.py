@@ -56,14 +56,15 @@ _SCRIPT = r"""
 set -u
 SRC=@SRC@
 PY=@PY@
-B=/tmp/bundle
+W=/var/lib/ocibox-vm  # not /tmp: units started later may mount a tmpfs there
+B=$W/bundle
 mkdir -p $B/rootfs/bin $B/rootfs/proc $B/rootfs/dev $B/rootfs/sys $B/rootfs/tmp
 cp /bin/busybox $B/rootfs/bin/busybox
 for a in sh sleep cat true; do ln -s busybox $B/rootfs/bin/$a; done
 cd $B && runc spec && cd /
 $PY - <<'EOF'
 import json
-p = "/tmp/bundle/config.json"
+p = "/var/lib/ocibox-vm/bundle/config.json"
 c = json.load(open(p))
 c["process"]["terminal"] = False
 c["process"]["args"] = ["sleep", "1000"]
@@ -74,7 +75,7 @@ c["linux"]["resources"].update({
 })
 json.dump(c, open(p, "w"))
 EOF
-cp $B/config.json /tmp/config.base
+cp $B/config.json $W/config.base
 show() {  # RT WHAT UNIT
   systemctl show @PROPS@ "$3" | sed "s/^/$1 $2 /"
 }
@@ -82,15 +83,15 @@ files() {  # RT WHAT DIR
   for f in @FILES@; do echo "$1 $2 file $f=$(cat $3/$f 2>&1)"; done
 }
 for RT in runc ocibox; do
-  if [ $RT = runc ]; then R="runc --root /tmp/root-$RT --systemd-cgroup"
-  else R="env PYTHONPATH=$SRC $PY -m ocibox.runtime.cli --root /tmp/root-$RT --systemd-cgroup"; fi
+  if [ $RT = runc ]; then R="runc --root $W/root-$RT --systemd-cgroup"
+  else R="env PYTHONPATH=$SRC $PY -m ocibox.runtime.cli --root $W/root-$RT --systemd-cgroup"; fi
   ID=sd-$RT
   U=libpod-$ID.scope
   CG=/sys/fs/cgroup/machine.slice/$U
-  cp /tmp/config.base $B/config.json
+  cp $W/config.base $B/config.json
   $PY - $ID <<'EOF'
 import json, sys
-p = "/tmp/bundle/config.json"
+p = "/var/lib/ocibox-vm/bundle/config.json"
 c = json.load(open(p))
 c["linux"]["cgroupsPath"] = "machine.slice:libpod:" + sys.argv[1]
 json.dump(c, open(p, "w"))
@@ -120,7 +121,7 @@ EOF
   # A kubepods-like nested slice; delete of a running container (the unit is stopped).
   $PY - $ID <<'EOF'
 import json, sys
-p = "/tmp/bundle/config.json"
+p = "/var/lib/ocibox-vm/bundle/config.json"
 c = json.load(open(p))
 c["linux"]["cgroupsPath"] = "kubepods-besteffort.slice:cri-containerd:k" + sys.argv[1]
 c["linux"]["resources"] = {"devices": c["linux"]["resources"]["devices"]}
@@ -137,13 +138,48 @@ done
 # A cgroupfs path under --systemd-cgroup, and no such slice name.
 $PY - <<'EOF'
 import json
-p = "/tmp/bundle/config.json"
+p = "/var/lib/ocibox-vm/bundle/config.json"
 c = json.load(open(p))
 c["linux"]["cgroupsPath"] = "/not/systemd"
 json.dump(c, open(p, "w"))
 EOF
-env PYTHONPATH=$SRC $PY -m ocibox.runtime.cli --root /tmp/r2 --systemd-cgroup create --bundle $B bad 2>&1 | sed 's/^/ocibox badpath /'
+env PYTHONPATH=$SRC $PY -m ocibox.runtime.cli --root $W/r2 --systemd-cgroup create --bundle $B bad 2>&1 | sed 's/^/ocibox badpath /'
 echo "ocibox badpath-units $(systemctl list-units --all --no-legend 'libpod-bad*' | wc -l)"
+# The system bus, as a user that is not root would reach systemd (dbus-daemon in between:
+# Hello, a match rule for JobRemoved).
+systemctl start dbus.service; echo "bus dbus rc=$?"
+$PY - <<EOF
+import os, subprocess, sys
+sys.path.insert(0, "$SRC")
+from ocibox.runtime.linux import dbus
+from ocibox.runtime.linux.cgroups import systemd as sd
+p = subprocess.Popen(["sleep", "300"])
+c = dbus.Connection(dbus.SYSTEM_BUS, bus=True)
+print("bus hello", c.unique_name.startswith(":"))
+sd.start_unit(c, "ocibox-bus.scope", [("PIDs", ("au", [p.pid])), ("Slice", ("s", "system.slice")),
+                                      ("Delegate", ("b", True))])
+print("bus started", open(f"/proc/{p.pid}/cgroup").read().strip())
+sd.stop_unit("ocibox-bus.scope", c)
+print("bus stopped", os.path.exists("/sys/fs/cgroup/system.slice/ocibox-bus.scope"))
+EOF
+# podman with its systemd cgroup manager (its default on systemd hosts), runc then ours.
+T=$W/pm
+mkdir -p $T/tmp
+tar -C $B/rootfs -cf $T/rootfs.tar .
+printf '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n' > $T/containers.conf
+export CONTAINERS_CONF=$T/containers.conf
+printf '#!/bin/sh\nexec env PYTHONPATH=%s %s -m ocibox.runtime.cli "$@"\n' $SRC $PY > $T/ocibox
+chmod +x $T/ocibox
+PM="podman --root $T/root --runroot $T/run --tmpdir $T/tmp --storage-driver vfs --events-backend none --cgroup-manager systemd"
+$PM import -q $T/rootfs.tar localhost/bb > /dev/null; echo "podman import rc=$?"
+for RT in runc $T/ocibox; do
+  N=$(basename $RT)
+  ID=$($PM --runtime $RT run -d --network none --memory 64m --pids-limit 77 localhost/bb sleep 100)
+  echo "$N podman-rund rc=$?"
+  systemctl show -p Slice -p ControlGroup -p MemoryMax -p TasksMax -p Delegate libpod-$ID.scope | sed "s/^/$N podman-show /;s/$ID/ID/"
+  $PM --runtime $RT rm -f -t 0 $ID > /dev/null; echo "$N podman-rm rc=$?"
+  echo "$N podman-after $(systemctl list-units --all --no-legend "libpod-$ID.scope" | wc -l) $(ls /sys/fs/cgroup/machine.slice/ | grep -c $ID)"
+done
 """
 
 
@@ -169,7 +205,7 @@ def guest():
                     files={"preinit": _PREINIT, "vmjob.service": _SERVICE,
                            "vmjob.target": _TARGET})  # fmt: skip
     assert r.returncode is not None, f"the VM did not finish:\n{r.console[-4000:]}"
-    out: dict[str, dict[str, list[str]]] = {"runc": {}, "ocibox": {}}
+    out: dict[str, dict[str, list[str]]] = {"runc": {}, "ocibox": {}, "bus": {}}
     for line in r.output.splitlines():
         rt, _, rest = line.partition(" ")
         what, _, value = rest.partition(" ")
@@ -256,3 +292,25 @@ def test_output_has_no_traceback(guest):
     _, text = guest
     assert "Traceback" not in text, text
     assert not re.search(r"^ocibox (create|start|update) rc=[1-9]", text, re.M)
+
+
+def test_system_bus_fallback(guest):
+    """Through dbus-daemon (Hello, AddMatch for JobRemoved) as well as systemd's own socket."""
+    out, text = guest
+    assert out["bus"].get("dbus") == ["rc=0"], text
+    assert out["bus"]["hello"] == ["True"], text
+    assert out["bus"]["started"] == ["0::/system.slice/ocibox-bus.scope"], text
+    assert out["bus"]["stopped"] == ["False"], text
+
+
+def test_podman_systemd_cgroup_manager(guest):
+    """podman --cgroup-manager=systemd runs, limits and removes a container with ours as with runc."""
+    out, text = guest
+    if out["runc"].get("podman-rund") != ["rc=0"]:
+        pytest.skip(f"podman with runc does not work in the VM either:\n{text[-3000:]}")
+    for key in ("podman-rund", "podman-show", "podman-rm", "podman-after"):
+        assert out["ocibox"].get(key) == out["runc"].get(key), f"{key}:\n{text}"
+    show = dict(v.split("=", 1) for v in out["ocibox"]["podman-show"])
+    assert show["Slice"] == "machine.slice" and show["ControlGroup"] == "/machine.slice/libpod-ID.scope"
+    assert show["MemoryMax"] == "67108864" and show["TasksMax"] == "77"
+    assert out["ocibox"]["podman-after"] == ["0 0"]
