@@ -198,3 +198,37 @@ def test_no_dbus_import_without_the_flag():
             "print(any(m.endswith(('.dbus', '.systemd')) for m in sys.modules))")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_annotation_properties():
+    got = dict(sd.annotation_properties({
+        "org.systemd.property.TimeoutStopUSec": "uint64 123456789",
+        "org.systemd.property.CollectMode": "'inactive-or-failed'",
+        "org.systemd.property.TimeoutStopSec": "7",
+        "org.systemd.property.RuntimeMaxSec": "1.5",
+        "org.systemd.property.Delegate": "true",
+        "org.systemd.property.Wants": "['a.service', 'b.service']",
+        "org.systemd.property.Nice": "int32 -5",
+        "io.kubernetes.other": "ignored",
+    }))  # fmt: skip
+    assert got == {
+        # Both name TimeoutStopUSec; in key order the USec one comes last and wins.
+        "TimeoutStopUSec": ("t", 123456789),
+        "CollectMode": ("s", "inactive-or-failed"),
+        "RuntimeMaxUSec": ("t", 1500000),
+        "Delegate": ("b", True),
+        "Wants": ("as", ["a.service", "b.service"]),
+        "Nice": ("i", -5),
+    }
+    assert sd.annotation_properties({"org.systemd.property.TimeoutStopUSec": "uint64 5"}) == [
+        ("TimeoutStopUSec", ("t", 5))]  # fmt: skip
+
+
+@pytest.mark.parametrize("key, value", [
+    ("org.systemd.property.X", "1"), ("org.systemd.property.Bad-Name", "1"),
+    ("org.systemd.property.CollectMode", "inactive"), ("org.systemd.property.TimeoutStopSec", "'x'"),
+    ("org.systemd.property.Wants", "['a', 1]"), ("org.systemd.property.Nice", "uint64 'x'"),
+])  # fmt: skip
+def test_annotation_properties_refused(key, value):
+    with pytest.raises(BundleError, match="annotation"):
+        sd.annotation_properties({key: value})

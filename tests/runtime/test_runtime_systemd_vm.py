@@ -48,7 +48,8 @@ After=vmjob.service
 PROPS = ("Slice", "Delegate", "DefaultDependencies", "MemoryAccounting", "CPUAccounting",
          "IOAccounting", "TasksAccounting", "MemoryMax", "MemoryLow", "MemorySwapMax",
          "CPUWeight", "CPUQuotaPerSecUSec", "CPUQuotaPeriodUSec", "TasksMax", "AllowedCPUs",
-         "AllowedMemoryNodes", "DevicePolicy", "DeviceAllow", "Description", "ControlGroup")  # fmt: skip
+         "AllowedMemoryNodes", "DevicePolicy", "DeviceAllow", "Description", "ControlGroup",
+         "TimeoutStopUSec", "CollectMode")  # fmt: skip
 FILES = ("memory.max", "memory.low", "memory.swap.max", "cpu.weight", "cpu.max", "pids.max",
          "cpuset.cpus", "cpuset.mems")  # fmt: skip
 
@@ -73,6 +74,8 @@ c["linux"]["resources"].update({
     "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0", "mems": "0"},
     "pids": {"limit": 100},
 })
+c["annotations"] = {"org.systemd.property.TimeoutStopSec": "7",
+                    "org.systemd.property.CollectMode": "'inactive-or-failed'"}
 json.dump(c, open(p, "w"))
 EOF
 cp $B/config.json $W/config.base
@@ -237,6 +240,8 @@ def test_unit_properties_as_runc(guest):
     assert created["Slice"] == "machine.slice" and created["Delegate"] == "yes"
     assert created["MemoryMax"] == "67108864" and created["TasksMax"] == "100"
     assert created["ControlGroup"] == "/machine.slice/libpod-ID.scope"
+    # org.systemd.property.* annotations (TimeoutStopSec in seconds becomes ...USec)
+    assert created["TimeoutStopUSec"] == "7s" and created["CollectMode"] == "inactive-or-failed"
     updated = _props(out["ocibox"], "updated", "ocibox")
     assert updated["MemoryMax"] == "134217728" and updated["TasksMax"] == "50"
     assert updated["CPUQuotaPerSecUSec"] == "200ms"

@@ -75,7 +75,7 @@ def create(
     config = load_config(bundle)
     linux = config.get("linux") or {}
     if systemd_cgroup:
-        _check_systemd(cid, linux.get("cgroupsPath"))
+        _check_systemd(cid, linux.get("cgroupsPath"), config.get("annotations") or {})
     if linux.get("resources") or linux.get("cgroupsPath"):
         warm_cgroup_writes()  # if the command line has not already
     from . import process  # after the warm-up began: its imports overlap the wait
@@ -166,7 +166,7 @@ def _cgroup_joiner(c: _Creating):
             from .linux.cgroups import systemd
 
             paths, made, c.systemd_unit = systemd.apply(c.cid, cgroups_path, resources or {},
-                                                        pid)  # fmt: skip
+                                                        pid, c.config.get("annotations"))  # fmt: skip
             c.cgroup_paths.update(paths)
             c.cgroup_created.extend(made)
         elif not c.cgroup_paths:
@@ -255,11 +255,13 @@ def _undo(c: _Creating, e: BaseException) -> None:
     c.container.release()
 
 
-def _check_systemd(cid: str, cgroups_path: str | None) -> None:
-    """--systemd-cgroup: refused early with a path not of its form, or without systemd."""
+def _check_systemd(cid: str, cgroups_path: str | None, annotations: dict) -> None:
+    """--systemd-cgroup: refused early with a path not of its form (or unit properties in
+    annotations that cannot be read), or without systemd."""
     from .linux.cgroups import systemd
 
     systemd.parse(cid, cgroups_path)  # the path's form first, as runc
+    systemd.annotation_properties(annotations)
     if not systemd.running():
         raise OciboxError("--systemd-cgroup: systemd is not running on this host "
                           "(no /run/systemd/system)",

@@ -281,6 +281,100 @@ def _needs_version(resources: dict) -> bool:
                 or "cpuset.cpus" in unified or "cpuset.mems" in unified)  # fmt: skip
 
 
+# --- annotations: org.systemd.property.NAME = a GVariant text value ---------------------
+
+_PROPERTY_PREFIX = "org.systemd.property."
+_GV_TYPES = {"boolean": "b", "byte": "y", "int16": "n", "uint16": "q", "int32": "i",
+             "uint32": "u", "int64": "x", "uint64": "t", "double": "d", "string": "s",
+             "objectpath": "o"}  # fmt: skip
+
+
+def annotation_properties(annotations: dict) -> list:
+    """Unit properties from "org.systemd.property.*" annotations, as runc takes them.
+
+    The value is GVariant text: a typed number ("uint64 123"), a bare number
+    (int32, or double with a point), true/false, a quoted string, or an array
+    of those ("['a', 'b']"). A name ending in "Sec" (after a lower-case letter)
+    is given in seconds and sent as its "USec" property in microseconds.
+    """
+    props = []
+    for key, text in sorted((annotations or {}).items()):
+        if not key.startswith(_PROPERTY_PREFIX):
+            continue
+        name = key[len(_PROPERTY_PREFIX) :]
+        if len(name) < 3 or not name.isascii() or not name.isalpha():
+            raise BundleError(f"annotation {key}: {name!r} is not a systemd property name")
+        try:
+            sig, value = _gvariant(str(text).strip())
+        except ValueError as e:
+            raise BundleError(f"annotation {key}={text!r}: {e}",
+                              hint="GVariant text, e.g. \"uint64 123\" or \"'text'\"") from None  # fmt: skip
+        if name.endswith("Sec") and name[-4].islower():
+            if sig not in "ynqiuxtd" or isinstance(value, bool):
+                raise BundleError(f"annotation {key}={text!r}: seconds must be a number")
+            name, sig, value = name[:-3] + "USec", "t", int(value * 1000000)
+        props.append((name, (sig, value)))
+    return props
+
+
+def _gvariant(text: str) -> tuple[str, object]:
+    """(signature, value) of a GVariant text value (the subset systemd properties use)."""
+    word, _, rest = text.partition(" ")
+    if word in _GV_TYPES and rest.strip():
+        sig, value = _gvariant(rest.strip())
+        want = _GV_TYPES[word]
+        if want in "ynqiuxt" and sig == "i":
+            return want, value
+        if want == "d" and sig in "id":
+            return "d", float(value)
+        if want in "so" and sig == "s":
+            return want, value
+        if want == sig:
+            return sig, value
+        raise ValueError(f"{rest.strip()!r} is not a {word}")
+    if text in ("true", "false"):
+        return "b", text == "true"
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return "s", text[1:-1].replace("\\" + text[0], text[0])
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1].strip()
+        items = [_gvariant(x.strip()) for x in _split_items(inner)] if inner else []
+        sigs = {sig for sig, _ in items}
+        if len(sigs) > 1:
+            raise ValueError("an array's items must be of one type")
+        return "a" + (sigs.pop() if sigs else "s"), [v for _, v in items]
+    if text.startswith("@as "):
+        sig, value = _gvariant(text[4:].strip())
+        if sig not in ("as",):
+            raise ValueError(f"{text!r} is not an array of strings")
+        return "as", value
+    try:
+        return "i", int(text, 0)
+    except ValueError:
+        pass
+    try:
+        return "d", float(text)
+    except ValueError:
+        raise ValueError(f"cannot read {text!r} as a GVariant value") from None
+
+
+def _split_items(text: str) -> list[str]:
+    """Split an array's text on the commas outside quotes."""
+    items, cur, quote = [], "", ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == ",":
+            items.append(cur)
+            cur = ""
+            continue
+        cur += ch
+    items.append(cur)
+    return items
+
+
 # --- talking to systemd ------------------------------------------------------------
 
 
@@ -352,8 +446,10 @@ def _reset_failed(conn, unit: str) -> None:
         pass
 
 
-def apply(cid: str, cgroups_path: str | None, resources: dict, pid: int) -> tuple[dict, list, str]:
-    """Make the container's unit with ``pid`` in it, and set its resources.
+def apply(cid: str, cgroups_path: str | None, resources: dict, pid: int,
+          annotations: dict | None = None) -> tuple[dict, list, str]:  # fmt: skip
+    """Make the container's unit with ``pid`` in it, and set its resources
+    (``annotations``: the config's, for org.systemd.property.* ones).
 
     Returns the cgroup paths (as the cgroupfs driver does), the directories to
     remove on delete, and the unit's name (to stop it then).
@@ -380,6 +476,7 @@ def apply(cid: str, cgroups_path: str | None, resources: dict, pid: int) -> tupl
                   ("MemoryAccounting", ("b", True)), ("CPUAccounting", ("b", True)),
                   ("IOAccounting", ("b", True)), ("TasksAccounting", ("b", True)),
                   ("DefaultDependencies", ("b", False))]  # fmt: skip
+        props += annotation_properties(annotations or {})  # before resources, which win
         props += resource_properties(resources, ver)
         start_unit(conn, unit, props)
         path = os.path.join(mounts["unified"], unit_cgroup(parent, unit))
