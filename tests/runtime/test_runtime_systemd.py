@@ -232,3 +232,11 @@ def test_annotation_properties():
 def test_annotation_properties_refused(key, value):
     with pytest.raises(BundleError, match="annotation"):
         sd.annotation_properties({key: value})
+
+
+def test_v1_hosts_refused():
+    from ocibox.errors import NotImplementedYet
+
+    with pytest.raises(NotImplementedYet, match="cgroup v2"):
+        sd._refuse_v1(True)
+    sd._refuse_v1(False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -87,7 +88,7 @@ files() {  # RT WHAT DIR
 }
 for RT in runc ocibox; do
   if [ $RT = runc ]; then R="runc --root $W/root-$RT --systemd-cgroup"
-  else R="env PYTHONPATH=$SRC $PY -m ocibox.runtime.cli --root $W/root-$RT --systemd-cgroup"; fi
+  else R="env PYTHONPATH=$SRC $PY -m ocibox.runtime.cli --root $W/root-$RT --systemd-cgroup --debug --log $W/ocibox.log"; fi
   ID=sd-$RT
   U=libpod-$ID.scope
   CG=/sys/fs/cgroup/machine.slice/$U
@@ -148,6 +149,19 @@ json.dump(c, open(p, "w"))
 EOF
 env PYTHONPATH=$SRC $PY -m ocibox.runtime.cli --root $W/r2 --systemd-cgroup create --bundle $B bad 2>&1 | sed 's/^/ocibox badpath /'
 echo "ocibox badpath-units $(systemctl list-units --all --no-legend 'libpod-bad*' | wc -l)"
+# A resource cgroupfs refuses once the unit exists: create fails, and the unit goes.
+$PY - <<'EOF'
+import json
+p = "/var/lib/ocibox-vm/bundle/config.json"
+c = json.load(open(p))
+c["linux"]["cgroupsPath"] = "machine.slice:libpod:fail"
+c["linux"]["resources"] = {"hugepageLimits": [{"pageSize": "3MB", "limit": 1}]}
+json.dump(c, open(p, "w"))
+EOF
+env PYTHONPATH=$SRC $PY -m ocibox.runtime.cli --root $W/r2 --systemd-cgroup create --bundle $B fail 2>&1 | sed 's/^/ocibox failed /'
+echo "ocibox failed-left $(systemctl list-units --all --no-legend 'libpod-fail*' | wc -l) $(ls /sys/fs/cgroup/machine.slice | grep -c fail) $(ls $W/r2 | wc -l)"
+# On a failure, the debug log of ours says where.
+if grep -q 'level=error' $W/ocibox.log; then grep -v 'level=debug msg="init' $W/ocibox.log | tail -150 | sed 's/^/ocibox log /'; fi
 # The system bus, as a user that is not root would reach systemd (dbus-daemon in between:
 # Hello, a match rule for JobRemoved).
 systemctl start dbus.service; echo "bus dbus rc=$?"
@@ -214,6 +228,8 @@ def guest():
         what, _, value = rest.partition(" ")
         if rt in out:
             out[rt].setdefault(what, []).append(value)
+    if "Traceback" not in r.output and not re.search(r" rc=[1-9]", r.output):
+        shutil.rmtree(r.job, ignore_errors=True)  # kept when something failed, to read
     return out, r.output
 
 
@@ -291,6 +307,12 @@ def test_bad_path_refused_without_a_unit(guest):
     out, text = guest
     assert any('expected "slice:prefix:name"' in v for v in out["ocibox"]["badpath"]), text
     assert out["ocibox"]["badpath-units"] == ["0"]
+
+
+def test_failed_create_stops_its_unit(guest):
+    out, text = guest
+    assert any("hugepageLimits" in v for v in out["ocibox"]["failed"]), text
+    assert out["ocibox"]["failed-left"] == ["0 0 0"], text
 
 
 def test_output_has_no_traceback(guest):

@@ -257,15 +257,12 @@ def _undo(c: _Creating, e: BaseException) -> None:
 
 def _check_systemd(cid: str, cgroups_path: str | None, annotations: dict) -> None:
     """--systemd-cgroup: refused early with a path not of its form (or unit properties in
-    annotations that cannot be read), or without systemd."""
+    annotations that cannot be read), without systemd, or on cgroup v1."""
     from .linux.cgroups import systemd
 
     systemd.parse(cid, cgroups_path)  # the path's form first, as runc
     systemd.annotation_properties(annotations)
-    if not systemd.running():
-        raise OciboxError("--systemd-cgroup: systemd is not running on this host "
-                          "(no /run/systemd/system)",
-                          hint="leave out --systemd-cgroup to use cgroupfs")  # fmt: skip
+    systemd.check_host()
 
 
 _FORWARDED = ("HUP", "INT", "QUIT", "TERM", "USR1", "USR2", "WINCH", "ALRM", "CONT", "PIPE")

@@ -42,6 +42,24 @@ def running() -> bool:
     return os.path.isdir("/run/systemd/system")
 
 
+def check_host() -> None:
+    """Refuse, before anything is made, a host this driver cannot serve."""
+    from .fs import UNIFIED, mode
+
+    if not running():
+        raise OciboxError("--systemd-cgroup: systemd is not running on this host "
+                          "(no /run/systemd/system)",
+                          hint="leave out --systemd-cgroup to use cgroupfs")  # fmt: skip
+    _refuse_v1(mode() != UNIFIED)
+
+
+def _refuse_v1(v1: bool) -> None:
+    if v1:
+        raise NotImplementedYet("--systemd-cgroup: only hosts with cgroup v2 alone (unified) "
+                                "are supported; this one has cgroup v1 hierarchies",
+                                hint="leave out --systemd-cgroup to use cgroupfs")  # fmt: skip
+
+
 # --- names and paths -----------------------------------------------------------
 
 
@@ -379,9 +397,12 @@ def _split_items(text: str) -> list[str]:
 
 
 def _connect():
+    from ...container import debug
     from .. import dbus
 
-    return dbus.system()
+    conn = dbus.system()
+    debug(f"systemd: connected to {conn.path}")
+    return conn
 
 
 def version(conn) -> int:
@@ -410,18 +431,24 @@ def _watch_jobs(conn) -> None:
 
 
 def _job_result(conn, job: str) -> str:
+    from ...container import debug
+
+    debug(f"systemd: waiting for job {job}")
     msg = conn.wait_signal(lambda m: m.fields.get("member") == "JobRemoved"
                            and len(m.body) == 4 and m.body[1] == job)  # fmt: skip
+    debug(f"systemd: job {job} of {msg.body[2]}: {msg.body[3]}")
     return msg.body[3]
 
 
 def start_unit(conn, unit: str, props: list) -> None:
     """StartTransientUnit and wait for its job; a leftover failed unit of that name is
     reset and the start tried once more, as runc does."""
+    from ...container import debug
     from .. import dbus
 
     _watch_jobs(conn)
     for attempt in (1, 2):
+        debug(f"systemd: StartTransientUnit {unit} {' '.join(n for n, _ in props)}")
         try:
             job = conn.call(dbus.SYSTEMD, dbus.PATH, dbus.MANAGER, "StartTransientUnit",
                             "ssa(sv)a(sa(sv))", (unit, "replace", props, []))[0]  # fmt: skip
@@ -459,10 +486,7 @@ def apply(cid: str, cgroups_path: str | None, resources: dict, pid: int,
 
     parent, unit = parse(cid, cgroups_path)
     mounts = hierarchies()
-    if mode(mounts) != UNIFIED:
-        raise NotImplementedYet("--systemd-cgroup: only hosts with cgroup v2 alone (unified) "
-                                "are supported; this one has cgroup v1 hierarchies",
-                                hint="leave out --systemd-cgroup to use cgroupfs")  # fmt: skip
+    _refuse_v1(mode(mounts) != UNIFIED)
     conn = _connect()
     try:
         ver = version(conn) if _needs_version(resources) else 252
