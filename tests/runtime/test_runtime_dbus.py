@@ -143,3 +143,17 @@ def test_a_call_to_a_peer_arrives_intact(bus):
 def test_no_socket_is_a_clear_error(tmp_path):
     with pytest.raises(OSError):
         dbus.Connection(str(tmp_path / "none"), bus=True)
+
+
+def test_a_reply_that_never_comes_times_out(bus):
+    """A call to a peer that does not answer: an error after the connection's timeout,
+    however much other traffic arrives meanwhile."""
+    a, b = dbus.Connection(bus, bus=True, timeout=1.0), dbus.Connection(bus, bus=True)
+    try:
+        with pytest.raises(dbus.DBusError, match="no answer in 1 s"):
+            a.call(b.unique_name, "/x", "org.example.X", "Never")
+        with pytest.raises(dbus.DBusError, match="no answer in 1 s"):
+            a.wait_signal(lambda m: False)
+    finally:
+        a.close()
+        b.close()

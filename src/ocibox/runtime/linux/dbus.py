@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 
 from ...errors import OciboxError
 
@@ -304,7 +305,13 @@ class Connection:
         while len(self.buf) < n:
             self._fill()
 
-    def receive(self) -> Message:
+    def receive(self, deadline: float | None = None) -> Message:
+        """The next message; by ``deadline`` (time.monotonic()) or DBusError, if one is given."""
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DBusError(f"D-Bus {self.path}: no answer in {self.timeout:g} s")
+            self.sock.settimeout(left)
         self._need(16)
         order = "<" if self.buf[0:1] == b"l" else ">"
         body_len, _, fields_len = struct.unpack_from(order + "III", self.buf, 4)
@@ -329,8 +336,9 @@ class Connection:
         fields = {"path": path, "interface": interface, "member": member,
                   "destination": destination, "signature": signature}  # fmt: skip
         self.send(Message(_CALL, serial, fields, list(args)))
+        deadline = time.monotonic() + self.timeout  # other traffic must not keep us waiting
         while True:
-            msg = self.receive()
+            msg = self.receive(deadline)
             if msg.kind == _SIGNAL:
                 self.signals.append(msg)
             elif msg.kind in (_RETURN, _ERROR) and msg.fields.get("reply_serial") == serial:
@@ -341,12 +349,14 @@ class Connection:
                 return msg.body
 
     def wait_signal(self, match) -> Message:
-        """The first signal (kept or new) for which ``match(msg)`` is true."""
+        """The first signal (kept or new) for which ``match(msg)`` is true, within the
+        connection's timeout."""
+        deadline = time.monotonic() + self.timeout
         while True:
             for i, msg in enumerate(self.signals):
                 if match(msg):
                     return self.signals.pop(i)
-            msg = self.receive()
+            msg = self.receive(deadline)
             if msg.kind == _SIGNAL:
                 self.signals.append(msg)
 
