@@ -430,12 +430,17 @@ def _watch_jobs(conn) -> None:
                   "AddMatch", "s", (rule,))  # fmt: skip
 
 
-def _job_result(conn, job: str) -> str:
+def _job_result(conn, job: str, unit: str, what: str) -> str:
     from ...container import debug
+    from .. import dbus
 
     debug(f"systemd: waiting for job {job}")
-    msg = conn.wait_signal(lambda m: m.fields.get("member") == "JobRemoved"
-                           and len(m.body) == 4 and m.body[1] == job)  # fmt: skip
+    try:
+        msg = conn.wait_signal(lambda m: m.fields.get("member") == "JobRemoved"
+                               and len(m.body) == 4 and m.body[1] == job)  # fmt: skip
+    except dbus.DBusError as e:
+        raise OciboxError(f"systemd unit {unit}: no end of the job to {what} it "
+                          f"({e.message})") from None  # fmt: skip
     debug(f"systemd: job {job} of {msg.body[2]}: {msg.body[3]}")
     return msg.body[3]
 
@@ -457,7 +462,11 @@ def start_unit(conn, unit: str, props: list) -> None:
                 raise OciboxError(f"systemd unit {unit}: {e.message}") from None
             _reset_failed(conn, unit)
             continue
-        result = _job_result(conn, job)
+        try:
+            result = _job_result(conn, job, unit, "start")
+        except OciboxError:
+            _reset_failed(conn, unit)
+            raise
         if result != "done":
             _reset_failed(conn, unit)
             raise OciboxError(f"systemd unit {unit}: its start job ended with {result!r}")
@@ -562,7 +571,7 @@ def stop_unit(unit: str, conn=None) -> None:
             if e.name != "org.freedesktop.systemd1.NoSuchUnit":
                 raise OciboxError(f"systemd unit {unit}: {e.message}") from None
         else:
-            _job_result(conn, job)  # "done", or already stopping: either way it goes
+            _job_result(conn, job, unit, "stop")  # "done", or already stopping: it goes
         _reset_failed(conn, unit)
     finally:
         if own:
