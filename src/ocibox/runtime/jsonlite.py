@@ -35,7 +35,9 @@ def loads(data: str | bytes):
     start = len(data) - len(data.lstrip(_WS))
     try:
         obj, end = _scan(data, start)
-    except StopIteration:
+    except Exception:
+        # StopIteration (nothing to scan), or an error that _json can only build
+        # from json.decoder, which may not be loaded: it then leaves a SystemError.
         obj, end = None, -1
     if end < 0 or data[end:].strip(_WS):
         import json

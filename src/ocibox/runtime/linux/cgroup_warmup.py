@@ -47,7 +47,7 @@ def warm_up_for(bundle: str) -> None:
             config = jsonlite.loads(f.read())
         linux = config.get("linux") or {}
         wanted = bool(linux.get("resources") or linux.get("cgroupsPath"))
-    except (OSError, ValueError, AttributeError):
+    except Exception:  # best effort: create reads the config again and reports what is wrong
         return
     if wanted:
         warm_up()
