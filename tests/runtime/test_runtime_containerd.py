@@ -41,7 +41,8 @@ from ocibox.image.layout import Layout
 pytestmark = [pytest.mark.peer, pytest.mark.root]
 
 REPO = Path(__file__).resolve().parents[2]
-RUNTIME = REPO / ".venv" / "bin" / "ocibox-runtime"
+# OCIBOX_TEST_RUNTIME: another launcher (e.g. one that loads a worktree's src).
+RUNTIME = Path(os.environ.get("OCIBOX_TEST_RUNTIME") or REPO / ".venv" / "bin" / "ocibox-runtime")
 NAMESPACE = "ocibox-test"
 SHIM_ROOT = f"/run/containerd/runc/{NAMESPACE}"  # the shim's --root for the runtime
 IMAGE = "localhost/ocibox-busybox:v1"
@@ -76,7 +77,9 @@ class Ctr:
         proc = subprocess.run([*self.argv, *args], capture_output=True, text=True,
                               timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
         if check:
-            assert proc.returncode == 0, f"ctr {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
+            assert proc.returncode == 0, (
+                f"ctr {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
+            )
         return proc
 
 

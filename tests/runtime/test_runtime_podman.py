@@ -49,7 +49,8 @@ from ocibox.image.layout import Layout
 pytestmark = [pytest.mark.peer, pytest.mark.root]
 
 REPO = Path(__file__).resolve().parents[2]
-RUNTIME = REPO / ".venv" / "bin" / "ocibox-runtime"
+# OCIBOX_TEST_RUNTIME: another launcher (e.g. one that loads a worktree's src).
+RUNTIME = Path(os.environ.get("OCIBOX_TEST_RUNTIME") or REPO / ".venv" / "bin" / "ocibox-runtime")
 DEFAULT_ROOT = "/run/ocibox-runtime"
 
 
@@ -64,7 +65,9 @@ class Podman:
         proc = subprocess.run([*self.argv, *args], capture_output=True, text=True,
                               timeout=timeout, env=self.env, stdin=subprocess.DEVNULL)  # fmt: skip
         if check:
-            assert proc.returncode == 0, f"podman {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
+            assert proc.returncode == 0, (
+                f"podman {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
+            )
         return proc
 
 
@@ -179,7 +182,10 @@ def test_detached_logs_exec_stop_rm(podman, image):
         assert proc.returncode == 4, proc.stderr
         lines = proc.stdout.splitlines()
         assert lines[0] == "box" and lines[1].startswith("sh -c echo started")
-        assert podman("exec", "-e", "X=y", "-w", "/tmp", cid, "sh", "-c", "echo $X $(pwd)").stdout == "y /tmp\n"
+        assert (
+            podman("exec", "-e", "X=y", "-w", "/tmp", cid, "sh", "-c", "echo $X $(pwd)").stdout
+            == "y /tmp\n"
+        )
         # exec -d: podman then waits for nothing; the process runs in the container.
         podman("exec", "-d", cid, "touch", "/tmp/detached")
         deadline = time.monotonic() + 10
