@@ -492,17 +492,17 @@ def _copy_file(name: str, src: int, dst: int, size: int) -> None:
         os.close(fin)
 
 
-def _v1_hierarchies() -> list[tuple[str, str]]:
-    """(directory name, mount options) of every cgroup v1 hierarchy of this process."""
+def _v1_hierarchies() -> list[tuple[str, str, str]]:
+    """(directory name, mount options, our cgroup) of every cgroup v1 hierarchy of this process."""
     out = []
     with open("/proc/self/cgroup") as f:
         for line in reversed(f.readlines()):
-            num, controllers, _ = line.rstrip("\n").split(":", 2)
+            num, controllers, path = line.rstrip("\n").split(":", 2)
             if num == "0" or not controllers:
                 continue
             name = controllers.split(",")
             dirname = ",".join(c.removeprefix("name=") for c in name)
-            out.append((dirname, controllers))
+            out.append((dirname, controllers, path))
     return out
 
 
@@ -510,7 +510,10 @@ def _mount_cgroup(m: Mount, target: str, pinned: str) -> None:
     """A cgroup mount: cgroup2 on a unified host; a tmpfs of v1 hierarchies otherwise.
 
     With a cgroup namespace each hierarchy is mounted fresh, so the container
-    sees its own cgroup as the root.
+    sees its own cgroup as the root. Without one, as runc does, only the
+    container's own cgroup of each hierarchy is shown, at the hierarchy's
+    place: a program inside reads its limits in /sys/fs/cgroup/memory/, and
+    the host's tree stays out of sight.
     """
     flags = m.flags & ~sc.MS_RDONLY
     hierarchies = _v1_hierarchies()
@@ -523,7 +526,7 @@ def _mount_cgroup(m: Mount, target: str, pinned: str) -> None:
             _bind_cgroup("/sys/fs/cgroup", pinned, m.flags)
         return
     sc.mount("tmpfs", pinned, "tmpfs", flags, "mode=755")
-    for dirname, controllers in hierarchies:
+    for dirname, controllers, path in hierarchies:
         sub = os.path.join(target, dirname)
         os.mkdir(sub, 0o755)
         opts = controllers if not controllers.startswith("name=") else "none," + controllers
@@ -531,23 +534,24 @@ def _mount_cgroup(m: Mount, target: str, pinned: str) -> None:
         try:
             sc.mount(source, sub, "cgroup", m.flags, opts)
         except OSError as e:
-            if e.errno == errno.EPERM:
-                _bind_cgroup(f"/sys/fs/cgroup/{dirname}{_own_cgroup(controllers)}", sub, m.flags)
-                continue
-            if e.errno != errno.EBUSY:
+            if e.errno not in (errno.EBUSY, errno.EPERM):
                 raise
-            # The hierarchy is busy with other options: bind the host's view.
-            sc.mount(f"/sys/fs/cgroup/{dirname}", sub, None, sc.MS_BIND)
+            # Busy with other options, or a user namespace without a cgroup namespace of
+            # its own (the kernel refuses a fresh mount): bind our cgroup from the host's.
+            _bind_cgroup(f"/sys/fs/cgroup/{dirname}{path.rstrip('/')}", sub, m.flags)
+            continue
+        if path != "/":  # no cgroup namespace: our cgroup takes the whole hierarchy's place
+            fd = sc.open_tree_clone(sub + path, recursive=False)
+            try:
+                sc.umount2(sub, sc.MNT_DETACH)
+                dfd = os.open(sub, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    sc.move_mount(fd, dfd)
+                finally:
+                    os.close(dfd)
+            finally:
+                os.close(fd)
     # runc leaves the tmpfs writable and only the hierarchies read-only.
-
-
-def _own_cgroup(controllers: str) -> str:
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _, ctrls, path = line.rstrip("\n").split(":", 2)
-            if ctrls == controllers:
-                return path.rstrip("/")
-    return ""
 
 
 def _bind_cgroup(source: str, target: str, flags: int) -> None:
