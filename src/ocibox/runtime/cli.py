@@ -530,7 +530,7 @@ def _cmd_exec(root: str, flags: dict, args: list[str], log: _Log) -> int:
     from .container import Container
     from .exec import build_process, exec_process
 
-    if bool(flags.get("--tty")) != bool(flags.get("--console-socket")):
+    if flags.get("--tty") and not flags.get("--console-socket"):
         raise NotImplementedYet("exec --tty needs --console-socket (and only then is it used)")
     for unsupported in ("--process-label", "--apparmor", "--cgroup"):
         if flags.get(unsupported):
@@ -551,6 +551,10 @@ def _cmd_exec(root: str, flags: dict, args: list[str], log: _Log) -> int:
         additional_gids=flags.get("--additional-gids", []),
         tty=bool(flags.get("--tty")),
     )
+    # As runc: the terminal may come from --process ("terminal": true, as containerd's shim
+    # gives it, with --console-socket and no --tty); a console socket needs one.
+    if flags.get("--console-socket") and not process.get("terminal"):
+        raise UsageError("exec --console-socket: the process has no terminal (--tty or --process)")
     return exec_process(c, process, detach=bool(flags.get("--detach")),
                         pid_file=flags.get("--pid-file") or None, preserve_fds=int(fds),
                         console_socket=flags.get("--console-socket") or None,
