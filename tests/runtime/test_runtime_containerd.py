@@ -13,6 +13,13 @@ The image comes from the ocibox library (``import_rootfs`` of the busybox
 rootfs), is written as an OCI archive by ``ocibox copy oci:... oci-archive:...``
 and enters containerd with ``ctr images import``.
 
+The later tests run the same ``ctr`` sessions with runc and with ocibox-runtime
+and compare them: ``task ls/ps/exec/pause/resume/metrics/kill/delete``, a task
+created but never started (ctr gives up on its --pid-file after create), then
+deleted: containerd's client refuses ``task delete`` of a created task and
+``task delete -f`` kills it first, so the runtime's ``delete`` only ever sees a
+stopped container there; ``--uidmap``; ``task exec --tty``.
+
 At the end containerd is stopped, any shim serving this containerd is ended
 (found by the unique socket address on its command line), whatever is still
 mounted under the temporary directories is unmounted, and the test checks that
@@ -114,6 +121,7 @@ def ctr(tmp_path):
     if not os.access(RUNTIME, os.X_OK):
         pytest.skip(f"{RUNTIME} is not installed (make venv installs it)")
     short = tempfile.mkdtemp(prefix="ocibox-ctd-")  # sockets need short paths
+    os.chmod(short, 0o755)  # the bundles' rootfs under state/, reached from a user namespace
     root, state = str(tmp_path / "containerd-root"), f"{short}/state"
     sock, ttrpc = f"{short}/c.sock", f"{short}/t.sock"
     default = subprocess.run([containerd, "config", "default"], capture_output=True, text=True,
@@ -160,7 +168,7 @@ def ctr(tmp_path):
 def image(ctr, tmp_path, busybox_rootfs, ocibox) -> str:
     from ocibox.image.mutate import ConfigEdit, edit_config, import_rootfs
 
-    for applet in ("tty", "hostname"):
+    for applet in ("tty", "hostname", "stat"):
         (busybox_rootfs / "bin" / applet).symlink_to("busybox")
     layout = tmp_path / "layout"
     lay = Layout.init(str(layout))
@@ -235,4 +243,125 @@ def test_ctr_run_terminal(ctr, image):
                            [("# ", b"tty; echo $((6 * 7))-answer; exit 6\n")])  # fmt: skip
     assert code == 6, out
     assert "/dev/pts/0" in out and "42-answer" in out
+    assert not _left(cid)
+
+
+# The same `ctr` sessions with runc (the shim's default) and with ocibox-runtime:
+# the transcripts, with the container ids taken out, must be equal.
+
+
+def _both(session) -> list[str]:
+    theirs = session(need("runc"))
+    mine = session(str(RUNTIME))
+    assert mine == theirs
+    return mine
+
+
+def _status(ctr, cid: str) -> str:
+    tasks = ctr("task", "ls").stdout.split()
+    return tasks[tasks.index(cid) + 2] if cid in tasks else "gone"
+
+
+def _wait_status(ctr, cid: str, status: str) -> None:
+    deadline = time.monotonic() + 10
+    while _status(ctr, cid) != status:
+        assert time.monotonic() < deadline, f"{cid} never became {status}"
+        time.sleep(0.1)
+
+
+def _task_session(ctr, image: str, runtime: str) -> list[str]:
+    """run -d with limits, exec -u/--cwd, pause/resume, metrics, kill -s, kill, delete."""
+    cid = _new_id()
+    script = "trap 'touch /got-usr1' USR1; sleep 1000 & while true; do wait; done"
+    ctr("run", "-d", "--runc-binary", runtime, "--memory-limit", str(64 << 20),
+        "--cpu-quota", "50000", "--cpu-period", "100000", image, cid, "sh", "-c", script)  # fmt: skip
+    out = []
+    try:
+        out.append(_status(ctr, cid))
+        proc = ctr("task", "exec", "--exec-id", "e1", "--user", "1000", "--cwd", "/tmp", cid,
+                   "sh", "-c", "id; pwd; exit 4", check=False)  # fmt: skip
+        out.append(f"{proc.returncode} {proc.stdout}")
+        out.append(str(len(ctr("task", "ps", cid).stdout.splitlines()) - 1))
+        ctr("task", "pause", cid)
+        freezer = Path(f"/sys/fs/cgroup/freezer/{NAMESPACE}/{cid}/freezer.state")
+        out.append(f"{_status(ctr, cid)} {freezer.read_text().strip()}")
+        ctr("task", "resume", cid)
+        out.append(f"{_status(ctr, cid)} {freezer.read_text().strip()}")
+        metrics = ctr("task", "metrics", cid).stdout.splitlines()
+        out += [
+            " ".join(m.split()) for m in metrics if m.startswith(("memory.limit", "pids.current"))
+        ]
+        ctr("task", "kill", "-s", "USR1", cid)
+        deadline = time.monotonic() + 10
+        while ctr("task", "exec", "--exec-id", "e2", cid, "sh", "-c", "test -e /got-usr1",
+                  check=False).returncode != 0:  # fmt: skip
+            assert time.monotonic() < deadline, "the trap of USR1 never ran"
+            time.sleep(0.1)
+        ctr("task", "kill", "-s", "KILL", cid)
+        _wait_status(ctr, cid, "STOPPED")
+        proc = ctr("task", "delete", cid)
+        out.append(proc.stderr.replace(cid, "ID").split("level=warning ")[-1])
+        out.append(str(_left(cid)))
+    finally:
+        ctr("task", "delete", "-f", cid, check=False)
+        ctr("containers", "rm", cid, check=False)
+    return out
+
+
+def test_ctr_task_commands(ctr, image):
+    mine = _both(lambda runtime: _task_session(ctr, image, runtime))
+    assert mine[:3] == ["RUNNING", "4 uid=1000 gid=0(root) groups=0(root)\n/tmp\n", "2"]
+    assert mine[3:5] == ["PAUSED FROZEN", "RUNNING THAWED"]
+    assert mine[5:7] == [f"memory.limit_in_bytes {64 << 20}", "pids.current 2"]
+    assert mine[7:] == ['msg="task ID exit with non-zero exit code 137"\n', "False"]
+
+
+def _created_session(ctr, image: str, runtime: str) -> list[str]:
+    """A task created but never started: ctr gives up writing its --pid-file after create."""
+    cid = _new_id()
+    out = []
+    try:
+        proc = ctr("run", "--runc-binary", runtime, "--pid-file", "/nonexistent/dir/pid", image,
+                   cid, "sleep", "1000", check=False)  # fmt: skip
+        out.append(f"{proc.returncode} {_status(ctr, cid)}")
+        out.append(_ours("state", cid).returncode == 0 if runtime == str(RUNTIME) else True)
+        # containerd's client refuses to delete a created task; with -f it kills it first
+        # (so the runtime's `delete` sees a stopped container).
+        proc = ctr("task", "delete", cid, check=False)
+        out.append(f"{proc.returncode} {'must be stopped' in proc.stderr} {_status(ctr, cid)}")
+        ctr("task", "delete", "-f", cid)
+        out.append(f"{_status(ctr, cid)} {_left(cid)}")
+    finally:
+        ctr("task", "delete", "-f", cid, check=False)
+        ctr("containers", "rm", cid, check=False)
+    return out
+
+
+def test_ctr_created_task_deleted(ctr, image):
+    mine = _both(lambda runtime: _created_session(ctr, image, runtime))
+    assert mine == ["1 CREATED", True, "1 True CREATED", "gone False"]
+
+
+def test_ctr_uidmap_and_exec_terminal(ctr, image):
+    def userns(runtime: str) -> str:
+        return ctr("run", "--rm", "--runc-binary", runtime, "--uidmap", "0:100000:65536",
+                   "--gidmap", "0:100000:65536", image, _new_id(), "sh", "-c",
+                   "cat /proc/self/uid_map; id -u; stat -c %u /bin/busybox; touch /x && echo rw"
+                   ).stdout.split()  # fmt: skip
+
+    assert _both(userns) == ["0", "100000", "65536", "0", "0", "rw"]
+
+    # ctr task exec --tty: the runtime's exec --tty --console-socket under the shim.
+    cid = _new_id()
+    ctr("run", "-d", "--runc-binary", str(RUNTIME), image, cid, "sleep", "1000")
+    try:
+        argv = [*ctr.argv, "task", "exec", "-t", "--exec-id", "t1", cid, "sh"]
+        out, code = _drive_pty(argv, dict(os.environ), 20, 70,
+                               [("# ", b"tty; echo $((6 * 7))-exec; exit 8\n")])  # fmt: skip
+        assert code == 8, out
+        assert "/dev/pts/" in out and "42-exec" in out
+    finally:
+        ctr("task", "kill", "-s", "KILL", cid, check=False)
+        ctr("task", "delete", "-f", cid, check=False)
+        ctr("containers", "rm", cid, check=False)
     assert not _left(cid)
