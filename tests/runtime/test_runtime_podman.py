@@ -502,3 +502,22 @@ def test_update_and_checkpoint(podman, image):
         assert proc.returncode == 1 and "checkpoint: this command is not implemented" in proc.stderr
     finally:
         podman("rm", "-f", "-t", "0", cid, check=False)
+
+
+def test_idmapped_volume_in_user_namespace(podman, image, tmp_path):
+    """-v SRC:DST:idmap with --uidmap: host root's files are root's inside, and writable.
+
+    runc 1.1.5 ignores the idmap option: there the files show as nobody (65534), and
+    root inside (100000 outside) cannot write to host root's directory.
+    """
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    (vol / "f").write_text("x")
+    script = "stat -c %u:%g /data /data/f; touch /data/new && echo wrote"
+    args = ("run", "--rm", "--network", "none", "--uidmap", "0:100000:65536",
+            "--gidmap", "0:100000:65536", "-v", f"{vol}:/data:idmap", image, "sh", "-c", script)  # fmt: skip
+    theirs = podman.with_runtime(need("runc"))(*args, check=False)
+    assert theirs.stdout.split() == ["65534:65534", "65534:65534"]
+    assert podman(*args).stdout.split() == ["0:0", "0:0", "wrote"]
+    st = (vol / "new").stat()
+    assert (st.st_uid, st.st_gid) == (0, 0)
