@@ -342,7 +342,7 @@ def test_ctr_created_task_deleted(ctr, image):
     assert mine == ["1 CREATED", True, "1 True CREATED", "gone False"]
 
 
-def test_ctr_uidmap_and_exec_terminal(ctr, image):
+def test_ctr_uidmap_exec_terminal_checkpoint(ctr, image):
     def userns(runtime: str) -> str:
         return ctr("run", "--rm", "--runc-binary", runtime, "--uidmap", "0:100000:65536",
                    "--gidmap", "0:100000:65536", image, _new_id(), "sh", "-c",
@@ -360,6 +360,10 @@ def test_ctr_uidmap_and_exec_terminal(ctr, image):
                                [("# ", b"tty; echo $((6 * 7))-exec; exit 8\n")])  # fmt: skip
         assert code == 8, out
         assert "/dev/pts/" in out and "42-exec" in out
+        # checkpoint: a clear error through the shim, and the task runs on.
+        proc = ctr("task", "checkpoint", cid, check=False)
+        assert proc.returncode != 0 and "checkpoint: this command is not implemented" in proc.stderr
+        assert _status(ctr, cid) == "RUNNING"
     finally:
         ctr("task", "kill", "-s", "KILL", cid, check=False)
         ctr("task", "delete", "-f", cid, check=False)
