@@ -376,7 +376,8 @@ def _resources_session(pm: Podman, image: str) -> list[str]:
         pm("restart", "-t", "0", cid)
         out.append(pm("inspect", "--format", "{{.State.Status}}", cid).stdout)
         out.append(f"new pid: {pm('inspect', '--format', '{{.State.Pid}}', cid).stdout != pid}")
-        pm("kill", "-s", "KILL", cid)
+        pm("pause", cid)
+        pm("kill", "-s", "KILL", cid)  # of a paused container: the runtime thaws it
         out.append(pm("wait", cid).stdout)
         pm("rm", cid)
         assert not _leftovers(cid)

@@ -375,6 +375,9 @@ class Container:
                 posix.kill(pid, sig)
             except ProcessLookupError:
                 pass
+        if sig == 9 and status == PAUSED:
+            # As runc: frozen tasks die only once thawed (podman kill of a paused container).
+            self._freeze("THAWED")
 
     def processes(self) -> list[int]:
         """Host pids of every process in the container (its pid namespace, or cgroup)."""
