@@ -297,7 +297,8 @@ def _task_session(ctr, image: str, runtime: str) -> list[str]:
                   check=False).returncode != 0:  # fmt: skip
             assert time.monotonic() < deadline, "the trap of USR1 never ran"
             time.sleep(0.1)
-        ctr("task", "kill", "-s", "KILL", cid)
+        ctr("task", "pause", cid)
+        ctr("task", "kill", "-s", "KILL", cid)  # of a paused task: the runtime thaws it
         _wait_status(ctr, cid, "STOPPED")
         proc = ctr("task", "delete", cid)
         out.append(proc.stderr.replace(cid, "ID").split("level=warning ")[-1])
