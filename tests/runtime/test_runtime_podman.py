@@ -431,7 +431,8 @@ def _options_session(pm: Podman, image: str, tmp: Path) -> list[str]:
     out.append((rw / "w").read_text())
     out.append(pm(*run, "--user", "1000:1000", "--group-add", "65534", "--cap-add", "NET_RAW",
                   "--security-opt", "seccomp=unconfined", image, "sh", "-c",
-                  "id; grep -E 'Cap(Inh|Prm|Eff|Bnd|Amb)|Seccomp:' /proc/self/status").stdout)  # fmt: skip
+                  "id; grep -E 'Cap(Inh|Prm|Eff|Bnd|Amb)|Seccomp:' /proc/self/status; "
+                  "echo via-dev-stdout >> /dev/stdout").stdout)  # fmt: skip
     # A user namespace with a chowned rootfs: root inside is 100000 outside; the cgroup
     # hierarchies are bound in (the kernel refuses a fresh cgroup mount there).
     out.append(pm(*run, "--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536",
@@ -466,6 +467,7 @@ def test_run_options(podman, image, tmp_path):
     user = mine[2].splitlines()
     assert user[0] == "uid=1000(1000) gid=1000(1000) groups=1000(1000),65534(nogroup)"
     assert "CapEff:\t0000000000002000" in user and "Seccomp:\t0" in user
+    assert user[-1] == "via-dev-stdout"  # conmon's pipe is the user's to open again
     userns = mine[3].split()
     assert userns[:3] == ["0", "100000", "65536"] and userns[3].startswith("uid=0(root)")
     assert userns[5:8] == ["0:0", "rootfs-rw", "67108864"]

@@ -903,6 +903,7 @@ def apply_process(process: dict, cap_sets: dict[str, int], preserve_fds: int = 0
     if sfilter is not None and not nnp:
         sfilter.load()  # needs CAP_SYS_ADMIN without no_new_privs: before the drop
     user = process.get("user") or {}
+    _chown_stdio(user.get("uid", 0))
     _switch_user(user, cap_sets)
     env = _with_home(process.get("env") or [], user)
     os.umask(user.get("umask", 0o022))
@@ -968,6 +969,34 @@ def _write(path: str, value: str, what: str) -> None:
             f.write(value)
     except OSError as e:
         raise BundleError(f"config.json: {what} {value}: {e.strerror}") from None
+
+
+def _chown_stdio(uid: int) -> None:
+    """As runc, stdio goes to the process's user (its uid; the gid is left to the mount).
+
+    A user other than root can then open /dev/stdout, /dev/stderr (conmon's pipes:
+    nginx-style logging) or its terminal again. /dev/null is left alone, and so is
+    what the kernel refuses here (an owner or id this user namespace does not map,
+    a read-only file system).
+    """
+    import errno
+
+    try:
+        null = os.stat("/dev/null").st_rdev
+    except OSError:
+        null = None
+    for fd in (0, 1, 2):
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if st.st_uid == uid or (null is not None and st.st_rdev == null):
+            continue
+        try:
+            os.fchown(fd, uid, -1)
+        except OSError as e:
+            if e.errno not in (errno.EINVAL, errno.EPERM, errno.EROFS):
+                raise BundleError(f"handing stdio (fd {fd}) to user {uid}: {e.strerror}") from None
 
 
 def _switch_user(user: dict, sets: dict[str, int]) -> None:
