@@ -90,6 +90,14 @@ def create(
     for w in ic.warnings:
         if warn:
             warn(w)
+    held = None
+    if ic.console_socket and ic.console_fd is None:
+        # The runtime connects, not the init: as root of a user namespace the init is
+        # kept out of the socket by its owner and mode (runc connects in its parent too).
+        from .linux import console
+
+        held = console.connect(ic.console_socket)
+        ic.console_fd = held.fileno()
     c = _Creating(cid, bundle, config, ic, Container.reserve(root, cid))
     c.systemd = systemd_cgroup
     debug(f"container {cid}: creating from bundle {bundle} (root {root})")
@@ -102,6 +110,9 @@ def create(
     except BaseException as e:
         _undo(c, e)
         raise
+    finally:
+        if held is not None:
+            held.close()  # the init has its own copy
     c.container.release()
     return c.container
 
