@@ -313,6 +313,24 @@ def test_exec_interactive_terminal(podman, image):
                                [("# ", b"tty; stty size; echo $((6 * 7))-exec; exit 9\n")])  # fmt: skip
         assert code == 9, out
         assert "/dev/pts/" in out and "20 70" in out and "42-exec" in out
+        # Another exec -t after that one: an exec's pty is not bound onto /dev/console
+        # (it went away with the first exec, and a second bind failed with EIO).
+        assert podman("exec", "-t", cid, "tty").stdout.startswith("/dev/pts/")
+    finally:
+        podman("rm", "-f", "-t", "0", cid, check=False)
+    assert not _leftovers(cid)
+
+
+def test_terminal_in_user_namespace(podman, image):
+    """run -t and exec -t with --uidmap: the runtime, not the init (root of the user
+    namespace, kept out by the socket's owner), connects to conmon's console socket."""
+    cid = podman("run", "-dt", "--network", "none", "--uidmap", "0:100000:65536",
+                 "--gidmap", "0:100000:65536", image, "sleep", "60").stdout.strip()  # fmt: skip
+    try:
+        out = podman("exec", "-t", "-u", "1000", cid, "sh", "-c", "tty; stat -c %u $(tty)").stdout
+        assert out.split()[0].startswith("/dev/pts/") and out.split()[1] == "1000"
+        out = podman("exec", cid, "sh", "-c", "echo x > /dev/console && echo console-ok").stdout
+        assert out == "console-ok\n"
     finally:
         podman("rm", "-f", "-t", "0", cid, check=False)
     assert not _leftovers(cid)

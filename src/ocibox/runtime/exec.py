@@ -210,7 +210,7 @@ def _joiner(cgroup_paths, ns_fds, process, cap_sets, preserve_fds, w, sock, sfil
                 from .linux import console
 
                 os.setsid()
-                console.setup(sock, process.get("consoleSize"))
+                console.setup(sock, process.get("consoleSize"), bind_console=False)
             if affinity.get("final"):
                 os.sched_setaffinity(0, _cpus(affinity["final"]))
             exe, args, env = proc.apply_process(process, cap_sets, preserve_fds, sfilter)

@@ -27,8 +27,12 @@ def connect(path: str) -> socket.socket:
     return sock
 
 
-def setup(sock: socket.socket, size: dict | None) -> None:
-    """Open a pty, hand its master over ``sock``, make its slave our terminal and stdio."""
+def setup(sock: socket.socket, size: dict | None, bind_console: bool = True) -> None:
+    """Open a pty, hand its master over ``sock``, make its slave our terminal and stdio.
+
+    The container's init also gets it as /dev/console; an exec'd process does not
+    (as runc): its pty goes away with it, and /dev/console would then fail (EIO).
+    """
     try:
         master, slave = os.openpty()
     except OSError as e:
@@ -37,7 +41,8 @@ def setup(sock: socket.socket, size: dict | None) -> None:
         winsize = struct.pack("HHHH", size.get("height", 0), size.get("width", 0), 0, 0)
         fcntl.ioctl(slave, termios.TIOCSWINSZ, winsize)
     name = os.ttyname(slave)
-    _bind_console(name)
+    if bind_console:
+        _bind_console(name)
     try:
         socket.send_fds(sock, [name.encode()], [master])
     except OSError as e:
