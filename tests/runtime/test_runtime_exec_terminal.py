@@ -3,7 +3,8 @@
 containerd-shim-runc-v2 (``ctr task exec --tty``) writes the process with
 ``"terminal": true`` and runs ``exec --process FILE --detach --pid-file F
 --console-socket S``, without ``--tty``; runc takes the terminal from the
-process. A console socket for a process without a terminal is refused by both.
+process, and leaves /dev/console alone (it is the init's). A console socket for
+a process without a terminal is refused by both.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ def test_exec_terminal_from_process_file(both, bundle, tmp_path):
     out = _console_output(both, cid, sock, ["exec", "--process", str(pfile), "--detach",
                                              "--console-socket", str(sock), cid])  # fmt: skip
     assert out.split()[0].startswith("/dev/pts/") and out.split()[-1] == "ok"
+    # Again: the first exec's pty (gone now) was not bound onto /dev/console.
+    sock2 = tmp_path / f"exec2-{both.name}.sock"
+    out = _console_output(both, cid, sock2, ["exec", "--process", str(pfile), "--detach",
+                                              "--console-socket", str(sock2), cid])  # fmt: skip
+    assert out.split()[-1] == "ok"
     # No terminal in the process: a console socket is an error, and nothing runs.
     pfile.write_text(json.dumps(dict(proc, terminal=False, args=["touch", "/tmp/ran"])))
     p = both("exec", "--process", str(pfile), "--detach", "--console-socket", str(sock), cid,
