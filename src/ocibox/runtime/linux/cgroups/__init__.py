@@ -48,7 +48,7 @@ def apply(cid: str, cgroups_path: str | None, resources: dict, pid: int, *,
 
     if rootless and not (resources.get("unified") or resources.get("hugepageLimits")):
         mounts = {ctrl: mp for ctrl, mp in mounts.items() if ctrl != "unified"}
-    return v1.apply(mounts, relative_path(cid, cgroups_path), resources, pid,
+    return v1.apply(mounts, v1.relative_paths(mounts, cid, cgroups_path), resources, pid,
                     devices=not rootless)
 
 

@@ -81,6 +81,31 @@ def own_parent() -> str:
     return ""
 
 
+def own_v1() -> dict[str, str]:
+    """This process's cgroup in each v1 hierarchy (``name=`` ones too), relative to the
+    hierarchy's mount: where runc puts a container with a relative cgroupsPath, or none,
+    on cgroup v1 (its own cgroup there, not the parent as on v2). A mount of part of a
+    hierarchy (a container's view) counts from that part."""
+    roots = {}
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fstype, _, opts = right.split(" ", 2)
+            if fstype == "cgroup":
+                for opt in opts.strip().split(","):
+                    roots.setdefault(opt, left.split(" ")[3])
+    out = {}
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            _, names, path = line.rstrip("\n").split(":", 2)
+            for name in names.split(","):
+                if name and name in roots:
+                    root = roots[name].rstrip("/")
+                    inside = path == root or path.startswith(root + "/")
+                    out[name] = path[len(root):].strip("/") if inside else ""
+    return out
+
+
 def makedirs(path: str) -> list[str]:
     """mkdir -p, returning the directories it made, deepest last."""
     made = []

@@ -13,13 +13,31 @@ from __future__ import annotations
 import os
 
 from ....errors import BundleError, NotImplementedYet
-from .fs import device_rules, join, makedirs, read, remove, write
+from .fs import device_rules, join, makedirs, read, relative_path, remove, write
 
 
-def apply(mounts: dict[str, str], rel: str, resources: dict, pid: int, *,
+def relative_paths(mounts: dict[str, str], cid: str, cgroups_path: str | None) -> dict[str, str]:
+    """Where the container goes in each hierarchy of ``mounts``, relative to its mount.
+
+    As runc 1.1's fs manager: an absolute cgroupsPath from each root; a relative
+    one, and none (the id), under the runtime's own cgroup in each v1 hierarchy,
+    but from the root of the v2 one of a hybrid host.
+    """
+    if cgroups_path and cgroups_path.startswith("/"):
+        rel = relative_path(cid, cgroups_path)
+        return {ctrl: rel for ctrl in mounts}
+    from .fs import own_v1
+
+    own = own_v1()
+    return {ctrl: relative_path(cid, cgroups_path, "" if ctrl == "unified" else own.get(ctrl, ""))
+            for ctrl in mounts}  # fmt: skip
+
+
+def apply(mounts: dict[str, str], rel: str | dict[str, str], resources: dict, pid: int, *,
           devices: bool = True) -> tuple[dict, list]:  # fmt: skip
     """Create the container's cgroups, set limits, and move ``pid`` into them.
 
+    ``rel``: the place in every hierarchy, or each one's (see relative_paths).
     Returns the cgroup of each controller, and the directories made here (only
     those are removed on delete: a cgroup the container did not create stays).
     """
@@ -27,7 +45,7 @@ def apply(mounts: dict[str, str], rel: str, resources: dict, pid: int, *,
     created: list[str] = []
     try:
         for ctrl, mp in mounts.items():
-            path = os.path.join(mp, rel)
+            path = os.path.join(mp, rel if isinstance(rel, str) else rel[ctrl])
             created += makedirs(path)
             paths[ctrl] = path
         if "cpuset" in paths:
