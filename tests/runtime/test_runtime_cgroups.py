@@ -97,6 +97,24 @@ def test_map_v2_resources_to_files(tmp_path):
     assert (root / "cgroup.subtree_control").read_text().startswith("+")
 
 
+def test_map_v2_kernel_memory_ignored_with_a_warning(tmp_path, capsys):
+    # runc 1.1 ignores memory.kernel and kernelTCP on cgroup v2 (the runtime-spec marks
+    # them NOT RECOMMENDED); configs written for v1 hosts carry them
+    root, ctr = _fake_tree(tmp_path)
+    v2.set_resources(str(ctr), {"memory": {"limit": 1 << 20, "kernel": 1 << 19,
+                                           "kernelTCP": 1 << 18}})  # fmt: skip
+    assert (ctr / "memory.max").read_text() == str(1 << 20)
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "ocibox-runtime: warning: linux.resources.memory.kernel: no kernel memory limit on "
+        "cgroup v2; ignored",
+        "ocibox-runtime: warning: linux.resources.memory.kernelTCP: no kernel memory limit on "
+        "cgroup v2; ignored",
+    ]
+    v2.set_resources(str(ctr), {"memory": {"kernel": 1 << 19}})  # alone: nothing else written
+    assert "memory.kernel" in capsys.readouterr().err
+
+
 def test_map_v2_refusals(tmp_path):
     root, ctr = _fake_tree(tmp_path, controllers=("cpu",))
     with pytest.raises(NotImplementedYet, match="memory controller is not available"):
@@ -105,6 +123,8 @@ def test_map_v2_refusals(tmp_path):
         v2.set_resources(str(ctr), {"cpu": {"realtimeRuntime": 1000}})
     with pytest.raises(NotImplementedYet, match="swappiness"):
         v2.set_resources(str(ctr), {"memory": {"swappiness": 10}})
+    with pytest.raises(NotImplementedYet, match="disableOOMKiller"):
+        v2.set_resources(str(ctr), {"memory": {"disableOOMKiller": True}})
     for bad in ("../memory.max", "nodot", ".hidden"):
         with pytest.raises(BundleError, match="CONTROLLER.PARAMETER"):
             v2.set_resources(str(ctr), {"unified": {bad: "1"}})

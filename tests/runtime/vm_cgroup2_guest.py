@@ -275,6 +275,7 @@ EDGES = {
     "memory-swap-below-limit": {"memory": {"limit": 64 * MIB, "swap": 32 * MIB}},
     "memory-swap-no-limit": {"memory": {"swap": 64 * MIB}},
     "memory-kernel": {"memory": {"limit": 64 * MIB, "kernel": 32 * MIB}},
+    "memory-kernel-tcp": {"memory": {"limit": 64 * MIB, "kernelTCP": 16 * MIB}},
     "memory-swappiness": {"memory": {"swappiness": 10}},
     "memory-no-oom-killer": {"memory": {"disableOOMKiller": True}},
     "cpu-quota-max": {"cpu": {"quota": -1, "period": 50000}},

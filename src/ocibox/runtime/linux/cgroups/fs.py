@@ -106,6 +106,13 @@ def own_v1() -> dict[str, str]:
     return out
 
 
+def warning(msg: str) -> None:
+    """A warning on stderr, in the runtime's words (what a cgroup step skipped and why)."""
+    import sys
+
+    sys.stderr.write(f"ocibox-runtime: warning: {msg}\n")
+
+
 def makedirs(path: str) -> list[str]:
     """mkdir -p, returning the directories it made, deepest last."""
     made = []

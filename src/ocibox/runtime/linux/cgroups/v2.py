@@ -140,9 +140,16 @@ def swap_max(swap: int | None, limit: int | None) -> str:
 def set_memory(path: str, mem: dict) -> None:
     if not mem:
         return
-    for key in ("swappiness", "kernel", "kernelTCP"):
+    if mem.get("swappiness") is not None:
+        raise NotImplementedYet("linux.resources.memory.swappiness: not available on cgroup v2")
+    for key in ("kernel", "kernelTCP"):
         if mem.get(key) is not None:
-            raise NotImplementedYet(f"linux.resources.memory.{key}: not available on cgroup v2")
+            # runc ignores them too, and the runtime-spec marks them NOT RECOMMENDED: configs
+            # made for v1 hosts carry them, and refusing would break those here.
+            from .fs import warning
+
+            warning(f"linux.resources.memory.{key}: no kernel memory limit on cgroup v2; "
+                    "ignored")  # fmt: skip
     if mem.get("disableOOMKiller"):
         raise NotImplementedYet("linux.resources.memory.disableOOMKiller: not available on "
                                 "cgroup v2")  # fmt: skip
