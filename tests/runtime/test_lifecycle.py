@@ -186,7 +186,7 @@ def test_create_errors_are_one_line_and_leave_nothing(ours, bundle):
     )
     assert not (ours.root / cid).exists()
     assert not any(
-        os.path.exists(f"/sys/fs/cgroup/{c}/{cid}") for c in ("memory", "pids", "devices")
+        os.path.exists(_v1_place(c, cid)) for c in ("memory", "pids", "devices")
     )
 
 
@@ -233,12 +233,14 @@ def test_signal_to_created_container_kills_it(both, bundle):
 def test_delete_removes_cgroups(ours, bundle):
     cid = ours.new_id()
     ours("create", "--bundle", bundle.write(["sleep", "30"]), cid)
-    cgroups = [f"/sys/fs/cgroup/{c}/{cid}" for c in ("memory", "pids", "devices")]
     if not os.path.isdir("/sys/fs/cgroup/memory"):
         pytest.skip("no cgroup v1 memory hierarchy")
-    assert all(os.path.isdir(p) for p in cgroups)
     pid = ours.state(cid)["pid"]
-    with open(f"/sys/fs/cgroup/memory/{cid}/cgroup.procs") as f:
+    with open(f"/proc/{pid}/cgroup") as f:  # no cgroupsPath: the id, under our own cgroups
+        where = {line.split(":")[1]: line.strip().split(":", 2)[2] for line in f}
+    cgroups = [f"/sys/fs/cgroup/{c}{where[c]}" for c in ("memory", "pids", "devices")]
+    assert all(p.endswith("/" + cid) and os.path.isdir(p) for p in cgroups)
+    with open(f"{cgroups[0]}/cgroup.procs") as f:
         assert str(pid) in f.read().split()
     ours("delete", "--force", cid)
     assert not any(os.path.exists(p) for p in cgroups)
@@ -722,3 +724,11 @@ def test_concurrent_starts_and_deletes(ours, bundle):
     ]
     codes = [p.wait(timeout=30) for p in procs]
     assert codes.count(0) >= 1 and not (ours.root / cid).exists()
+
+
+def _v1_place(ctrl: str, cid: str) -> str:
+    """Where a container with no cgroupsPath goes in a v1 hierarchy: under the runtime's
+    (this test's) own cgroup there, as runc places it."""
+    with open("/proc/self/cgroup") as f:
+        own = {n: line.strip().split(":", 2)[2] for line in f for n in line.split(":")[1].split(",")}
+    return f"/sys/fs/cgroup/{ctrl}{own.get(ctrl, '/').rstrip('/')}/{cid}"
