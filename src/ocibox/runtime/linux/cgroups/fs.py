@@ -53,7 +53,7 @@ def relative_path(cid: str, cgroups_path: str | None, base: str = "") -> str:
 
     An absolute cgroupsPath is taken from the root; a relative one, and the
     default (the container's id), from ``base`` (runc's choice on cgroup v2: the
-    parent of the runtime's own cgroup, see own_parent).
+    parent of the runtime's own cgroup, see own_parent; on v1: its own, see own_v1).
     """
     path = cgroups_path or cid
     if ":" in path and not path.startswith("/"):

@@ -1,7 +1,7 @@
 """linux.cgroupsPath and linux.resources on cgroup v1, and the hybrid layout.
 
-One directory per v1 hierarchy, named by cgroupsPath (default ``/<id>``),
-joined by writing the intermediate's pid before it unshares anything, so that a
+One directory per v1 hierarchy, named by cgroupsPath (default: the id, under the
+runtime's own cgroup in each hierarchy, see relative_paths), joined by writing the intermediate's pid before it unshares anything, so that a
 new cgroup namespace is rooted there. On a hybrid host the process is placed
 in the v2 hierarchy as well (as runc does); a controller that no v1 hierarchy
 has but the v2 one offers (hugetlb on these machines) is set there, as are the
