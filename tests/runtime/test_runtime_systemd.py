@@ -234,9 +234,32 @@ def test_annotation_properties_refused(key, value):
         sd.annotation_properties({key: value})
 
 
-def test_v1_hosts_refused():
+def test_v1_unified_refused():
     from ocibox.errors import NotImplementedYet
 
-    with pytest.raises(NotImplementedYet, match="cgroup v2"):
-        sd._refuse_v1(True)
-    sd._refuse_v1(False)
+    with pytest.raises(NotImplementedYet, match="cgroup v1"):
+        sd.check_resources({"unified": {"memory.max": "1M"}}, True)
+    sd.check_resources({"unified": {"memory.max": "1M"}}, False)
+    sd.check_resources({"memory": {"limit": 1 << 20}}, True)
+
+
+def test_v1_properties_as_runc():
+    # runc 1.1's legacy manager: MemoryLimit, CPUShares (as given), the quota per
+    # second, BlockIOWeight, TasksMax; swap and reservation are left to cgroupfs.
+    res = {"memory": {"limit": 64 << 20, "reservation": 1 << 20, "swap": 128 << 20},
+           "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"},
+           "blockIO": {"weight": 300}, "pids": {"limit": 42}}  # fmt: skip
+    props = dict(sd.v1_resource_properties(res, 252))
+    assert props["MemoryLimit"] == ("t", 64 << 20)
+    assert props["CPUShares"] == ("t", 512)
+    assert props["CPUQuotaPerSecUSec"] == ("t", 500000)
+    assert props["CPUQuotaPeriodUSec"] == ("t", 100000)
+    assert props["BlockIOWeight"] == ("t", 300)
+    assert props["TasksMax"] == ("t", 42)
+    assert props["AllowedCPUs"] == ("ay", b"\x01")
+    assert not {"MemoryMax", "MemoryLow", "MemorySwapMax", "CPUWeight"} & set(props)
+    assert dict(sd.v1_resource_properties({"pids": {"limit": -1}}))["TasksMax"] == ("t", 2**64 - 1)
+    # an update of the quota alone: per second of the period in force
+    props = dict(sd.v1_resource_properties({"cpu": {"quota": 20000}}, 252, 50000))
+    assert props == {"CPUQuotaPerSecUSec": ("t", 400000)}
+    assert sd.v1_resource_properties({"pids": {"limit": 0}, "memory": {}}) == []

@@ -22,7 +22,16 @@ runc 1.1 converts them on cgroup v2:
     pids.limit   -> TasksMax       devices -> DevicePolicy=strict, DeviceAllow
     unified: cpu.max, cpu.weight, cpuset.*, memory.{min,low,high,max,swap.max}, pids.max
 
-Only cgroup v2 (unified) hosts are handled; v1 and hybrid hosts are refused.
+On cgroup v1 and hybrid hosts (runc 1.1's legacy manager) the unit gets the v1
+properties instead (MemoryLimit, CPUShares, CPUQuotaPerSecUSec, BlockIOWeight,
+TasksMax, the devices) and BlockIOAccounting; the container's cgroup in each v1
+hierarchy is <pid 1's cgroup less init.scope>/<slice path>/<unit>: systemd made
+those of the controllers it manages, the others (cpuset, freezer, net_cls, ...)
+are made here, and the init joins every one but name=systemd (systemd's own).
+The v2 hierarchy of a hybrid host is left to systemd, and linux.resources.unified
+is refused, as runc. update freezes the container around SetUnitProperties
+(systemd rewrites the v1 device rules from deny-all); delete stops the unit,
+then removes every one of those directories still there.
 """
 
 from __future__ import annotations
@@ -44,20 +53,18 @@ def running() -> bool:
 
 def check_host() -> None:
     """Refuse, before anything is made, a host this driver cannot serve."""
-    from .fs import UNIFIED, mode
-
     if not running():
         raise OciboxError("--systemd-cgroup: systemd is not running on this host "
                           "(no /run/systemd/system)",
                           hint="leave out --systemd-cgroup to use cgroupfs")  # fmt: skip
-    _refuse_v1(mode() != UNIFIED)
 
 
-def _refuse_v1(v1: bool) -> None:
-    if v1:
-        raise NotImplementedYet("--systemd-cgroup: only hosts with cgroup v2 alone (unified) "
-                                "are supported; this one has cgroup v1 hierarchies",
-                                hint="leave out --systemd-cgroup to use cgroupfs")  # fmt: skip
+def check_resources(resources: dict, v1: bool) -> None:
+    """What the driver cannot do on this host, refused before the unit is made."""
+    if v1 and resources.get("unified"):
+        raise NotImplementedYet("linux.resources.unified: --systemd-cgroup on a cgroup v1 host "
+                                "has no cgroup v2 limits (as runc)",
+                                hint="leave out linux.resources.unified, or use cgroupfs")  # fmt: skip
 
 
 # --- names and paths -----------------------------------------------------------
@@ -292,6 +299,37 @@ def resource_properties(resources: dict, version: int = 252, period_now: int = 0
     return props
 
 
+def v1_resource_properties(resources: dict, version: int = 252, period_now: int = 0) -> list:
+    """linux.resources as systemd unit properties for cgroup v1, as runc 1.1's legacy
+    manager makes them (the rest is written through cgroupfs)."""
+    props: list = []
+    if resources.get("devices") is not None:
+        props += device_properties(resources["devices"])
+    limit = (resources.get("memory") or {}).get("limit")
+    if limit:
+        props.append(("MemoryLimit", ("t", _limit(limit))))
+    cpu = resources.get("cpu") or {}
+    if cpu.get("shares"):
+        props.append(("CPUShares", ("t", cpu["shares"])))
+    quota, period = cpu.get("quota"), cpu.get("period")
+    if quota and not period and period_now:
+        props += [p for p in cpu_quota_properties(quota, period_now, version)
+                  if p[0] != "CPUQuotaPeriodUSec"]  # fmt: skip
+    else:
+        props += cpu_quota_properties(quota, period, version)
+    weight = (resources.get("blockIO") or {}).get("weight")
+    if weight:
+        props.append(("BlockIOWeight", ("t", weight)))
+    pids = (resources.get("pids") or {}).get("limit")
+    if pids and (pids > 0 or pids == -1):
+        props.append(("TasksMax", ("t", _limit(pids))))
+    if version >= 244:
+        for key, name in (("cpus", "AllowedCPUs"), ("mems", "AllowedMemoryNodes")):
+            if cpu.get(key):
+                props.append((name, ("ay", range_to_bits(cpu[key], f"linux.resources.cpu.{key}"))))
+    return props
+
+
 def _needs_version(resources: dict) -> bool:
     cpu = resources.get("cpu") or {}
     unified = resources.get("unified") or {}
@@ -490,12 +528,12 @@ def apply(cid: str, cgroups_path: str | None, resources: dict, pid: int,
     Returns the cgroup paths (as the cgroupfs driver does), the directories to
     remove on delete, and the unit's name (to stop it then).
     """
-    from . import v2
     from .fs import UNIFIED, hierarchies, mode
 
     parent, unit = parse(cid, cgroups_path)
     mounts = hierarchies()
-    _refuse_v1(mode(mounts) != UNIFIED)
+    v1 = mode(mounts) != UNIFIED
+    check_resources(resources, v1)
     conn = _connect()
     try:
         ver = version(conn) if _needs_version(resources) else 252
@@ -507,21 +545,79 @@ def apply(cid: str, cgroups_path: str | None, resources: dict, pid: int,
             props += [("Slice", ("s", parent)), ("Delegate", ("b", True))]
         props += [("PIDs", ("au", [pid])),
                   ("MemoryAccounting", ("b", True)), ("CPUAccounting", ("b", True)),
-                  ("IOAccounting", ("b", True)), ("TasksAccounting", ("b", True)),
+                  ("BlockIOAccounting" if v1 else "IOAccounting", ("b", True)),
+                  ("TasksAccounting", ("b", True)),
                   ("DefaultDependencies", ("b", False))]  # fmt: skip
         props += annotation_properties(annotations or {})  # before resources, which win
-        props += resource_properties(resources, ver)
+        props += (v1_resource_properties if v1 else resource_properties)(resources, ver)
         start_unit(conn, unit, props)
-        path = os.path.join(mounts["unified"], unit_cgroup(parent, unit))
         try:
-            v2.set_resources(path, resources)
-            v2.set_devices(path, resources.get("devices") or [])
+            if v1:
+                paths = _v1_join(mounts, unit_cgroup(parent, unit), resources, pid)
+            else:
+                from . import v2
+
+                path = os.path.join(mounts["unified"], unit_cgroup(parent, unit))
+                v2.set_resources(path, resources)
+                v2.set_devices(path, resources.get("devices") or [])
+                paths = {"unified": path}
         except BaseException:
             stop_unit(unit, conn)
+            if v1:
+                from .fs import remove
+
+                remove([p for p in _v1_paths(mounts, unit_cgroup(parent, unit)).values()])
             raise
     finally:
         conn.close()
-    return {"unified": path}, [path], unit
+    return paths, sorted(set(paths.values())), unit
+
+
+def _init_cgroups() -> dict[str, str]:
+    """Controller -> pid 1's cgroup in each v1 hierarchy, less a final "init.scope"
+    (systemd 226 and later keeps itself there, not at the root)."""
+    out = {}
+    try:
+        with open("/proc/1/cgroup") as f:
+            for line in f:
+                _, ctrls, path = line.rstrip("\n").split(":", 2)
+                path = os.path.normpath(path)
+                if os.path.basename(path) == "init.scope":
+                    path = os.path.dirname(path)
+                for ctrl in ctrls.split(","):
+                    if ctrl:
+                        out[ctrl] = path.strip("/")
+    except OSError:
+        pass
+    return out
+
+
+def _v1_paths(mounts: dict[str, str], rel: str) -> dict[str, str]:
+    """The container's directory in every v1 hierarchy (name=systemd's included)."""
+    init = _init_cgroups()
+    return {ctrl: os.path.join(mp, init.get(ctrl, ""), rel).rstrip("/")
+            for ctrl, mp in mounts.items() if ctrl != "unified"}  # fmt: skip
+
+
+def _v1_join(mounts: dict[str, str], rel: str, resources: dict, pid: int) -> dict[str, str]:
+    """Make the v1 directories systemd did not, join ``pid`` to each (name=systemd is
+    systemd's), then every resource and the device rules through cgroupfs, as runc."""
+    from . import v1
+    from .fs import makedirs, write
+
+    paths = _v1_paths(mounts, rel)
+    if "devices" not in paths:
+        raise OciboxError("--systemd-cgroup: this cgroup v1 host has no devices hierarchy")
+    for ctrl, path in paths.items():
+        if ctrl == "name=systemd":
+            continue
+        makedirs(path)
+        if ctrl == "cpuset":
+            v1._init_cpuset(mounts["cpuset"], path)
+        write(path, "cgroup.procs", str(pid))
+    v1.set_resources(paths, resources)
+    v1.replace_devices(paths["devices"], resources.get("devices") or [])
+    return paths
 
 
 def cgroups_path_name(cid: str, cgroups_path: str | None) -> str:
@@ -530,28 +626,48 @@ def cgroups_path_name(cid: str, cgroups_path: str | None) -> str:
 
 
 def set_unit_resources(unit: str, paths: dict[str, str], resources: dict) -> None:
-    """update: the unit's properties (as runtime changes); the caller then writes cgroupfs."""
+    """update: the unit's properties (as runtime changes); the caller then writes cgroupfs.
+
+    On cgroup v1 the container is frozen meanwhile, unless it already is (systemd
+    rewrites the device rules from deny-all: a running process could be refused).
+    """
     from .. import dbus
 
-    path = paths.get("unified", "")
+    v1 = "unified" not in paths
+    check_resources(resources, v1)
     period_now = 0
     try:
-        with open(os.path.join(path, "cpu.max")) as f:
-            fields = f.read().split()
-        period_now = int(fields[1]) if len(fields) == 2 else 0
+        if v1:
+            with open(os.path.join(paths.get("cpu", ""), "cpu.cfs_period_us")) as f:
+                period_now = int(f.read())
+        else:
+            with open(os.path.join(paths.get("unified", ""), "cpu.max")) as f:
+                fields = f.read().split()
+            period_now = int(fields[1]) if len(fields) == 2 else 0
     except (OSError, ValueError):
         pass
     conn = _connect()
     try:
         ver = version(conn) if _needs_version(resources) else 252
-        props = resource_properties(resources, ver, period_now)
+        props = (v1_resource_properties if v1 else resource_properties)(resources, ver, period_now)
         if not props:
             return
+        thaw = False
+        if v1 and "freezer" in paths:
+            from . import frozen
+            from .v1 import freeze
+
+            if not frozen(paths):
+                freeze(paths["freezer"], True)
+                thaw = True
         try:
             conn.call(dbus.SYSTEMD, dbus.PATH, dbus.MANAGER, "SetUnitProperties", "sba(sv)",
                       (unit, True, props))  # fmt: skip
         except dbus.DBusError as e:
             raise OciboxError(f"systemd unit {unit}: {e.message}") from None
+        finally:
+            if thaw:
+                freeze(paths["freezer"], False)
     finally:
         conn.close()
 
