@@ -9,7 +9,8 @@ boots /boot/vmlinuz-* under qemu-system-x86_64 with TCG, and the guest:
     tmpfs overlay on top (writes land in guest memory and vanish at power-off),
   - mounts proc, sysfs, devtmpfs, devpts, tmpfs on /tmp, /run and /dev/shm,
   - mounts cgroup2 alone on /sys/fs/cgroup (no v1 hierarchy, cgroup_no_v1=all) and
-    enables every controller in the root's cgroup.subtree_control,
+    enables every controller in the root's cgroup.subtree_control (or, with
+    boot(hybrid=True), mounts none and lets systemd as PID 1 mount a hybrid layout),
   - mounts the job directory (a host temporary directory, tag job) rw at
     /run/vmhost/job, and copies boot(root_files=...) onto the root,
   - switch_roots into the overlay and execs the init: by default a shell script
@@ -79,10 +80,12 @@ mount -t devpts -o newinstance,ptmxmode=0666 devpts $N/dev/pts
 mount -t tmpfs tmpfs $N/dev/shm
 mount -t tmpfs -o mode=1777 tmpfs $N/tmp
 mount -t tmpfs -o mode=0755 tmpfs $N/run
-mount -t cgroup2 -o nsdelegate cgroup2 $N/sys/fs/cgroup || fail "mounting cgroup2"
-for c in $(cat $N/sys/fs/cgroup/cgroup.controllers); do
-  echo "+$c" > $N/sys/fs/cgroup/cgroup.subtree_control || echo "vmhost: cannot enable $c"
-done
+if [ "$(arg cgroups)" != systemd ]; then  # else the init (systemd) mounts them its way
+  mount -t cgroup2 -o nsdelegate cgroup2 $N/sys/fs/cgroup || fail "mounting cgroup2"
+  for c in $(cat $N/sys/fs/cgroup/cgroup.controllers); do
+    echo "+$c" > $N/sys/fs/cgroup/cgroup.subtree_control || echo "vmhost: cannot enable $c"
+  done
+fi
 mkdir -p $N/run/vmhost/job
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 job $N/run/vmhost/job \
   || fail "mounting the job directory"
@@ -274,6 +277,7 @@ def boot(
     files: dict[str, str | bytes] | None = None,
     root_files: dict[str, str | bytes] | None = None,
     job: Path | None = None,
+    hybrid: bool = False,
 ) -> Result:
     """Boot the VM, run ``script`` (sh) in it as root, power off; return what it did.
 
@@ -288,6 +292,9 @@ def boot(
     (the tmpfs overlay) before the init starts, e.g. a systemd unit (see
     SYSTEMD_UNIT). ``job``: the job directory to use (e.g. pytest's tmp_path;
     default: a new temporary directory, which the caller removes: Result.job).
+    ``hybrid``: cgroup v1 hierarchies too, for systemd as ``init``: stage 1 mounts
+    no cgroup, and systemd (252 allows it) mounts the hybrid layout, v1
+    controllers and /sys/fs/cgroup/unified (systemd.unified_cgroup_hierarchy=0).
     """
     image, _ = kernel()
     ramfs = initramfs()
@@ -308,6 +315,11 @@ def boot(
     cmdline = (
         "console=ttyS0 panic=-1 loglevel=4 cgroup_no_v1=all systemd.unified_cgroup_hierarchy=1"
     )
+    if hybrid:
+        if not init:
+            raise ValueError("hybrid: systemd mounts the cgroups; give it as init")
+        cmdline = ("console=ttyS0 panic=-1 loglevel=4 systemd.unified_cgroup_hierarchy=0 "
+                   "SYSTEMD_CGROUP_ENABLE_LEGACY_FORCE=1 vmhost.cgroups=systemd")  # fmt: skip
     if init:
         if any("," in a or " " in a for a in init):
             raise ValueError(f"init {init!r}: no spaces or commas in its arguments")

@@ -592,11 +592,16 @@ def _init_cgroups() -> dict[str, str]:
     return out
 
 
+# The v1 controllers runc 1.1's legacy manager puts a container in (not misc, say).
+_V1_JOINED = ("cpuset", "devices", "memory", "cpu", "cpuacct", "pids", "blkio", "hugetlb",
+              "perf_event", "freezer", "net_prio", "net_cls", "rdma", "name=systemd")  # fmt: skip
+
+
 def _v1_paths(mounts: dict[str, str], rel: str) -> dict[str, str]:
-    """The container's directory in every v1 hierarchy (name=systemd's included)."""
+    """The container's directory in each v1 hierarchy runc uses (name=systemd's included)."""
     init = _init_cgroups()
-    return {ctrl: os.path.join(mp, init.get(ctrl, ""), rel).rstrip("/")
-            for ctrl, mp in mounts.items() if ctrl != "unified"}  # fmt: skip
+    return {ctrl: os.path.join(mounts[ctrl], init.get(ctrl, ""), rel).rstrip("/")
+            for ctrl in _V1_JOINED if ctrl in mounts}  # fmt: skip
 
 
 def _v1_join(mounts: dict[str, str], rel: str, resources: dict, pid: int) -> dict[str, str]:

@@ -1,0 +1,244 @@
+"""--systemd-cgroup on a cgroup v1 (hybrid) host against runc's: systemd as PID 1 in a VM.
+
+vmhost boots with hybrid=True: systemd 252 mounts the v1 controllers and the v2
+hierarchy at /sys/fs/cgroup/unified. One boot runs the same bundle under
+`runc --systemd-cgroup` and `ocibox-runtime --systemd-cgroup` (podman's
+cgroupsPath form) and records for each: the unit's properties, the init's
+/proc/<pid>/cgroup, the v1 files of the unit's cgroups, the same after update,
+pause/resume (the v1 freezer), ps, events --stats, kill --all, and what delete
+leaves in every hierarchy. The tests compare the two records.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.peer]
+
+PROPS = ("Slice", "Delegate", "DefaultDependencies", "MemoryAccounting", "CPUAccounting",
+         "BlockIOAccounting", "TasksAccounting", "MemoryLimit", "CPUShares",
+         "CPUQuotaPerSecUSec", "CPUQuotaPeriodUSec", "TasksMax", "AllowedCPUs",
+         "DevicePolicy", "DeviceAllow", "Description", "ControlGroup")  # fmt: skip
+# controller directory / file
+FILES = ("memory/memory.limit_in_bytes", "memory/memory.soft_limit_in_bytes",
+         "cpu,cpuacct/cpu.shares", "cpu,cpuacct/cpu.cfs_quota_us",
+         "cpu,cpuacct/cpu.cfs_period_us", "pids/pids.max", "cpuset/cpuset.cpus",
+         "cpuset/cpuset.mems", "freezer/freezer.state")  # fmt: skip
+
+_SCRIPT = r"""
+set -u
+SRC=@SRC@
+PY=@PY@
+W=/var/lib/ocibox-vm
+B=$W/bundle
+echo "host mounts $(grep -c ' cgroup ' /proc/mounts) $(grep -c cgroup2 /proc/mounts)"
+mkdir -p $B/rootfs/bin $B/rootfs/proc $B/rootfs/dev $B/rootfs/sys $B/rootfs/tmp
+cp /bin/busybox $B/rootfs/bin/busybox
+for a in sh sleep cat true; do ln -s busybox $B/rootfs/bin/$a; done
+cd $B && runc spec && cd /
+$PY - <<'EOF'
+import json
+p = "/var/lib/ocibox-vm/bundle/config.json"
+c = json.load(open(p))
+c["process"]["terminal"] = False
+c["process"]["args"] = ["sleep", "1000"]
+c["linux"]["resources"].update({
+    "memory": {"limit": 67108864, "reservation": 33554432},
+    "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0", "mems": "0"},
+    "pids": {"limit": 100},
+})
+json.dump(c, open(p, "w"))
+EOF
+cp $B/config.json $W/config.base
+setpath() {  # cgroupsPath [drop-resources-but-devices|unified]
+  $PY - "$@" <<'EOF'
+import json, sys
+p = "/var/lib/ocibox-vm/bundle/config.json"
+c = json.load(open("/var/lib/ocibox-vm/config.base"))
+c["linux"]["cgroupsPath"] = sys.argv[1]
+if len(sys.argv) > 2 and sys.argv[2] == "unified":
+    c["linux"]["resources"]["unified"] = {"memory.high": "1000000"}
+json.dump(c, open(p, "w"))
+EOF
+}
+files() {  # RT WHAT UNIT
+  for f in @FILES@; do d=${f%/*}; n=${f#*/}; echo "$1 $2 file $n=$(cat /sys/fs/cgroup/$d/machine.slice/$3/$n 2>&1)"; done
+}
+left() {  # UNIT: its directories in every hierarchy
+  ls -d /sys/fs/cgroup/*/machine.slice/$1 2>/dev/null | wc -l
+}
+for RT in runc ocibox; do
+  if [ $RT = runc ]; then R="runc --root $W/root-$RT --systemd-cgroup"
+  else R="env PYTHONPATH=$SRC $PY -m ocibox.runtime.cli --root $W/root-$RT --systemd-cgroup --debug --log $W/ocibox.log"; fi
+  ID=sd-$RT
+  U=libpod-$ID.scope
+  setpath machine.slice:libpod:$ID
+  $R create --bundle $B $ID; echo "$RT create rc=$?"
+  $R start $ID; echo "$RT start rc=$?"
+  systemctl show @PROPS@ $U | sed "s/^/$RT created /"
+  PID=$($R state $ID | $PY -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+  sort -t: -k2 /proc/$PID/cgroup | cut -d: -f2- | sed "s/^/$RT initcgroup /"
+  files $RT created $U
+  echo "$RT dirs $(left $U)"
+  $R update --memory 134217728 --pids-limit 50 --cpu-quota 20000 --cpu-share 256 $ID; echo "$RT update rc=$?"
+  systemctl show @PROPS@ $U | sed "s/^/$RT updated /"
+  files $RT updated $U
+  $R pause $ID; echo "$RT pause rc=$?"
+  echo "$RT paused $($R state $ID | $PY -c 'import json,sys; print(json.load(sys.stdin)["status"])') $(cat /sys/fs/cgroup/freezer/machine.slice/$U/freezer.state)"
+  $R resume $ID; echo "$RT resume rc=$?"
+  echo "$RT resumed $($R state $ID | $PY -c 'import json,sys; print(json.load(sys.stdin)["status"])') $(cat /sys/fs/cgroup/freezer/machine.slice/$U/freezer.state)"
+  $R exec -d $ID sleep 999; echo "$RT exec rc=$?"
+  echo "$RT ps $($R ps --format json $ID | $PY -c 'import json,sys; print(len(json.load(sys.stdin)))')"
+  echo "$RT stats $($R events --stats $ID | $PY -c 'import json,sys; d=json.load(sys.stdin)["data"]; print(d["memory"]["usage"]["usage"] > 0, d["pids"]["current"])')"
+  $R kill --all $ID KILL; echo "$RT kill rc=$?"
+  sleep 1
+  $R delete $ID; echo "$RT delete rc=$?"
+  echo "$RT deleted $(systemctl show -p LoadState $U) dirs=$(left $U)"
+  # delete --force of a running one
+  setpath machine.slice:libpod:f$ID
+  $R run -d --bundle $B f$ID; echo "$RT run rc=$?"
+  $R delete --force f$ID; echo "$RT fdelete rc=$?"
+  echo "$RT fdeleted $(systemctl show -p LoadState libpod-f$ID.scope) dirs=$(left libpod-f$ID.scope)"
+  # linux.resources.unified: no v2 limits through the v1 manager
+  setpath machine.slice:libpod:u$ID unified
+  $R create --bundle $B u$ID > $W/u.out 2>&1; echo "$RT unified rc=$?"
+  sed "s/^/$RT unified-said /" $W/u.out | head -3
+  $R delete --force u$ID > /dev/null 2>&1
+  echo "$RT unified-left $(systemctl list-units --all --no-legend libpod-u$ID.scope | wc -l) dirs=$(left libpod-u$ID.scope)"
+done
+if grep -q 'level=error' $W/ocibox.log; then grep -v 'level=debug msg="init' $W/ocibox.log | tail -100 | sed 's/^/ocibox log /'; fi
+"""
+
+
+def _script() -> str:
+    import ocibox
+
+    src = str(Path(ocibox.__file__).resolve().parent.parent)
+    return (_SCRIPT.replace("@SRC@", src).replace("@PY@", sys.executable)
+            .replace("@PROPS@", " ".join(f"-p {p}" for p in PROPS))
+            .replace("@FILES@", " ".join(FILES)))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def guest(tmp_path_factory):
+    import vmhost
+
+    vmhost.require()
+    import ocibox
+
+    src = Path(ocibox.__file__).resolve().parent.parent
+    for path in (src, Path(sys.executable)):
+        hidden = [d for d in vmhost.GUEST_TMPFS if path.is_relative_to(d)]
+        if hidden:
+            pytest.skip(f"{path} is under {hidden[0]}, a fresh tmpfs in the VM")
+    if not os.path.exists("/lib/systemd/systemd"):
+        pytest.skip("systemd is not installed (apt-get install systemd)")
+    if not os.path.exists("/usr/sbin/runc") and not os.path.exists("/usr/bin/runc"):
+        pytest.skip("runc is not installed")
+    r = vmhost.boot(_script(), init=["/lib/systemd/systemd", "--unit=vmhost.service"],
+                    root_files=vmhost.SYSTEMD_UNIT, timeout=600, hybrid=True,
+                    job=tmp_path_factory.mktemp("vmjob"))  # fmt: skip
+    assert r.returncode is not None, f"the VM did not finish:\n{r.console[-4000:]}"
+    out: dict[str, dict[str, list[str]]] = {"runc": {}, "ocibox": {}, "host": {}}
+    for line in r.output.splitlines():
+        rt, _, rest = line.partition(" ")
+        what, _, value = rest.partition(" ")
+        if rt in out:
+            out[rt].setdefault(what, []).append(value)
+    if "Traceback" not in r.output:
+        shutil.rmtree(r.job, ignore_errors=True)
+    return out, r.output
+
+
+def _props(rec: dict, what: str, rt: str) -> dict[str, str]:
+    got = dict(v.split("=", 1) for v in rec.get(what, []) if "=" in v and " " not in v.split("=")[0])
+    return {k: v.replace(f"sd-{rt}", "ID") for k, v in got.items()}
+
+
+def test_the_guest_is_hybrid(guest):
+    out, text = guest
+    mounts = out["host"]["mounts"][0].split()
+    assert int(mounts[0]) >= 8 and mounts[1] == "1", text
+
+
+def test_both_ran_every_step(guest):
+    out, text = guest
+    for rt in ("runc", "ocibox"):
+        for step in ("create", "start", "update", "pause", "resume", "exec", "kill", "delete",
+                     "run", "fdelete"):  # fmt: skip
+            assert out[rt].get(step) == ["rc=0"], f"{rt} {step}:\n{text}"
+
+
+def test_unit_properties_as_runc(guest):
+    out, text = guest
+    for what in ("created", "updated"):
+        runc, ours = _props(out["runc"], what, "runc"), _props(out["ocibox"], what, "ocibox")
+        assert set(runc.pop("DeviceAllow").split()) == set(ours.pop("DeviceAllow").split())
+        assert ours == runc, f"{what}:\n{text}"
+    created = _props(out["ocibox"], "created", "ocibox")
+    assert created["MemoryLimit"] == "67108864" and created["CPUShares"] == "512"
+    assert created["TasksMax"] == "100" and created["BlockIOAccounting"] == "yes"
+    assert created["DevicePolicy"] == "strict"
+    assert created["ControlGroup"] == "/machine.slice/libpod-ID.scope"
+    updated = _props(out["ocibox"], "updated", "ocibox")
+    assert updated["MemoryLimit"] == "134217728" and updated["TasksMax"] == "50"
+    assert updated["CPUQuotaPerSecUSec"] == "200ms" and updated["CPUShares"] == "256"
+
+
+def test_v1_files_as_runc(guest):
+    out, text = guest
+    for what in ("created", "updated"):
+        runc = [v for v in out["runc"][what] if v.startswith("file ")]
+        ours = [v for v in out["ocibox"][what] if v.startswith("file ")]
+        assert ours == runc, f"{what}:\n{text}"
+    files = dict(v[5:].split("=", 1) for v in out["ocibox"]["updated"] if v.startswith("file "))
+    assert files["memory.limit_in_bytes"] == "134217728" and files["pids.max"] == "50"
+    assert files["cpu.cfs_quota_us"] == "20000" and files["cpu.shares"] == "256"
+    assert files["cpuset.cpus"] == "0"
+
+
+def test_init_in_every_hierarchy_as_runc(guest):
+    out, text = guest
+    runc = [v.replace("sd-runc", "ID") for v in out["runc"]["initcgroup"]]
+    ours = [v.replace("sd-ocibox", "ID") for v in out["ocibox"]["initcgroup"]]
+    assert ours == runc, text
+    assert "memory:/machine.slice/libpod-ID.scope" in ours
+    assert "cpuset:/machine.slice/libpod-ID.scope" in ours
+    assert "freezer:/machine.slice/libpod-ID.scope" in ours
+    assert out["ocibox"]["dirs"] == out["runc"]["dirs"], text
+
+
+def test_lifecycle_on_the_v1_cgroups(guest):
+    out, text = guest
+    for rt in ("runc", "ocibox"):
+        o = out[rt]
+        assert o["paused"] == ["paused FROZEN"], f"{rt}:\n{text}"
+        assert o["resumed"] == ["running THAWED"], f"{rt}:\n{text}"
+        assert o["ps"] == ["2"] and o["stats"] == ["True 2"], f"{rt}:\n{text}"
+
+
+def test_delete_leaves_no_unit_and_no_dirs(guest):
+    out, text = guest
+    for rt in ("runc", "ocibox"):
+        assert out[rt]["deleted"] == ["LoadState=not-found dirs=0"], f"{rt}:\n{text}"
+        assert out[rt]["fdeleted"] == ["LoadState=not-found dirs=0"], f"{rt}:\n{text}"
+
+
+def test_unified_refused_as_runc(guest):
+    out, text = guest
+    for rt in ("runc", "ocibox"):
+        assert out[rt]["unified"] != ["rc=0"], f"{rt}:\n{text}"
+        assert out[rt]["unified-left"] == ["0 dirs=0"], f"{rt}:\n{text}"
+    assert any("linux.resources.unified" in v for v in out["ocibox"]["unified-said"]), text
+
+
+def test_output_has_no_traceback(guest):
+    _, text = guest
+    assert "Traceback" not in text, text
+    assert not re.search(r"^ocibox (create|start|update) rc=[1-9]", text, re.M)
