@@ -277,12 +277,14 @@ class Connection:
                                          "org.freedesktop.DBus", "Hello")[0]  # fmt: skip
 
     def _auth(self) -> None:
+        # BEGIN goes with AUTH, before the OK, as sd-bus's clients (systemctl) send it.
+        # Sent after the OK, it could reach systemd in one read with the first message,
+        # which then sometimes got no answer (30 s, in the VM tests; the likely cause).
         uid = str(os.geteuid()).encode().hex()
-        self.sock.sendall(b"\0AUTH EXTERNAL " + uid.encode() + b"\r\n")
+        self.sock.sendall(b"\0AUTH EXTERNAL " + uid.encode() + b"\r\nBEGIN\r\n")
         line = self._line()
         if not line.startswith(b"OK "):
             raise DBusError(f"D-Bus {self.path}: authentication refused ({line.decode(errors='replace')})")
-        self.sock.sendall(b"BEGIN\r\n")
 
     def _line(self) -> bytes:
         while b"\r\n" not in self.buf:
