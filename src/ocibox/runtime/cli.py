@@ -81,7 +81,20 @@ _COMMANDS["events"] = (
     1,
     "events [--stats] [--interval 5s] <container-id>",
 )
-_LATER = ("checkpoint", "restore")
+_CRIU = {"--image-path": True, "--work-path": True, "--tcp-established": False,
+         "--ext-unix-sk": False, "--shell-job": False, "--file-locks": False,
+         "--manage-cgroups-mode": True, "--empty-ns": True}  # fmt: skip
+_COMMANDS["checkpoint"] = (
+    {**_CRIU, "--leave-running": False, "--pre-dump": False, "--parent-path": True}, 1, 1,
+    "checkpoint [--image-path DIR] [--work-path DIR] [--leave-running] [--pre-dump] <container-id>",
+)  # fmt: skip
+_COMMANDS["restore"] = (
+    {**_CRIU, "--bundle": True, "-b": True, "--detach": False, "-d": False, "--pid-file": True,
+     "--console-socket": True, "--no-subreaper": False, "--no-pivot": False},
+    1, 1, "restore [--image-path DIR] [--bundle DIR] [-d] [--pid-file FILE] <container-id>",
+)  # fmt: skip
+_LATER: tuple[str, ...] = ()
+_criu_path: str | None = None  # the global --criu (runc's), for checkpoint and restore
 
 _ALIASES = {"-b": "--bundle", "-d": "--detach", "-a": "--all", "-f": "--force", "-q": "--quiet",
             "-p": "--process", "-t": "--tty", "-e": "--env", "-u": "--user", "-c": "--cap",
@@ -215,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         if gflags.get("--rootless", "auto") != "auto":
             _set_rootless(str(gflags["--rootless"]))
         cmd, cargs = rest[0], rest[1:]
+        if gflags.get("--criu"):
+            global _criu_path
+            _criu_path = str(gflags["--criu"])
         if cmd in _LATER:
             from ..errors import NotImplementedYet
 
@@ -327,7 +343,8 @@ def _print_help() -> None:
     lines = [f"usage: {PROG} [--root DIR] [--log FILE] [--log-format text|json] [--debug] COMMAND", "",
              "commands:"]  # fmt: skip
     lines += [f"  {usage}" for _, _, _, usage in _COMMANDS.values()]
-    lines.append(f"  (not yet: {', '.join(_LATER)})")
+    if _LATER:
+        lines.append(f"  (not yet: {', '.join(_LATER)})")
     print("\n".join(lines))
 
 
@@ -644,6 +661,38 @@ def _cmd_features(root: str, flags: dict, args: list[str], log: _Log) -> int:
     return 0
 
 
+def _criu_options(flags: dict):
+    from .checkpoint import Options
+
+    return Options(flags.get("--image-path") or None, flags.get("--work-path") or None,
+                   tcp_established=bool(flags.get("--tcp-established")),
+                   ext_unix_sk=bool(flags.get("--ext-unix-sk")),
+                   shell_job=bool(flags.get("--shell-job")),
+                   file_locks=bool(flags.get("--file-locks")),
+                   manage_cgroups_mode=flags.get("--manage-cgroups-mode") or None,
+                   empty_ns=flags.get("--empty-ns") or None, criu=_criu_path)  # fmt: skip
+
+
+def _cmd_checkpoint(root: str, flags: dict, args: list[str], log: _Log) -> int:
+    from .checkpoint import checkpoint
+    from .container import Container
+
+    c = Container.load(root, args[0])
+    checkpoint(c, _criu_options(flags), leave_running=bool(flags.get("--leave-running")),
+               pre_dump=bool(flags.get("--pre-dump")),
+               parent_path=flags.get("--parent-path") or None)  # fmt: skip
+    return 0
+
+
+def _cmd_restore(root: str, flags: dict, args: list[str], log: _Log) -> int:
+    from .checkpoint import restore
+
+    return restore(root, args[0], str(flags.get("--bundle") or "."), _criu_options(flags),
+                   detach=bool(flags.get("--detach")), pid_file=flags.get("--pid-file") or None,
+                   no_subreaper=bool(flags.get("--no-subreaper")),
+                   console_socket=flags.get("--console-socket") or None, warn=log.warn)  # fmt: skip
+
+
 _COMMAND_FUNCS = {
     "spec": _cmd_spec,
     "create": _cmd_create,
@@ -660,6 +709,8 @@ _COMMAND_FUNCS = {
     "exec": _cmd_exec,
     "update": _cmd_update,
     "events": _cmd_events,
+    "checkpoint": _cmd_checkpoint,
+    "restore": _cmd_restore,
 }
 
 

@@ -1,0 +1,415 @@
+"""checkpoint and restore: a running container frozen to image files by CRIU, and back.
+
+CRIU (criu(8), its command line) does the work: it dumps the container's tree of
+processes with their namespaces, mounts and cgroup membership, and rebuilds
+them. The runtime tells it what it cannot know, as runc does:
+
+    --root ROOTFS                  the container's root (restore mounts it there)
+    --external mnt[DEST]:KEY       every bind mount of the config: outside the
+                                   container, so not dumped; KEY is its destination
+    --external net[INODE]:KEY      a network namespace joined by path (extRootNetNS)
+    --cgroup-root [CTRL:]PATH      restore into the new container's cgroups
+    --restore-sibling              the restored init becomes our child (run -d alike)
+
+After a checkpoint that did not leave the container running, the container is
+destroyed (its cgroups and state, the poststop hooks run), as runc does: the id
+is free for ``restore``, which creates the container again from the bundle and
+the images, and leaves it running.
+
+The images directory also gets descriptors.json (runc's): what the init's stdio
+was, so that pipes can be handed over on restore (``--inherit-fd``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from ..errors import (
+    BundleError,
+    ContainerStateError,
+    NotFound,
+    NotImplementedYet,
+    OciboxError,
+    UsageError,
+)
+from . import jsonlite as json
+from .container import CONFIG_COPY, OCI_VERSION, Container, debug, now_rfc3339, proc_start_time
+
+DUMP_LOG = "dump.log"
+RESTORE_LOG = "restore.log"
+DESCRIPTORS = "descriptors.json"
+NET_KEY = "extRootNetNS"  # runc's key for a joined network namespace
+CGROUP_MODES = ("soft", "full", "strict", "ignore")
+
+
+class Options:
+    """What checkpoint and restore share (runc's flags of the same names)."""
+
+    def __init__(self, image_path: str | None = None, work_path: str | None = None, *,
+                 tcp_established: bool = False, ext_unix_sk: bool = False,
+                 shell_job: bool = False, file_locks: bool = False,
+                 manage_cgroups_mode: str | None = None, empty_ns: str | None = None,
+                 criu: str | None = None) -> None:  # fmt: skip
+        self.image_path = os.path.abspath(image_path or "checkpoint")  # runc's default
+        self.work_path = os.path.abspath(work_path) if work_path else self.image_path
+        self.tcp_established = tcp_established
+        self.ext_unix_sk = ext_unix_sk
+        self.shell_job = shell_job
+        self.file_locks = file_locks
+        if manage_cgroups_mode and manage_cgroups_mode not in CGROUP_MODES:
+            raise UsageError(f"--manage-cgroups-mode {manage_cgroups_mode!r}: "
+                             f"use one of {', '.join(CGROUP_MODES)}")  # fmt: skip
+        self.manage_cgroups_mode = manage_cgroups_mode or "soft"
+        if empty_ns and empty_ns not in ("network", "net"):
+            raise NotImplementedYet(f"--empty-ns {empty_ns}: only the network namespace can be empty")
+        self.empty_ns = bool(empty_ns)
+        self.criu = criu
+
+    def common_args(self) -> list[str]:
+        args = ["-D", self.image_path, "-W", self.work_path, "-v4",
+                f"--manage-cgroups={self.manage_cgroups_mode}"]  # fmt: skip
+        for flag, on in (("--tcp-established", self.tcp_established),
+                         ("--ext-unix-sk", self.ext_unix_sk), ("--shell-job", self.shell_job),
+                         ("--file-locks", self.file_locks)):  # fmt: skip
+            if on:
+                args.append(flag)
+        return args
+
+
+def find_criu(path: str | None) -> str:
+    """The criu binary: the global --criu, else criu on $PATH or in /usr/sbin, /sbin."""
+    if path:
+        found = shutil.which(path) if "/" not in path else (path if os.access(path, os.X_OK) else None)
+        if not found:
+            raise NotFound(f"criu binary {path!r} (--criu) not found or not executable")
+        return found
+    found = shutil.which("criu") or shutil.which("criu", path="/usr/sbin:/sbin:/usr/local/sbin")
+    if not found:
+        raise NotFound("checkpoint and restore need CRIU, and criu is not installed",
+                       hint="install criu (apt-get install criu), or name it with --criu PATH")  # fmt: skip
+    return found
+
+
+def _criu_failed(what: str, log: str, p: subprocess.CompletedProcess | None = None) -> OciboxError:
+    """An error naming criu's own reason: the Error lines of its log (else its stderr)."""
+    reasons: list[str] = []
+    try:
+        with open(log, errors="replace") as f:
+            reasons = [line.strip() for line in f if "Error (" in line]
+    except OSError:
+        pass
+    if not reasons and p is not None:
+        reasons = [ln for ln in (p.stderr or "").splitlines() if ln.strip()]
+    reason = "; ".join(reasons[-4:]) or "no reason given"
+    return OciboxError(f"{what} failed: {reason}", hint=f"criu's log: {log}")
+
+
+def _bind_mounts(config: dict) -> list[dict]:
+    return [m for m in config.get("mounts") or []
+            if m.get("type") == "bind" or {"bind", "rbind"} & set(m.get("options") or [])]  # fmt: skip
+
+
+def _joined_netns(config: dict) -> str | None:
+    for ns in (config.get("linux") or {}).get("namespaces") or []:
+        if ns.get("type") == "network" and ns.get("path"):
+            return ns["path"]
+    return None
+
+
+# --- checkpoint -------------------------------------------------------------------
+
+
+def checkpoint(c: Container, opts: Options, *, leave_running: bool = False,
+               pre_dump: bool = False, parent_path: str | None = None) -> None:  # fmt: skip
+    """Dump ``c`` to ``opts.image_path``; unless it is left running, it is destroyed."""
+    c._exclusive(_checkpoint, c, opts, leave_running, pre_dump, parent_path)
+    if not (leave_running or pre_dump):
+        # criu has killed the tree; the container goes as runc's does (poststop hooks too).
+        c.delete(force=True)
+
+
+def _checkpoint(c: Container, opts: Options, leave_running: bool, pre_dump: bool,
+                parent_path: str | None) -> None:  # fmt: skip
+    status = c.status()
+    if status not in ("running", "paused"):
+        raise ContainerStateError(f"cannot checkpoint container {c.id}: it is {status}",
+                                  hint="only a running or paused container can be checkpointed")  # fmt: skip
+    criu = find_criu(opts.criu)
+    config = c.config()
+    rootfs = (c.state or {}).get("rootfs")
+    if not rootfs:
+        raise OciboxError(f"container {c.id}: its state records no root filesystem")
+    for d in (opts.image_path, opts.work_path):
+        os.makedirs(d, 0o700, exist_ok=True)
+    pid = c.pid
+    args = [criu, "pre-dump" if pre_dump else "dump", "-t", str(pid), *opts.common_args(),
+            "-o", DUMP_LOG, "--root", rootfs]  # fmt: skip
+    if leave_running and not pre_dump:
+        args.append("--leave-running")
+    if pre_dump or parent_path:
+        args.append("--track-mem")
+    if parent_path:
+        # criu takes it relative to the images directory (runc's --parent-path is too).
+        args += ["--prev-images-dir", parent_path]
+    if opts.empty_ns:
+        args += ["--empty-ns", "net"]
+    for m in _bind_mounts(config):
+        args += ["--external", f"mnt[{m['destination']}]:{m['destination']}"]
+    netns = _joined_netns(config)
+    if netns and not opts.empty_ns:
+        args += ["--external", f"net[{os.stat(netns).st_ino}]:{NET_KEY}"]
+    if status == "paused":
+        paths = (c.state or {}).get("cgroupPaths") or {}
+        freezer = paths.get("freezer") or paths.get("unified")
+        if freezer:
+            args += ["--freeze-cgroup", freezer]
+    _write_descriptors(pid, opts.image_path)
+    debug(f"container {c.id}: {' '.join(args)}")
+    p = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise _criu_failed(f"checkpoint of container {c.id}: criu {args[1]}",
+                           os.path.join(opts.work_path, DUMP_LOG), p)  # fmt: skip
+    debug(f"container {c.id}: criu {args[1]} done in {opts.image_path}")
+
+
+def _write_descriptors(pid: int, image_path: str) -> None:
+    fds = []
+    for fd in range(3):
+        try:
+            fds.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            fds.append("/dev/null")
+    with open(os.path.join(image_path, DESCRIPTORS), "w") as f:
+        f.write(json.dumps(fds))
+
+
+# --- restore ----------------------------------------------------------------------
+
+
+def restore(root: str, cid: str, bundle: str, opts: Options, *, detach: bool = False,
+            pid_file: str | None = None, no_subreaper: bool = False,
+            console_socket: str | None = None, warn=None) -> int:  # fmt: skip
+    """Create container ``cid`` from ``bundle`` and the images, running; unless detached,
+    wait for it and return its exit code (then it is deleted, as after ``run``)."""
+    from .create import load_config
+
+    bundle = os.path.abspath(bundle)
+    config = load_config(bundle)
+    if (config.get("process") or {}).get("terminal") or console_socket:
+        raise NotImplementedYet("restore of a container with a terminal is not supported yet",
+                                hint="checkpoint containers whose process.terminal is false")  # fmt: skip
+    if not os.path.exists(os.path.join(opts.image_path, "inventory.img")):
+        raise NotFound(f"{opts.image_path} holds no checkpoint (no inventory.img)",
+                       hint="give the checkpoint's directory with --image-path")  # fmt: skip
+    criu = find_criu(opts.criu)
+    root_path = (config.get("root") or {}).get("path") or "rootfs"
+    rootfs = os.path.join(bundle, root_path)
+    if not os.path.isdir(rootfs):
+        raise BundleError(f"the root filesystem {rootfs} does not exist")
+    os.makedirs(opts.work_path, 0o700, exist_ok=True)
+    if not (detach or no_subreaper):
+        from .linux import syscalls as sc
+        from .process import PR_SET_CHILD_SUBREAPER
+
+        sc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+    c = Container.reserve(root, cid)
+    debug(f"container {cid}: restoring from {opts.image_path} (bundle {bundle})")
+    made: list[str] = []
+    try:
+        from .container import write_atomic
+
+        write_atomic(os.path.join(c.dir, CONFIG_COPY), json.dumps(config).encode())
+        pid, paths, made = _run_criu_restore(c, criu, config, rootfs, opts)
+        found = proc_start_time(pid)
+        if found is None:
+            raise OciboxError(f"container {cid}: its restored init exited at once")
+        c.save({"ociVersion": OCI_VERSION, "id": cid, "pid": pid, "pidStartTime": found[1],
+                "bundle": bundle, "rootfs": rootfs, "created": now_rfc3339(),
+                "annotations": config.get("annotations") or {}, "cgroupPaths": paths,
+                "cgroupCreated": made, "hooks": bool(config.get("hooks"))})  # fmt: skip
+        _restore_hooks(c, config, pid)
+    except BaseException:
+        if c.state and c.state.get("pid"):
+            try:
+                os.kill(c.state["pid"], 9)
+            except ProcessLookupError:
+                pass
+        elif made:
+            c.state = {"cgroupCreated": made}
+        c.destroy()
+        c.release()
+        raise
+    c.release()
+    if pid_file:
+        from .container import write_atomic
+
+        write_atomic(os.path.abspath(pid_file), str(pid).encode())
+    if config.get("hooks"):
+        c._hooks("poststart", "running", config, warn)
+    if detach:
+        return 0
+    from .create import wait
+
+    code = wait(pid)
+    c.delete(force=True)
+    return code
+
+
+def _restore_hooks(c: Container, config: dict, pid: int) -> None:
+    """prestart and createRuntime, with the restored pid (runc runs them while criu restores)."""
+    hooks = config.get("hooks") or {}
+    if not (hooks.get("prestart") or hooks.get("createRuntime")):
+        return
+    from . import hooks as hookmod
+
+    state = {"ociVersion": OCI_VERSION, "id": c.id, "status": "creating", "pid": pid,
+             "bundle": c.state["bundle"], "annotations": config.get("annotations") or {}}  # fmt: skip
+    hookmod.run(hooks, "prestart", state)
+    hookmod.run(hooks, "createRuntime", state)
+
+
+def _run_criu_restore(c: Container, criu: str, config: dict, rootfs: str,
+                      opts: Options) -> tuple[int, dict, list]:  # fmt: skip
+    """criu restore, itself in the container's new cgroups; the restored init's pid."""
+    pidfile = os.path.join(opts.work_path, f"restore-{c.id}.pid")
+    try:
+        os.unlink(pidfile)
+    except FileNotFoundError:
+        pass
+    args = [criu, "restore", *opts.common_args(), "-o", RESTORE_LOG, "--root", rootfs,
+            "--restore-detached", "--restore-sibling", "--pidfile", pidfile]  # fmt: skip
+    for m in _bind_mounts(config):
+        source = m.get("source") or ""
+        if not os.path.exists(source):
+            raise BundleError(f"mount {m['destination']}: its source {source} does not exist")
+        args += ["--external", f"mnt[{m['destination']}]:{source}"]
+    if opts.empty_ns:
+        args += ["--empty-ns", "net"]
+    keep: list[int] = []
+    netns = _joined_netns(config)
+    if netns and not opts.empty_ns:
+        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+        keep.append(fd)
+        args += ["--inherit-fd", f"fd[{fd}]:{NET_KEY}"]
+    args += _stdio_pipes(opts.image_path)
+    cg = _cgroup_plan(c.id, config)
+    debug(f"container {c.id}: {' '.join(args)}")
+    # criu is forked first and waits for its command line: it goes into the new
+    # cgroups (whatever it makes starts there), whose paths --cgroup-root names.
+    err_path = os.path.join(opts.work_path, "restore.stderr")
+    r, w = os.pipe()
+    child = os.fork()
+    if child == 0:
+        _exec_criu_when_told(r, w, keep, err_path)
+    os.close(r)
+    for fd in keep:
+        os.close(fd)
+    paths: dict = {}
+    made: list = []
+    try:
+        if cg is not None:
+            paths, made = cg(child)
+            args += cgroup_root_args(paths)
+        os.write(w, json.dumps(args).encode())
+    except BaseException:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+        if made:
+            from .linux.cgroup_remove import remove
+
+            remove(made)
+        raise
+    finally:
+        os.close(w)
+    _, status = os.waitpid(child, 0)
+    if status != 0:
+        if made:
+            from .linux.cgroup_remove import remove
+
+            remove(made)
+        try:
+            with open(err_path, errors="replace") as f:
+                err = f.read()
+        except OSError:
+            err = ""
+        raise _criu_failed(f"restore of container {c.id}: criu restore",
+                           os.path.join(opts.work_path, RESTORE_LOG),
+                           subprocess.CompletedProcess(args, status, "", err))  # fmt: skip
+    try:
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError) as e:
+        raise OciboxError(f"restore of container {c.id}: criu left no pid ({e})") from None
+    return pid, paths, made
+
+
+def _exec_criu_when_told(r: int, w: int, keep: list[int], err_path: str) -> None:
+    """The forked child: read criu's command line from the parent, then become criu."""
+    try:
+        os.close(w)
+        data = b""
+        while chunk := os.read(r, 65536):
+            data += chunk
+        if not data:
+            os._exit(125)  # the parent gave up
+        args = json.loads(data)
+        for fd in keep:
+            os.set_inheritable(fd, True)
+        fd = os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(fd, 2)
+        os.execv(args[0], args)
+    except BaseException:
+        pass
+    os._exit(127)
+
+
+def _stdio_pipes(image_path: str) -> list[str]:
+    """--inherit-fd for each pipe the init had as stdio: ours take their place (runc's way)."""
+    try:
+        with open(os.path.join(image_path, DESCRIPTORS), "rb") as f:
+            fds = json.loads(f.read())
+    except (OSError, ValueError):
+        return []
+    out = []
+    for i, what in enumerate(fds[:3] if isinstance(fds, list) else []):
+        if isinstance(what, str) and what.startswith("pipe:"):
+            out += ["--inherit-fd", f"fd[{i}]:{what}"]
+    return out
+
+
+def _cgroup_plan(cid: str, config: dict):
+    """A function that makes the container's cgroups and moves criu (by pid) into them;
+    None when the config asks for no cgroups. It returns the paths and those made."""
+    linux = config.get("linux") or {}
+    resources = linux.get("resources")
+    cgroups_path = linux.get("cgroupsPath")
+    if not (resources or cgroups_path):
+        return None
+    from . import rootless
+    from .linux import cgroups
+
+    is_rootless = rootless.rootless()
+    if is_rootless and not rootless.use_cgroups(cid, cgroups_path, resources or {}):
+        return None
+
+    def make(pid: int) -> tuple[dict, list]:
+        return cgroups.apply(cid, cgroups_path, resources or {}, pid, rootless=is_rootless)
+
+    return make
+
+
+def cgroup_root_args(paths: dict[str, str]) -> list[str]:
+    """--cgroup-root for each hierarchy: the container's cgroup, relative to the mount."""
+    from .linux.cgroups import hierarchies
+
+    mounts = hierarchies()
+    out = []
+    for ctrl, path in paths.items():
+        mp = mounts.get(ctrl)
+        if not mp:
+            continue
+        rel = "/" + os.path.relpath(path, mp).lstrip("./")
+        out += ["--cgroup-root", rel if ctrl == "unified" else f"{ctrl}:{rel}"]
+    return out
