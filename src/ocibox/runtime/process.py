@@ -831,6 +831,7 @@ def _enter_rootfs(st: _Init) -> None:
         rootfs.chroot(ic.rootfs)
     else:
         rootfs.pivot(ic.rootfs)
+    rootfs.reopen_dev_null()
     rootfs.write_sysctl(linux.get("sysctl") or {})
     rootfs.readonly_paths(linux.get("readonlyPaths") or [])
     rootfs.mask_paths(linux.get("maskedPaths") or [])

@@ -240,6 +240,24 @@ def write_sysctl(sysctl: dict[str, str], ns: nsmod.Namespaces | None = None) -> 
             raise BundleError(f"sysctl {key}={value}: {e.strerror}") from None
 
 
+def reopen_dev_null() -> None:
+    """Stdio that is the host's /dev/null becomes the container's (as runc's init does):
+    a file on a mount outside the container would keep CRIU from dumping it."""
+    try:
+        ours = os.stat("/dev/null")
+    except OSError:
+        return
+    for fd in (0, 1, 2):
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if st.st_rdev == ours.st_rdev and (st.st_dev, st.st_ino) != (ours.st_dev, ours.st_ino):
+            new = os.open("/dev/null", os.O_RDWR)
+            os.dup2(new, fd)
+            os.close(new)
+
+
 def mask_paths(paths: list[str]) -> None:
     for p in paths:
         try:
