@@ -1,0 +1,103 @@
+"""checkpoint and restore where criu works: a 6.1 kernel in a VM (tests/runtime/vmhost.py).
+
+This host's kernel fails `criu check` (test_runtime_checkpoint.py covers that error). One
+boot: the guest runs vm_checkpoint_guest.py, which checkpoints and restores a counting
+busybox container (a bind mount, its own cgroup) under runc and under ocibox-runtime,
+and records what happened; the tests below compare the records.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import vmhost
+
+pytestmark = [pytest.mark.slow, pytest.mark.peer, pytest.mark.root]
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+RUNTIMES = ("runc", "ours")
+
+
+@pytest.fixture(scope="module")
+def vm(tmp_path_factory) -> dict:
+    vmhost.require()
+    hidden = [d for d in vmhost.GUEST_TMPFS if REPO.is_relative_to(d)]
+    if hidden:
+        pytest.skip(f"the checkout {REPO} is under {hidden[0]}, a fresh tmpfs in the VM")
+    for peer in ("runc", "criu"):
+        if shutil.which(peer) is None and shutil.which(peer, path="/usr/sbin") is None:
+            pytest.skip(f"peer program {peer!r} is not installed (make peers installs it)")
+    job = tmp_path_factory.mktemp("vmjob")
+    python = REPO / ".venv" / "bin" / "python"
+    if not python.exists():
+        import sys
+
+        python = Path(sys.executable)
+    r = vmhost.boot(f"{python} {HERE / 'vm_checkpoint_guest.py'} {REPO} /run/vmhost/job/results.json",
+                    timeout=900, job=job)  # fmt: skip
+    try:
+        results = json.loads((job / "results.json").read_text())
+    except (OSError, ValueError):
+        pytest.fail(
+            f"the guest wrote no results (exit {r.returncode}):\n{r.output}\n{r.console[-4000:]}"
+        )
+    assert r.returncode == 0, f"the guest's driver failed:\n{r.output}"
+    for name in RUNTIMES:
+        assert "error" not in results[name], f"{name}:\n{results[name]['error']}"
+    return results
+
+
+def test_criu_check_passes_in_the_guest(vm):
+    assert vm["criu check"]["rc"] == 0, vm["criu check"]["out"]
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_checkpoint_stops_and_removes_the_container(vm, name):
+    r = vm[name]
+    assert r["run"]["rc"] == 0
+    assert r["before"] >= 3  # it was counting
+    assert r["checkpoint"]["rc"] == 0, (r["checkpoint"], r["dump_errors"])
+    # As runc: the container is gone after the dump, and nothing counts any more.
+    assert r["state_after_checkpoint"]["rc"] != 0
+    assert "does not exist" in r["state_after_checkpoint"]["err"]
+    assert r["later"] == r["after_checkpoint"]
+    assert {"inventory.img", "pstree.img", "cgroup.img", "descriptors.json"} <= set(r["images"])
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_restore_continues_the_count(vm, name):
+    r = vm[name]
+    assert r["restore"]["rc"] == 0, (r["restore"], r["restore_errors"])
+    assert r["state_after_restore"]["status"] == "running"
+    assert r["state_after_restore"]["pid"] > 0
+    # The counter goes on from where it stopped (not from 0: the process was restored).
+    assert r["first_after_restore"] >= r["later"]
+    assert r["resumed"] > r["later"]
+    # In the container's cgroup, which restore made again.
+    assert r["cgroup_after_restore"] == f"/ckpt/{name}/c1"
+    assert r["kill"]["rc"] == 0 and r["delete"]["rc"] == 0
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_leave_running_keeps_it_running(vm, name):
+    r = vm[name]
+    assert r["leave_running"]["rc"] == 0, r["leave_running"]
+    assert r["state_after_leave_running"] == "running"
+    assert r["still_counting"]
+
+
+def test_images_hold_what_runcs_do(vm):
+    runc, ours = vm["runc"]["images"], vm["ours"]["images"]
+    kinds = {name.split("-")[0].split(".")[0] for name in runc}
+    assert kinds <= {name.split("-")[0].split(".")[0] for name in ours}
+
+
+def test_checkpoint_of_a_created_container_is_refused(vm):
+    for name in RUNTIMES:
+        assert vm[name]["created_checkpoint"]["rc"] != 0
+        assert "created" in vm[name]["created_checkpoint"]["err"]
+    assert "cannot checkpoint container c3: it is created" in vm["ours"]["created_checkpoint"]["err"]

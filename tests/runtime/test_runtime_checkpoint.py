@@ -1,0 +1,97 @@
+"""checkpoint and restore on this host, whose kernel criu cannot work with: clear errors,
+with criu's own reason; what needs no criu (state checks, flags) against runc.
+
+The working path (a dump and a restore that continues) is tried in a VM: test_checkpoint_vm.py.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+pytestmark = [pytest.mark.peer, pytest.mark.root]
+
+CRIU = shutil.which("criu") or shutil.which("criu", path="/usr/sbin:/sbin")
+
+
+def _criu_check_errors() -> list[str]:
+    """The messages of `criu check`'s Error lines (without the source location); [] if it passes."""
+    p = subprocess.run([CRIU, "check"], capture_output=True, text=True)
+    if p.returncode == 0:
+        return []
+    return [re.sub(r"^.*?Error \([^)]*\):\s*", "", ln).strip()
+            for ln in (p.stdout + p.stderr).splitlines() if "Error (" in ln]  # fmt: skip
+
+
+@pytest.mark.skipif(CRIU is None, reason="criu is not installed")
+def test_checkpoint_fails_with_criu_reason(ours, bundle, tmp_path):
+    reasons = _criu_check_errors()
+    if not reasons:
+        pytest.skip("criu works on this kernel: the VM test covers a checkpoint that succeeds")
+    cid = ours.new_id()
+    ours("run", "-d", "--bundle", bundle.write(["sleep", "60"]), cid)
+    p = ours("checkpoint", "--image-path", str(tmp_path / "img"), cid, check=False)
+    assert p.returncode == 1, p.stderr
+    assert f"checkpoint of container {cid}: criu dump failed: " in p.stderr
+    assert reasons[0] in p.stderr  # criu's first complaint, e.g. the kernel feature it lacks
+    assert f"hint: criu's log: {tmp_path / 'img' / 'dump.log'}" in p.stderr
+    # A failed dump leaves the container as it was.
+    assert ours.state(cid)["status"] == "running"
+
+
+def test_checkpoint_without_criu_says_so(ours, bundle, tmp_path):
+    cid = ours.new_id()
+    ours("run", "-d", "--bundle", bundle.write(["sleep", "60"]), cid)
+    p = ours("--criu", str(tmp_path / "no-criu"), "checkpoint", "--image-path",
+             str(tmp_path / "img"), cid, check=False)  # fmt: skip
+    assert p.returncode != 0
+    assert f"criu binary '{tmp_path / 'no-criu'}' (--criu) not found" in p.stderr
+    assert ours.state(cid)["status"] == "running"
+
+
+def test_checkpoint_of_a_created_container_is_refused_by_both(both, bundle, tmp_path):
+    cid = both.new_id()
+    both("create", "--bundle", bundle.write(["sleep", "60"]), cid)
+    p = both("checkpoint", "--image-path", str(tmp_path / "img"), cid, check=False)
+    assert p.returncode != 0
+    assert "created" in p.stderr
+    assert both.state(cid)["status"] == "created"
+
+
+def test_checkpoint_of_a_missing_container_is_refused_by_both(both, tmp_path):
+    p = both("checkpoint", "--image-path", str(tmp_path / "img"), "nosuch", check=False)
+    assert p.returncode != 0
+    assert "does not exist" in p.stderr
+
+
+def test_restore_without_images_is_refused(ours, bundle, tmp_path):
+    (tmp_path / "empty").mkdir()
+    cid = ours.new_id()
+    p = ours("restore", "--image-path", str(tmp_path / "empty"), "--bundle",
+             bundle.write(["true"]), cid, check=False)  # fmt: skip
+    assert p.returncode != 0
+    assert f"{tmp_path / 'empty'} holds no checkpoint" in p.stderr
+    assert ours("state", cid, check=False).returncode != 0  # nothing was left behind
+
+
+def test_restore_of_an_existing_id_is_refused_by_both(both, bundle, tmp_path):
+    cid = both.new_id()
+    b = bundle.write(["sleep", "60"])
+    both("create", "--bundle", b, cid)
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "inventory.img").write_bytes(b"")
+    p = both("restore", "-d", "--image-path", str(tmp_path / "img"), "--bundle", b, cid,
+             check=False)  # fmt: skip
+    assert p.returncode != 0
+    assert "exists" in p.stderr
+
+
+def test_bad_manage_cgroups_mode_is_a_usage_error(ours, bundle, tmp_path):
+    cid = ours.new_id()
+    ours("run", "-d", "--bundle", bundle.write(["sleep", "60"]), cid)
+    p = ours("checkpoint", "--manage-cgroups-mode", "sometimes", cid, check=False)
+    assert p.returncode != 0
+    assert "--manage-cgroups-mode 'sometimes': use one of soft, full, strict, ignore" in p.stderr

@@ -1,0 +1,199 @@
+"""Run inside the vmhost guest by test_checkpoint_vm.py: checkpoint and restore a counting
+busybox container under runc and under ocibox-runtime; records go into one JSON file.
+
+    python vm_checkpoint_guest.py REPO OUT.json
+
+The container counts once a second into /data/count, a bind mount of a guest
+directory (an external mount for criu), in cgroup /ckpt/<runtime>/c1. Nothing is
+asserted here: the host compares the records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+
+REPO, OUT = sys.argv[1], sys.argv[2]
+sys.path.insert(0, os.path.join(REPO, "src"))
+
+from ocibox.runtime.spec import default_config  # noqa: E402
+
+RUNTIMES = {"runc": ["runc"], "ours": [sys.executable, "-m", "ocibox.runtime.cli"]}
+ENV = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"))
+COUNTER = "i=0; while true; do echo $i > /data/count; i=$((i+1)); sleep 1; done"
+results: dict = {}
+calls = 0
+
+
+def detached(name: str, *args: str) -> dict:
+    """run -d (or restore -d): the container's stdio is /dev/null, which criu can dump."""
+    p = subprocess.run([*RUNTIMES[name], "--root", f"/run/ck-{name}", *args], env=ENV,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=120)  # fmt: skip
+    return {"rc": p.returncode}
+
+
+def rt(name: str, *args: str, timeout: float = 120) -> dict:
+    """One runtime command; its output through files, not pipes (a detached container keeps
+    its stdio open, and would hold a pipe for ever), each call its own."""
+    global calls
+    calls += 1
+    out, err = f"/tmp/rt/{calls}.out", f"/tmp/rt/{calls}.err"
+    os.makedirs("/tmp/rt", exist_ok=True)
+    with open(out, "w") as o, open(err, "w") as e:
+        try:
+            p = subprocess.run([*RUNTIMES[name], "--root", f"/run/ck-{name}", *args], env=ENV,
+                               stdin=subprocess.DEVNULL, stdout=o, stderr=e,
+                               timeout=timeout)  # fmt: skip
+            rc = p.returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+    with open(out) as o, open(err) as e:
+        return {"rc": rc, "out": o.read(), "err": e.read()}
+
+
+def count(name: str) -> int:
+    try:
+        with open(f"/tmp/data-{name}/count") as f:
+            return int(f.read().strip() or -1)
+    except (OSError, ValueError):
+        return -1
+
+
+def wait_count(name: str, above: int, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = count(name)
+        if n > above:
+            return n
+        time.sleep(0.2)
+    return count(name)
+
+
+def bundle(name: str) -> str:
+    path = f"/tmp/bundles/{name}"
+    shutil.rmtree(path, ignore_errors=True)
+    rootfs = f"{path}/rootfs"
+    for d in ("bin", "etc", "proc", "sys", "dev", "tmp", "data"):
+        os.makedirs(f"{rootfs}/{d}")
+    shutil.copy2("/bin/busybox", f"{rootfs}/bin/busybox")
+    for applet in ("sh", "sleep", "echo", "cat"):
+        os.symlink("busybox", f"{rootfs}/bin/{applet}")
+    data = f"/tmp/data-{name}"
+    shutil.rmtree(data, ignore_errors=True)
+    os.makedirs(data)
+    config = default_config(terminal=False)
+    config["process"]["args"] = ["sh", "-c", COUNTER]
+    config["root"]["readonly"] = False
+    config["mounts"].append({"destination": "/data", "type": "bind", "source": data,
+                             "options": ["rbind", "rw"]})  # fmt: skip
+    config["linux"]["cgroupsPath"] = f"/ckpt/{name}/c1"
+    config["linux"]["resources"] = {"pids": {"limit": 50}}
+    with open(f"{path}/config.json", "w") as f:
+        json.dump(config, f, indent=1)
+    return path
+
+
+def log_errors(path: str) -> list[str]:
+    try:
+        with open(path, errors="replace") as f:
+            return [ln.strip() for ln in f if "Error" in ln or "Warn" in ln][-12:]
+    except OSError:
+        return []
+
+
+def cgroup_of(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            return next((ln[3:].strip() for ln in f if ln.startswith("0::")), "")
+    except OSError:
+        return ""
+
+
+def state(name: str, cid: str) -> dict:
+    r = rt(name, "state", cid)
+    if r["rc"] != 0:
+        return {"rc": r["rc"], "err": r["err"]}
+    return json.loads(r["out"])
+
+
+def scenario(name: str) -> dict:
+    rec: dict = {}
+    b = bundle(name)
+    img, work = f"/tmp/img-{name}", f"/tmp/work-{name}"
+    rec["run"] = detached(name, "run", "-d", "--bundle", b, "c1")
+    rec["before"] = wait_count(name, 2)
+    rec["checkpoint"] = rt(name, "checkpoint", "--image-path", img, "--work-path", work, "c1")
+    rec["state_after_checkpoint"] = state(name, "c1")
+    rec["dump_errors"] = log_errors(f"{work}/dump.log")
+    rec["after_checkpoint"] = count(name)
+    time.sleep(3)
+    rec["later"] = count(name)  # the same: nothing counts while checkpointed
+    rec["images"] = sorted(os.listdir(img)) if os.path.isdir(img) else []
+    rec["restore"] = rt(name, "restore", "-d", "--image-path", img, "--work-path", work,
+                        "--bundle", b, "c1")  # fmt: skip
+    rec["restore_errors"] = log_errors(f"{work}/restore.log")
+    st = state(name, "c1")
+    rec["state_after_restore"] = st
+    rec["cgroup_after_restore"] = cgroup_of(st.get("pid") or 0)
+    rec["first_after_restore"] = wait_count(name, rec["later"] - 1)
+    rec["resumed"] = wait_count(name, rec["later"] + 1)
+    rec["leave_running"] = rt(name, "checkpoint", "--leave-running", "--image-path",
+                              f"{img}-2", "c1")  # fmt: skip
+    rec["state_after_leave_running"] = state(name, "c1").get("status")
+    n = count(name)
+    rec["still_counting"] = wait_count(name, n) > n
+    rec["kill"] = rt(name, "kill", "c1", "KILL")
+    time.sleep(0.5)
+    rec["delete"] = rt(name, "delete", "-f", "c1")
+    rec["created_checkpoint"] = created_checkpoint(name, b)
+    return rec
+
+
+def created_checkpoint(name: str, b: str) -> dict:
+    """checkpoint of a container that was only created: refused before criu runs."""
+    rt(name, "create", "--bundle", b, "c3")
+    r = rt(name, "checkpoint", "--image-path", f"/tmp/img3-{name}", "c3")
+    rt(name, "delete", "-f", "c3")
+    return r
+
+
+def cross() -> dict:
+    """runc's images restored by ocibox-runtime (optional: recorded, not required)."""
+    b = bundle("runc")
+    r = detached("runc", "run", "-d", "--bundle", b, "cx")
+    wait_count("runc", 1)
+    rec = {"run": r, "checkpoint": rt("runc", "checkpoint", "--image-path", "/tmp/img-x", "cx")}
+    later = count("runc")
+    rec["restore"] = rt("ours", "restore", "-d", "--image-path", "/tmp/img-x", "--bundle", b, "cx")
+    rec["resumed"] = wait_count("runc", later, 30) > later
+    rt("ours", "delete", "-f", "cx")
+    return rec
+
+
+def main() -> int:
+    subprocess.run(["ip", "link", "set", "lo", "up"])  # criu's kerndat opens a TCP socket
+    for args in (["check"], ["check", "--all"]):
+        p = subprocess.run(["criu", *args], capture_output=True, text=True)
+        results[f"criu {' '.join(args)}"] = {"rc": p.returncode, "out": p.stdout + p.stderr}
+    for name in RUNTIMES:
+        try:
+            results[name] = scenario(name)
+        except Exception:
+            results[name] = {"error": traceback.format_exc()}
+    try:
+        results["cross"] = cross()
+    except Exception:
+        results["cross"] = {"error": traceback.format_exc()}
+    with open(OUT, "w") as f:
+        json.dump(results, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
