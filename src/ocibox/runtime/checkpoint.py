@@ -246,8 +246,6 @@ def restore(root: str, cid: str, bundle: str, opts: Options, *, detach: bool = F
         from .container import write_atomic
 
         write_atomic(os.path.abspath(pid_file), str(pid).encode())
-    if config.get("hooks"):
-        c._hooks("poststart", "running", config, warn)
     if detach:
         return 0
     from .create import wait
@@ -258,7 +256,9 @@ def restore(root: str, cid: str, bundle: str, opts: Options, *, detach: bool = F
 
 
 def _restore_hooks(c: Container, config: dict, pid: int) -> None:
-    """prestart and createRuntime, with the restored pid (runc runs them while criu restores)."""
+    """prestart and createRuntime, with the restored pid, as runc runs on restore (there
+    while criu restores, here once it has: the process already runs); runc runs no
+    poststart then, nor do we. The state says "creating" (runc's says "stopped")."""
     hooks = config.get("hooks") or {}
     if not (hooks.get("prestart") or hooks.get("createRuntime")):
         return
