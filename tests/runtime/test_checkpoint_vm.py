@@ -101,3 +101,23 @@ def test_checkpoint_of_a_created_container_is_refused(vm):
         assert vm[name]["created_checkpoint"]["rc"] != 0
         assert "created" in vm[name]["created_checkpoint"]["err"]
     assert "cannot checkpoint container c3: it is created" in vm["ours"]["created_checkpoint"]["err"]
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_foreground_restore_waits_and_deletes(vm, name):
+    r = vm[name]["foreground"]
+    assert r["checkpoint"]["rc"] == 0, r["checkpoint"]
+    assert r["restore"]["rc"] == 7, r["restore"]  # the container's own exit status
+    assert r["last"] == "7"  # it counted on to the end after the restore
+    assert "does not exist" in r["state_after"]["err"]
+
+
+def test_hooks_are_runcs(vm):
+    runc, ours = vm["runc"], vm["ours"]
+    # the dump destroys the container: poststop, without a pid
+    assert ours["hooks_checkpoint"] == runc["hooks_checkpoint"] == [["poststop", "stopped", False]]
+    # restore: prestart and createRuntime with the restored pid, no poststart
+    # (runc's state then says "stopped", ours "creating")
+    kinds = [[kind, has_pid] for kind, _, has_pid in ours["hooks_restore"]]
+    assert kinds == [[kind, has_pid] for kind, _, has_pid in runc["hooks_restore"]]
+    assert kinds == [["prestart", True], ["createRuntime", True]]

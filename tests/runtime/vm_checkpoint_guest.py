@@ -28,6 +28,8 @@ ENV = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"))
 COUNTER = "i=0; while true; do echo $i > /data/count; i=$((i+1)); sleep 1; done"
 results: dict = {}
 calls = 0
+# Each hook appends a line to a log: its kind and the state it was given (JSON).
+HOOK = "{{ printf '{kind} '; cat; echo; }} >> {log}"
 
 
 def detached(name: str, *args: str) -> dict:
@@ -75,8 +77,8 @@ def wait_count(name: str, above: int, timeout: float = 60) -> int:
     return count(name)
 
 
-def bundle(name: str) -> str:
-    path = f"/tmp/bundles/{name}"
+def bundle(name: str, cid: str = "c1", script: str = COUNTER) -> str:
+    path = f"/tmp/bundles/{name}-{cid}"
     shutil.rmtree(path, ignore_errors=True)
     rootfs = f"{path}/rootfs"
     for d in ("bin", "etc", "proc", "sys", "dev", "tmp", "data"):
@@ -84,19 +86,36 @@ def bundle(name: str) -> str:
     shutil.copy2("/bin/busybox", f"{rootfs}/bin/busybox")
     for applet in ("sh", "sleep", "echo", "cat"):
         os.symlink("busybox", f"{rootfs}/bin/{applet}")
-    data = f"/tmp/data-{name}"
+    data = f"/tmp/data-{name}" if cid == "c1" else f"/tmp/data-{name}-{cid}"
     shutil.rmtree(data, ignore_errors=True)
     os.makedirs(data)
     config = default_config(terminal=False)
-    config["process"]["args"] = ["sh", "-c", COUNTER]
+    config["process"]["args"] = ["sh", "-c", script]
     config["root"]["readonly"] = False
     config["mounts"].append({"destination": "/data", "type": "bind", "source": data,
                              "options": ["rbind", "rw"]})  # fmt: skip
-    config["linux"]["cgroupsPath"] = f"/ckpt/{name}/c1"
+    config["linux"]["cgroupsPath"] = f"/ckpt/{name}/{cid}"
+    log = f"/tmp/hooks-{name}-{cid}.log"
+    config["hooks"] = {kind: [{"path": "/bin/sh", "args": ["sh", "-c", HOOK.format(kind=kind, log=log)]}]
+                       for kind in ("prestart", "createRuntime", "poststart", "poststop")}  # fmt: skip
     config["linux"]["resources"] = {"pids": {"limit": 50}}
     with open(f"{path}/config.json", "w") as f:
         json.dump(config, f, indent=1)
     return path
+
+
+def hooks(name: str, cid: str) -> list[list]:
+    """[kind, status, whether a pid was given] for each hook run so far."""
+    out = []
+    try:
+        with open(f"/tmp/hooks-{name}-{cid}.log") as f:
+            for line in f:
+                kind, _, data = line.strip().partition(" ")
+                st = json.loads(data)
+                out.append([kind, st.get("status"), bool(st.get("pid"))])
+    except (OSError, ValueError) as e:
+        out.append(["unreadable", str(e), False])
+    return out
 
 
 def log_errors(path: str) -> list[str]:
@@ -128,9 +147,11 @@ def scenario(name: str) -> dict:
     img, work = f"/tmp/img-{name}", f"/tmp/work-{name}"
     rec["run"] = detached(name, "run", "-d", "--bundle", b, "c1")
     rec["before"] = wait_count(name, 2)
+    rec["hooks_run"] = hooks(name, "c1")
     rec["checkpoint"] = rt(name, "checkpoint", "--image-path", img, "--work-path", work, "c1")
     rec["state_after_checkpoint"] = state(name, "c1")
     rec["dump_errors"] = log_errors(f"{work}/dump.log")
+    rec["hooks_checkpoint"] = hooks(name, "c1")[len(rec["hooks_run"]):]
     rec["after_checkpoint"] = count(name)
     time.sleep(3)
     rec["later"] = count(name)  # the same: nothing counts while checkpointed
@@ -141,6 +162,8 @@ def scenario(name: str) -> dict:
     st = state(name, "c1")
     rec["state_after_restore"] = st
     rec["cgroup_after_restore"] = cgroup_of(st.get("pid") or 0)
+    n = len(rec["hooks_run"]) + len(rec["hooks_checkpoint"])
+    rec["hooks_restore"] = hooks(name, "c1")[n:]
     rec["first_after_restore"] = wait_count(name, rec["later"] - 1)
     rec["resumed"] = wait_count(name, rec["later"] + 1)
     rec["leave_running"] = rt(name, "checkpoint", "--leave-running", "--image-path",
@@ -152,6 +175,24 @@ def scenario(name: str) -> dict:
     time.sleep(0.5)
     rec["delete"] = rt(name, "delete", "-f", "c1")
     rec["created_checkpoint"] = created_checkpoint(name, b)
+    rec["foreground"] = foreground(name)
+    return rec
+
+
+def foreground(name: str) -> dict:
+    """restore without -d: the runtime waits, returns the exit status, deletes the container."""
+    script = "i=0; while [ $i -lt 8 ]; do echo $i > /data/count; i=$((i+1)); sleep 1; done; exit 7"
+    b = bundle(name, "fg", script)
+    img = f"/tmp/img-{name}-fg"
+    rec = {"run": detached(name, "run", "-d", "--bundle", b, "fg")}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not os.path.exists(f"/tmp/data-{name}-fg/count"):
+        time.sleep(0.2)
+    rec["checkpoint"] = rt(name, "checkpoint", "--image-path", img, "fg")
+    rec["restore"] = rt(name, "restore", "--image-path", img, "--bundle", b, "fg", timeout=120)
+    with open(f"/tmp/data-{name}-fg/count") as f:
+        rec["last"] = f.read().strip()
+    rec["state_after"] = state(name, "fg")
     return rec
 
 
