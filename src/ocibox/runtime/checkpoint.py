@@ -160,6 +160,9 @@ def _checkpoint(c: Container, opts: Options, leave_running: bool, pre_dump: bool
     netns = _joined_netns(config)
     if netns and not opts.empty_ns:
         args += ["--external", f"net[{os.stat(netns).st_ino}]:{NET_KEY}"]
+    for path in (config.get("linux") or {}).get("maskedPaths") or []:
+        if os.path.exists(f"/proc/{pid}/root{path}") and not os.path.isdir(f"/proc/{pid}/root{path}"):
+            args += ["--external", f"mnt[{path}]:/dev/null"]
     if status == "paused":
         paths = (c.state or {}).get("cgroupPaths") or {}
         freezer = paths.get("freezer") or paths.get("unified")
@@ -285,6 +288,14 @@ def _run_criu_restore(c: Container, criu: str, config: dict, rootfs: str,
         if not os.path.exists(source):
             raise BundleError(f"mount {m['destination']}: its source {source} does not exist")
         args += ["--external", f"mnt[{m['destination']}]:{source}"]
+    # Masked files are dumped as external mounts keyed /dev/null (by runc too), devices
+    # that are bind mounts by their path: both come from the host's.
+    linux = config.get("linux") or {}
+    if linux.get("maskedPaths"):
+        args += ["--external", "mnt[/dev/null]:/dev/null"]
+    for d in linux.get("devices") or []:
+        if d.get("path"):
+            args += ["--external", f"mnt[{d['path']}]:{d['path']}"]
     if opts.empty_ns:
         args += ["--empty-ns", "net"]
     keep: list[int] = []
