@@ -121,3 +121,12 @@ def test_hooks_are_runcs(vm):
     kinds = [[kind, has_pid] for kind, _, has_pid in ours["hooks_restore"]]
     assert kinds == [[kind, has_pid] for kind, _, has_pid in runc["hooks_restore"]]
     assert kinds == [["prestart", True], ["createRuntime", True]]
+
+
+@pytest.mark.parametrize("key", ["runc to ours", "ours to runc"])
+def test_images_restore_under_the_other_runtime(vm, key):
+    r = vm[key]
+    assert "error" not in r, r.get("error")
+    assert r["checkpoint"]["rc"] == 0, r["checkpoint"]
+    assert r["restore"]["rc"] == 0, r["restore"]
+    assert r["resumed"]

@@ -204,16 +204,17 @@ def created_checkpoint(name: str, b: str) -> dict:
     return r
 
 
-def cross() -> dict:
-    """runc's images restored by ocibox-runtime (optional: recorded, not required)."""
-    b = bundle("runc")
-    r = detached("runc", "run", "-d", "--bundle", b, "cx")
-    wait_count("runc", 1)
-    rec = {"run": r, "checkpoint": rt("runc", "checkpoint", "--image-path", "/tmp/img-x", "cx")}
-    later = count("runc")
-    rec["restore"] = rt("ours", "restore", "-d", "--image-path", "/tmp/img-x", "--bundle", b, "cx")
-    rec["resumed"] = wait_count("runc", later, 30) > later
-    rt("ours", "delete", "-f", "cx")
+def cross(dumper: str, restorer: str) -> dict:
+    """One runtime's images restored by the other."""
+    b = bundle(dumper)
+    img = f"/tmp/img-{dumper}-to-{restorer}"
+    r = detached(dumper, "run", "-d", "--bundle", b, "cx")
+    wait_count(dumper, 1)
+    rec = {"run": r, "checkpoint": rt(dumper, "checkpoint", "--image-path", img, "cx")}
+    later = count(dumper)
+    rec["restore"] = rt(restorer, "restore", "-d", "--image-path", img, "--bundle", b, "cx")
+    rec["resumed"] = wait_count(dumper, later, 30) > later
+    rt(restorer, "delete", "-f", "cx")
     return rec
 
 
@@ -227,10 +228,12 @@ def main() -> int:
             results[name] = scenario(name)
         except Exception:
             results[name] = {"error": traceback.format_exc()}
-    try:
-        results["cross"] = cross()
-    except Exception:
-        results["cross"] = {"error": traceback.format_exc()}
+    for dumper, restorer in (("runc", "ours"), ("ours", "runc")):
+        key = f"{dumper} to {restorer}"
+        try:
+            results[key] = cross(dumper, restorer)
+        except Exception:
+            results[key] = {"error": traceback.format_exc()}
     with open(OUT, "w") as f:
         json.dump(results, f, indent=1)
     return 0
