@@ -361,9 +361,10 @@ def test_ctr_uidmap_exec_terminal_checkpoint(ctr, image):
                                [("# ", b"tty; echo $((6 * 7))-exec; exit 8\n")])  # fmt: skip
         assert code == 8, out
         assert "/dev/pts/" in out and "42-exec" in out
-        # checkpoint: a clear error through the shim, and the task runs on.
+        # checkpoint: criu fails on this kernel; its reason comes through the shim, and
+        # the task runs on. (It works in a VM: test_checkpoint_vm.py.)
         proc = ctr("task", "checkpoint", cid, check=False)
-        assert proc.returncode != 0 and "checkpoint: this command is not implemented" in proc.stderr
+        assert proc.returncode != 0 and "criu dump failed" in proc.stderr
         assert _status(ctr, cid) == "RUNNING"
     finally:
         ctr("task", "kill", "-s", "KILL", cid, check=False)

@@ -100,9 +100,9 @@ def test_usage_errors(tmp_path):
         assert p.stderr.startswith("ocibox-runtime: ")
 
 
-def test_later_commands_say_so(tmp_path):
+def test_checkpoint_of_a_missing_container(tmp_path):
     p = ours("checkpoint", "x", root=str(tmp_path))
-    assert p.returncode == 1 and "not implemented yet" in p.stderr
+    assert p.returncode == 1 and "container x does not exist" in p.stderr
 
 
 def test_list_empty(tmp_path):
