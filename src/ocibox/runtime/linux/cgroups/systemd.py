@@ -280,22 +280,28 @@ def resource_properties(resources: dict, version: int = 252, period_now: int = 0
     weight = cpu_weight(cpu.get("shares") or 0)
     if weight:
         props.append(("CPUWeight", ("t", weight)))
-    quota, period = cpu.get("quota"), cpu.get("period")
-    if quota and not period and period_now:
-        # An update of the quota alone: per second of the period in force.
-        props += [p for p in cpu_quota_properties(quota, period_now, version)
-                  if p[0] != "CPUQuotaPeriodUSec"]  # fmt: skip
-    else:
-        props += cpu_quota_properties(quota, period, version)
-    limit = (resources.get("pids") or {}).get("limit")
-    if limit and (limit > 0 or limit == -1):
-        props.append(("TasksMax", ("t", _limit(limit))))
+    props += _quota_and_tasks(cpu, resources, version, period_now)
     if version >= 244:
         for key, name in (("cpus", "AllowedCPUs"), ("mems", "AllowedMemoryNodes")):
             if cpu.get(key):
                 props.append((name, ("ay", range_to_bits(cpu[key], f"linux.resources.cpu.{key}"))))
     if resources.get("unified"):
         props += _unified_properties(resources["unified"], version)
+    return props
+
+
+def _quota_and_tasks(cpu: dict, resources: dict, version: int, period_now: int) -> list:
+    """The CPU quota and TasksMax properties, the same on v1 and v2."""
+    quota, period = cpu.get("quota"), cpu.get("period")
+    if quota and not period and period_now:
+        # An update of the quota alone: per second of the period in force.
+        props = [p for p in cpu_quota_properties(quota, period_now, version)
+                 if p[0] != "CPUQuotaPeriodUSec"]  # fmt: skip
+    else:
+        props = cpu_quota_properties(quota, period, version)
+    limit = (resources.get("pids") or {}).get("limit")
+    if limit and (limit > 0 or limit == -1):
+        props.append(("TasksMax", ("t", _limit(limit))))
     return props
 
 
@@ -311,18 +317,10 @@ def v1_resource_properties(resources: dict, version: int = 252, period_now: int 
     cpu = resources.get("cpu") or {}
     if cpu.get("shares"):
         props.append(("CPUShares", ("t", cpu["shares"])))
-    quota, period = cpu.get("quota"), cpu.get("period")
-    if quota and not period and period_now:
-        props += [p for p in cpu_quota_properties(quota, period_now, version)
-                  if p[0] != "CPUQuotaPeriodUSec"]  # fmt: skip
-    else:
-        props += cpu_quota_properties(quota, period, version)
+    props += _quota_and_tasks(cpu, resources, version, period_now)
     weight = (resources.get("blockIO") or {}).get("weight")
     if weight:
         props.append(("BlockIOWeight", ("t", weight)))
-    pids = (resources.get("pids") or {}).get("limit")
-    if pids and (pids > 0 or pids == -1):
-        props.append(("TasksMax", ("t", _limit(pids))))
     if version >= 244:
         for key, name in (("cpus", "AllowedCPUs"), ("mems", "AllowedMemoryNodes")):
             if cpu.get(key):
