@@ -16,6 +16,10 @@ terminal, running `true`) serves both tools; each tool has its own --root on tmp
   delete   `delete ID`
   run      `run --bundle B ID2` (create + start + wait + delete in one command)
 
+and, for the first ocibox program, its interpreter with nothing to run (the
+launcher's `#!` line, e.g. `python3.11 -IS`, with `-c pass`): the floor under any
+command of a runtime written in Python, printed against runc's `state`.
+
 Each command is one fresh process, timed with perf_counter around it; its peak RSS
 comes from GNU `/usr/bin/time -f %M` (which adds the same small cost to both tools).
 The container's stdio goes to files, not pipes (a created container holds them open).
@@ -70,6 +74,7 @@ class Tool:
         self.root = root
         self.samples: dict[str, list[float]] = {op: [] for op in OPS}
         self.rss: dict[str, list[int]] = {op: [] for op in OPS}
+        self.floor: list[float] = []
 
     def measure(self, op: str, *args: str, record: bool = True) -> tuple[float, int, str]:
         """Run the tool once; return (seconds, peak RSS KiB, stdout)."""
@@ -87,6 +92,17 @@ class Tool:
             self.samples[op].append(took)
             self.rss[op].append(kib)
         return took, kib, text
+
+    def measure_floor(self) -> None:
+        """Time this program's interpreter running nothing (its `#!` line plus `-c pass`)."""
+        with open(self.argv[0], "rb") as f:
+            line = f.readline()
+        if not line.startswith(b"#!"):
+            return
+        cmd = [GNU_TIME, "-f", "%M", "-o", "/dev/null", *line[2:].decode().split(), "-c", "pass"]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, stdin=subprocess.DEVNULL, check=True)
+        self.floor.append(time.perf_counter() - t0)
 
     def median_ms(self, op: str) -> float:
         return statistics.median(self.samples[op]) * 1000
@@ -143,6 +159,7 @@ def main() -> int:
             order = tools if n % 2 == 0 else list(reversed(tools))
             for t in order:
                 one_round(t, bundle, n)
+            tools[1].measure_floor()
     finally:
         for t in tools:
             for cid in os.listdir(t.root) if os.path.isdir(t.root) else []:
@@ -163,8 +180,13 @@ def main() -> int:
     total_o = sum(first.median_ms(op) for op in ("create", "start", "delete"))
     text = table(headers, rows)
     print(text)
-    print(f"create+start+delete: runc {total_r:.1f} ms, {first.name} {total_o:.1f} ms, "
-          f"ratio {total_o / total_r:.2f}")  # fmt: skip
+    summary = (f"create+start+delete: runc {total_r:.1f} ms, {first.name} {total_o:.1f} ms, "
+               f"ratio {total_o / total_r:.2f}")  # fmt: skip
+    if first.floor:
+        floor = statistics.median(first.floor) * 1000
+        summary += (f"\ninterpreter floor ({first.name}'s `#!` interpreter, `-c pass`): {floor:.1f} ms, "
+                    f"{floor / runc_t.median_ms('state'):.2f}x runc's state")  # fmt: skip
+    print(summary)
     if a.write:
         m = machine()
         versions = [f"- runc: {tool_version([runc, '--version'])}"]
@@ -191,8 +213,7 @@ def main() -> int:
             "",
             text,
             "",
-            f"create+start+delete: runc {total_r:.1f} ms, {first.name} {total_o:.1f} ms, "
-            f"ratio {total_o / total_r:.2f}.",
+            summary + ".",
             "",
             "### Reading these figures",
             "",
