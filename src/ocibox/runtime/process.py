@@ -310,70 +310,24 @@ def _spawn(ic: InitConfig, subreaper: bool, on_cgroups, on_hooks) -> int:
     os.close(from_child_w)
     if ic.hold_fd >= 0:
         os.close(ic.hold_fd)
-    init_pid = 0
-    ready = False
-    hooks_wanted = False
-    netns_wanted = False
-    error = None
+    talk = _Talk(ic, pid, to_child_w, on_hooks)
     lines = _lines(from_child_r)
     try:
         if on_cgroups is not None:
-            error = _join_cgroups(on_cgroups, pid, lines, from_child_r)
+            talk.error = _join_cgroups(on_cgroups, pid, lines, from_child_r)
             os.close(hold_w)  # the intermediate may go now
             hold_w = -1
-            if error:
-                lines = iter(())
-        for line in lines:
-            verb, _, arg = line.partition(" ")
-            if verb == "log":
-                at, _, msg = arg.partition(" ")
-                debug(msg.replace("\\n", "\n"), int(at))
-                continue
-            if verb == "userns":
-                debug(f"intermediate {pid}: new user namespace; writing its id maps")
-                _write_id_maps(pid, ic.config["linux"])
-                _send(to_child_w, b"mapped\n")
-            elif verb == "pid":
-                init_pid = int(arg)
-                debug(f"intermediate {pid}: forked the init, {init_pid}")
-                if on_cgroups is not None:
-                    error = _join_cgroups(on_cgroups, init_pid, lines, from_child_r)
-                    if error:
-                        break
-                    _send(to_child_w, b"cgrouped\n")
-            elif verb == "hooks":
-                hooks_wanted = True
-            elif verb == "netns":
-                netns_wanted = True
-            elif verb == "ready":
-                debug(f"init {init_pid}: ready, waiting for start")
-                ready = True
-            elif verb == "error":
-                error = arg.replace("\\n", "\n")
-                break
-            if netns_wanted and init_pid:
-                netns_wanted = False
-                try:
-                    _move_netdevs(ic, init_pid)
-                except OciboxError as e:
-                    error = e.message
-                    break
-                _send(to_child_w, b"netmoved\n")
-            if hooks_wanted and init_pid:
-                hooks_wanted = False
-                debug(f"running the runtime's create hooks for init {init_pid}")
-                state = on_hooks(init_pid) if on_hooks else {}
-                _send(to_child_w, b"hooked " + json.dumps(state).encode() + b"\n")
-            if ready and init_pid:
-                break
+            if not talk.error:
+                talk.on_cgroups = lambda init: _join_cgroups(on_cgroups, init, lines, from_child_r)
+                talk.converse(lines)
         else:
-            error = error or "the container's init exited before it was ready"
+            talk.converse(lines)
     except BaseException:
         try:
             give_back_netdevs(ic)
         except OciboxError as back:  # the first error is the one to report
             debug(back.message)
-        _kill(init_pid or pid)
+        _kill(talk.init_pid or pid)
         raise
     finally:
         os.close(to_child_w)
@@ -381,17 +335,97 @@ def _spawn(ic: InitConfig, subreaper: bool, on_cgroups, on_hooks) -> int:
         if hold_w >= 0:
             os.close(hold_w)
         _reap(pid)
-    if error:
+    if talk.error:
+        _undo(ic, talk.init_pid, subreaper, talk.error)
+    return talk.init_pid
+
+
+class _Talk:
+    """The runtime's side of the intermediate's and the init's messages until the init is ready.
+
+    Each message is a line "verb argument" (see _child_main and _init); the
+    runtime answers those that wait for it (id maps written, cgroups joined,
+    network devices moved, create hooks run).
+    """
+
+    def __init__(self, ic: InitConfig, pid: int, to_child: int, on_hooks) -> None:
+        self.ic = ic
+        self.pid = pid
+        self.to_child = to_child
+        self.on_hooks = on_hooks
+        self.on_cgroups = None  # init pid -> error or None, once the intermediate has joined
+        self.init_pid = 0
+        self.error: str | None = None
+
+    def converse(self, lines) -> None:
+        ready = hooks_wanted = netns_wanted = False
+        for line in lines:
+            verb, _, arg = line.partition(" ")
+            if verb == "log":
+                at, _, msg = arg.partition(" ")
+                debug(msg.replace("\\n", "\n"), int(at))
+                continue
+            if verb == "userns":
+                debug(f"intermediate {self.pid}: new user namespace; writing its id maps")
+                _write_id_maps(self.pid, self.ic.config["linux"])
+                _send(self.to_child, b"mapped\n")
+            elif verb == "pid":
+                if not self._init_forked(int(arg)):
+                    return
+            elif verb == "hooks":
+                hooks_wanted = True
+            elif verb == "netns":
+                netns_wanted = True
+            elif verb == "ready":
+                debug(f"init {self.init_pid}: ready, waiting for start")
+                ready = True
+            elif verb == "error":
+                self.error = arg.replace("\\n", "\n")
+                return
+            if netns_wanted and self.init_pid:
+                netns_wanted = False
+                if not self._netdevs():
+                    return
+            if hooks_wanted and self.init_pid:
+                hooks_wanted = False
+                debug(f"running the runtime's create hooks for init {self.init_pid}")
+                state = self.on_hooks(self.init_pid) if self.on_hooks else {}
+                _send(self.to_child, b"hooked " + json.dumps(state).encode() + b"\n")
+            if ready and self.init_pid:
+                return
+        self.error = self.error or "the container's init exited before it was ready"
+
+    def _init_forked(self, init_pid: int) -> bool:
+        self.init_pid = init_pid
+        debug(f"intermediate {self.pid}: forked the init, {init_pid}")
+        if self.on_cgroups is not None:
+            self.error = self.on_cgroups(init_pid)
+            if self.error:
+                return False
+            _send(self.to_child, b"cgrouped\n")
+        return True
+
+    def _netdevs(self) -> bool:
         try:
-            give_back_netdevs(ic)
+            _move_netdevs(self.ic, self.init_pid)
         except OciboxError as e:
-            error += f"; {e.message}"
-        if init_pid:
-            _kill(init_pid)
-            if subreaper:
-                _reap(init_pid)
-        raise BundleError(error)
-    return init_pid
+            self.error = e.message
+            return False
+        _send(self.to_child, b"netmoved\n")
+        return True
+
+
+def _undo(ic: InitConfig, init_pid: int, subreaper: bool, error: str) -> None:
+    """A create that failed: the network devices back, the init killed; raise the error."""
+    try:
+        give_back_netdevs(ic)
+    except OciboxError as e:
+        error += f"; {e.message}"
+    if init_pid:
+        _kill(init_pid)
+        if subreaper:
+            _reap(init_pid)
+    raise BundleError(error)
 
 
 def _move_netdevs(ic: InitConfig, init_pid: int) -> None:
