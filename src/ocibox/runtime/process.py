@@ -94,30 +94,10 @@ def prepare(
     console_socket: str | None = None,
     console_fd: int | None = None,
 ) -> InitConfig:
-    process = config.get("process")
-    if not isinstance(process, dict) or not process.get("args"):
-        raise BundleError("config.json: process.args is missing; there is nothing to run")
-    if process.get("terminal") and not console_socket and console_fd is None:
-        raise NotImplementedYet(
-            "config.json: process.terminal is true: a terminal needs --console-socket",
-            hint='pass --console-socket, or set "terminal": false in config.json',
-        )
-    if console_socket and not process.get("terminal"):
-        raise BundleError("--console-socket is only for a process with terminal: true")
-    root = config.get("root") or {}
-    path = root.get("path") or "rootfs"
-    rootfs_path = os.path.realpath(os.path.join(bundle, path))
-    if not os.path.isdir(rootfs_path):
-        raise BundleError(f"root filesystem {rootfs_path} is not a directory")
+    process = _check_process(config, console_socket, console_fd)
+    rootfs_path = _rootfs_path(config, bundle)
     linux = config.get("linux") or {}
-    ns = nsmod.parse(linux.get("namespaces") or [])
-    if not ns.has("mount"):
-        raise BundleError("config.json: a mount namespace is required",
-                          hint='add {"type": "mount"} to linux.namespaces')  # fmt: skip
-    if ns.new & sc.CLONE_NEWUSER and not (linux.get("uidMappings") and linux.get("gidMappings")):
-        raise BundleError(
-            "config.json: a new user namespace needs linux.uidMappings and gidMappings"
-        )
+    ns = _namespaces(linux)
     hooks.check(config.get("hooks"))
     warnings: list[str] = []
     _check_unsupported(config, warnings)
@@ -149,6 +129,40 @@ def prepare(
     )
     ic.netdevs = netdevs
     return ic
+
+
+def _check_process(config: dict, console_socket: str | None, console_fd: int | None) -> dict:
+    process = config.get("process")
+    if not isinstance(process, dict) or not process.get("args"):
+        raise BundleError("config.json: process.args is missing; there is nothing to run")
+    if process.get("terminal") and not console_socket and console_fd is None:
+        raise NotImplementedYet(
+            "config.json: process.terminal is true: a terminal needs --console-socket",
+            hint='pass --console-socket, or set "terminal": false in config.json',
+        )
+    if console_socket and not process.get("terminal"):
+        raise BundleError("--console-socket is only for a process with terminal: true")
+    return process
+
+
+def _rootfs_path(config: dict, bundle: str) -> str:
+    root = config.get("root") or {}
+    path = os.path.realpath(os.path.join(bundle, root.get("path") or "rootfs"))
+    if not os.path.isdir(path):
+        raise BundleError(f"root filesystem {path} is not a directory")
+    return path
+
+
+def _namespaces(linux: dict) -> nsmod.Namespaces:
+    ns = nsmod.parse(linux.get("namespaces") or [])
+    if not ns.has("mount"):
+        raise BundleError("config.json: a mount namespace is required",
+                          hint='add {"type": "mount"} to linux.namespaces')  # fmt: skip
+    if ns.new & sc.CLONE_NEWUSER and not (linux.get("uidMappings") and linux.get("gidMappings")):
+        raise BundleError(
+            "config.json: a new user namespace needs linux.uidMappings and gidMappings"
+        )
+    return ns
 
 
 def _check_unsupported(config: dict, warnings: list[str]) -> None:
