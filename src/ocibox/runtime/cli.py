@@ -48,7 +48,7 @@ _COMMANDS["exec"] = (
      "--pid-file": True, "--console-socket": True, "--cwd": True, "--env": True, "-e": True,
      "--user": True, "-u": True, "--cap": True, "-c": True, "--no-new-privs": False,
      "--additional-gids": True, "-g": True, "--preserve-fds": True, "--ignore-paused": False,
-     "--process-label": True, "--apparmor": True, "--cgroup": True},
+     "--process-label": True, "--apparmor": True, "--cgroup": True, "--pidfd-socket": True},
     1, 100000, "exec [--process FILE] [-d] [-e K=V] [-u UID[:GID]] [--cwd DIR] <container-id> [command...]",
 )  # fmt: skip
 _MULTI = {"--env", "--cap", "--additional-gids"}
@@ -214,8 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG} version {VERSION}\nspec: 1.2.0")
             return 0
         if not rest or gflags.get("--help") or gflags.get("-h") or rest[0] == "help":
-            _print_help()
-            return 0
+            return _print_help(rest[1:2] if rest else [])
         fmt = str(gflags.get("--log-format", "text"))
         if fmt not in ("text", "json"):
             raise _Usage(f"invalid log format {fmt!r}: use text or json")
@@ -243,9 +242,8 @@ def main(argv: list[str] | None = None) -> int:
             # ps and exec pass on what follows the id (to ps(1), or as the command).
             stop = cmd in ("ps", "exec")
             flags, args = _parse(cargs, {**spec, "--help": False, "-h": False}, stop, aliases)
-            if flags.get("--help"):
-                print(f"usage: {PROG} {usage}")
-                return 0
+            if flags.get("--help") or flags.get("-h"):
+                return _print_help([cmd])
             if not lo <= len(args) <= hi:
                 raise _Usage(f'"{cmd}" takes {lo if lo == hi else f"{lo} to {hi}"} argument(s)')
         except _Usage as e:
@@ -339,13 +337,20 @@ def _rootless_user() -> bool:
     return posix.environ.get(b"USER") != b"root"
 
 
-def _print_help() -> None:
-    lines = [f"usage: {PROG} [--root DIR] [--log FILE] [--log-format text|json] [--debug] COMMAND", "",
-             "commands:"]  # fmt: skip
-    lines += [f"  {usage}" for _, _, _, usage in _COMMANDS.values()]
-    if _LATER:
-        lines.append(f"  (not yet: {', '.join(_LATER)})")
-    print("\n".join(lines))
+def _print_help(topic: list[str]) -> int:
+    """``--help``, ``help`` and ``help COMMAND``, ``COMMAND --help``."""
+    from . import cli_help
+
+    if not topic:
+        print(cli_help.global_help(PROG, {name: c[3] for name, c in _COMMANDS.items()}))
+        return 0
+    cmd = topic[0]
+    if cmd not in _COMMANDS:
+        raise _Usage(f"no such command {cmd!r}")
+    spec, _, _, usage = _COMMANDS[cmd]
+    aliases = _LIST_ALIASES if cmd in ("list", "ps") else _ALIASES
+    print(cli_help.command_help(PROG, cmd, spec, aliases, usage))
+    return 0
 
 
 # --- commands -------------------------------------------------------------------
@@ -370,16 +375,15 @@ def _cmd_spec(root: str, flags: dict, args: list[str], log: _Log) -> int:
 
 
 def _create_kwargs(flags: dict) -> dict:
-    from ..errors import NotImplementedYet, UsageError
+    from ..errors import UsageError
 
-    if flags.get("--pidfd-socket"):
-        raise NotImplementedYet("--pidfd-socket is not supported yet")
     fds = str(flags.get("--preserve-fds", "0"))
     if not fds.isdigit():
         raise UsageError(f"--preserve-fds: not a number: {fds!r}")
     return {
         "pid_file": flags.get("--pid-file") or None,
         "console_socket": flags.get("--console-socket") or None,
+        "pidfd_socket": flags.get("--pidfd-socket") or None,
         "no_pivot": bool(flags.get("--no-pivot")),
         "no_new_keyring": bool(flags.get("--no-new-keyring")),
         "preserve_fds": int(fds),
@@ -575,6 +579,7 @@ def _cmd_exec(root: str, flags: dict, args: list[str], log: _Log) -> int:
     return exec_process(c, process, detach=bool(flags.get("--detach")),
                         pid_file=flags.get("--pid-file") or None, preserve_fds=int(fds),
                         console_socket=flags.get("--console-socket") or None,
+                        pidfd_socket=flags.get("--pidfd-socket") or None,
                         warn=log.warn)  # fmt: skip
 
 

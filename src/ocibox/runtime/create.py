@@ -57,6 +57,7 @@ def create(
     preserve_fds: int = 0,
     console_socket: str | None = None,
     console_fd: int | None = None,
+    pidfd_socket: str | None = None,
     no_new_keyring: bool = False,
     subreaper: bool = False,
     systemd_cgroup: bool = False,
@@ -70,6 +71,7 @@ def create(
     devices, the create hooks as the init asks: see process), and the state
     saved last. A failure at any step undoes the ones before it.
     ``systemd_cgroup``: the cgroup is a transient systemd unit (--systemd-cgroup).
+    ``pidfd_socket``: a unix socket that gets a pidfd of the init (linux.pidfd).
     """
     bundle = os.path.abspath(bundle)
     config = load_config(bundle)
@@ -98,21 +100,32 @@ def create(
 
         held = console.connect(ic.console_socket)
         ic.console_fd = held.fileno()
+    pidfd_to = None
+    if pidfd_socket:
+        from .linux import pidfd
+
+        pidfd_to = pidfd.connect(pidfd_socket)
     c = _Creating(cid, bundle, config, ic, Container.reserve(root, cid))
     c.systemd = systemd_cgroup
     debug(f"container {cid}: creating from bundle {bundle} (root {root})")
     try:
         _make_state_dir(c)
-        ic.close_in_child = (c.container.create_lock,)  # or the init would hold it for ever
+        # or the init would hold them for ever (the pidfd socket's peer would see no EOF)
+        ic.close_in_child = (c.container.create_lock,
+                             *((pidfd_to.fileno(),) if pidfd_to is not None else ()))  # fmt: skip
         c.init_pid = process.spawn(ic, subreaper=subreaper, on_cgroups=_cgroup_joiner(c),
                                    on_hooks=_hook_runner(c))  # fmt: skip
         _save_state(c, pid_file)
+        if pidfd_to is not None:
+            pidfd.send(pidfd_to, c.init_pid)
     except BaseException as e:
         _undo(c, e)
         raise
     finally:
         if held is not None:
             held.close()  # the init has its own copy
+        if pidfd_to is not None:
+            pidfd_to.close()
     c.container.release()
     return c.container
 

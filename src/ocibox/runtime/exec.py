@@ -81,7 +81,7 @@ def build_process(container: Container, *, process_file: str | None, args: list[
 
 def exec_process(container: Container, process: dict, *, detach: bool = False,
                  pid_file: str | None = None, preserve_fds: int = 0, warn=None,
-                 console_socket: str | None = None) -> int:  # fmt: skip
+                 console_socket: str | None = None, pidfd_socket: str | None = None) -> int:  # fmt: skip
     status = container.status()
     if status == PAUSED:
         raise ContainerStateError(f"cannot exec in container {container.id}: it is paused")
@@ -98,6 +98,11 @@ def exec_process(container: Container, process: dict, *, detach: bool = False,
         from .linux import console
 
         sock = console.connect(console_socket)
+    pidfd_to = None
+    if pidfd_socket:
+        from .linux import pidfd
+
+        pidfd_to = pidfd.connect(pidfd_socket)
     rlimits.check(process.get("rlimits") or [])
     if "scheduler" in process:
         proc.check_scheduler(process["scheduler"])
@@ -154,6 +159,8 @@ def exec_process(container: Container, process: dict, *, detach: bool = False,
         raise OciboxError(f"exec in container {container.id}: the process did not start")
     if pid_file:
         write_atomic(os.path.abspath(pid_file), str(target).encode())
+    if pidfd_to is not None:
+        pidfd.send(pidfd_to, target)
     if detach:
         return 0
     from .create import wait
