@@ -8,7 +8,6 @@ and records what they did; the tests below compare the records.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -25,27 +24,11 @@ RUNTIMES = ("runc", "ours")
 
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory) -> dict:
-    vmhost.require()
-    hidden = [d for d in vmhost.GUEST_TMPFS if REPO.is_relative_to(d)]
-    if hidden:
-        pytest.skip(f"the checkout {REPO} is under {hidden[0]}, a fresh tmpfs in the VM")
+    vmhost.require(REPO)
     if shutil.which("runc") is None and shutil.which("runc", path="/usr/sbin") is None:
         pytest.skip("peer program 'runc' is not installed (make peers installs it)")
     job = tmp_path_factory.mktemp("vmjob")
-    python = REPO / ".venv" / "bin" / "python"
-    if not python.exists():
-        import sys
-
-        python = Path(sys.executable)
-    r = vmhost.boot(f"{python} {HERE / 'vm_cgroup2_guest.py'} {REPO} /run/vmhost/job/results.json",
-                    disk_mb=16, timeout=900, job=job)  # fmt: skip
-    try:
-        results = json.loads((job / "results.json").read_text())
-    except (OSError, ValueError):
-        pytest.fail(
-            f"the guest wrote no results (exit {r.returncode}):\n{r.output}\n{r.console[-4000:]}"
-        )
-    assert r.returncode == 0, f"the guest's driver failed:\n{r.output}"
+    results = vmhost.run_driver(HERE / "vm_cgroup2_guest.py", REPO, job, disk_mb=16, timeout=900)
     for key, value in results.items():
         assert "error" not in value, f"{key}:\n{value['error']}"
     return results

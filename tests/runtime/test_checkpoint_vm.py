@@ -8,7 +8,6 @@ and records what happened; the tests below compare the records.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -24,28 +23,12 @@ RUNTIMES = ("runc", "ours")
 
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory) -> dict:
-    vmhost.require()
-    hidden = [d for d in vmhost.GUEST_TMPFS if REPO.is_relative_to(d)]
-    if hidden:
-        pytest.skip(f"the checkout {REPO} is under {hidden[0]}, a fresh tmpfs in the VM")
+    vmhost.require(REPO)
     for peer in ("runc", "criu"):
         if shutil.which(peer) is None and shutil.which(peer, path="/usr/sbin") is None:
             pytest.skip(f"peer program {peer!r} is not installed (make peers installs it)")
     job = tmp_path_factory.mktemp("vmjob")
-    python = REPO / ".venv" / "bin" / "python"
-    if not python.exists():
-        import sys
-
-        python = Path(sys.executable)
-    r = vmhost.boot(f"{python} {HERE / 'vm_checkpoint_guest.py'} {REPO} /run/vmhost/job/results.json",
-                    timeout=900, job=job)  # fmt: skip
-    try:
-        results = json.loads((job / "results.json").read_text())
-    except (OSError, ValueError):
-        pytest.fail(
-            f"the guest wrote no results (exit {r.returncode}):\n{r.output}\n{r.console[-4000:]}"
-        )
-    assert r.returncode == 0, f"the guest's driver failed:\n{r.output}"
+    results = vmhost.run_driver(HERE / "vm_checkpoint_guest.py", REPO, job, timeout=900)
     for name in RUNTIMES:
         assert "error" not in results[name], f"{name}:\n{results[name]['error']}"
     return results

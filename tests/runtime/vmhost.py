@@ -16,7 +16,9 @@ boots /boot/vmlinuz-* under qemu-system-x86_64 with TCG, and the guest:
   - switch_roots into the overlay and execs the init: by default a shell script
     that runs the job's script and powers off.
 
-    from vmhost import boot, skip_reason
+    from vmhost import boot, require, skip_reason
+    require(checkout)             # in a pytest fixture: skip when no VM boots here, or
+                                  # when the guest cannot see the checkout (GUEST_TMPFS)
     r = boot("cat /sys/fs/cgroup/cgroup.subtree_control", timeout=300)
     r.returncode, r.output        # the script's exit status and stdout+stderr
     r.job                         # the job directory (files the guest left there)
@@ -35,10 +37,12 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -167,13 +171,48 @@ def skip_reason() -> str | None:
     return None
 
 
-def require() -> None:
-    """pytest.skip with the reason when no VM can be booted here."""
-    reason = skip_reason()
+def hidden(path: str | os.PathLike) -> str | None:
+    """Why the guest cannot see ``path``, or None when it can: the host's files under
+    GUEST_TMPFS are not there (fresh mounts), whether the path or its symlinks' target is."""
+    path = Path(os.path.abspath(path))
+    for seen in (path, path.resolve()):
+        under = [d for d in GUEST_TMPFS if seen.is_relative_to(d)]
+        if under:
+            name = str(path) if seen == path else f"{path} (that is {seen})"
+            return f"{name} is under {under[0]}, mounted afresh in the VM: the guest cannot see it"
+    return None
+
+
+def require(*paths: str | os.PathLike) -> None:
+    """pytest.skip with the reason when no VM can be booted here, or when the guest
+    cannot see one of ``paths`` (what it must run: the checkout, an interpreter)."""
+    reason = skip_reason() or next(filter(None, map(hidden, paths)), None)
     if reason:
         import pytest
 
         pytest.skip(reason)
+
+
+def run_driver(driver: Path, repo: Path, job: Path, **boot_args) -> dict:
+    """Boot and run ``driver`` (a guest-side Python script: DRIVER REPO OUT.json) with the
+    checkout's interpreter (else this one), and return the JSON it wrote. For a test
+    fixture, after require(repo): skips when the guest cannot see the interpreter, fails
+    when the driver wrote nothing or exited non-zero."""
+    import pytest
+
+    python = repo / ".venv" / "bin" / "python"
+    if not python.exists():
+        python = Path(sys.executable)
+    require(python, driver)
+    r = boot(f"{python} {driver} {repo} {JOB}/results.json", job=job, **boot_args)
+    try:
+        results = json.loads((job / "results.json").read_text())
+    except (OSError, ValueError):
+        pytest.fail(
+            f"the guest wrote no results (exit {r.returncode}):\n{r.output}\n{r.console[-4000:]}"
+        )
+    assert r.returncode == 0, f"the guest's driver failed:\n{r.output}"
+    return results
 
 
 def _modules(mods: Path) -> list[str]:
@@ -367,7 +406,6 @@ def _text(path: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     """scripts/vm-run: boot, run a command, print its output, exit with its status."""
     import argparse
-    import sys
 
     p = argparse.ArgumentParser(prog="vm-run", description=__doc__.split("\n\n")[0])
     p.add_argument("--init", help="another PID 1 (argv, space-separated)")
