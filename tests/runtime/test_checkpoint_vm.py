@@ -113,3 +113,19 @@ def test_images_restore_under_the_other_runtime(vm, key):
     assert r["checkpoint"]["rc"] == 0, r["checkpoint"]
     assert r["restore"]["rc"] == 0, r["restore"]
     assert r["resumed"]
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_restore_with_a_terminal_sends_a_new_one_to_the_console_socket(vm, name):
+    r = vm[f"{name} terminal"]
+    assert "error" not in r, r.get("error")
+    assert r["run"]["rc"] == 0 and r["got_master"] and r["ticked"], r["run"]
+    assert r["checkpoint"]["rc"] == 0, (r["checkpoint"], r["dump_errors"])
+    assert r["restore"]["rc"] == 0, (r["restore"], r["restore_errors"])
+    assert r["state"] == "running"
+    assert r["got_master_after"]  # the restore sent a master to the new console socket
+    # The output goes on through it from where it stopped (nothing lost, nothing again),
+    # and what is typed reaches the process.
+    assert r["ticked_after"], r["output_after"]
+    assert min(r["ticks_after"]) == r["last_before"] + 1, r["output_after"]
+    assert r["echoed"], r["output_after"]

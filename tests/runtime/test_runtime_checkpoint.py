@@ -95,3 +95,71 @@ def test_bad_manage_cgroups_mode_is_a_usage_error(ours, bundle, tmp_path):
     p = ours("checkpoint", "--manage-cgroups-mode", "sometimes", cid, check=False)
     assert p.returncode != 0
     assert "--manage-cgroups-mode 'sometimes': use one of soft, full, strict, ignore" in p.stderr
+
+
+def _images(path, tty: str | None) -> str:
+    """An images directory restore takes for one (criu would find it empty): inventory.img,
+    and tty.info with the dumped terminal's key (ours writes it; "" for none)."""
+    path.mkdir()
+    (path / "inventory.img").write_bytes(b"")
+    if tty is not None:
+        (path / "tty.info").write_text(tty)
+    return str(path)
+
+
+def _terminal(config: dict) -> None:
+    config["process"]["terminal"] = True
+
+
+def test_restore_of_a_terminal_without_console_socket_is_refused(ours, bundle, tmp_path):
+    cid = ours.new_id()
+    p = ours("restore", "-d", "--image-path", _images(tmp_path / "img", "tty[8800000:19]"),
+             "--bundle", bundle.write(["sh"], _terminal), cid, check=False)  # fmt: skip
+    assert p.returncode != 0
+    assert "restore of a container with a terminal needs --console-socket" in p.stderr
+    assert ours("state", cid, check=False).returncode != 0
+
+
+def test_restore_with_console_socket_needs_a_terminal(ours, bundle, tmp_path):
+    cid = ours.new_id()
+    p = ours("restore", "-d", "--console-socket", str(tmp_path / "sock"), "--image-path",
+             _images(tmp_path / "img", ""), "--bundle", bundle.write(["sh"]), cid,
+             check=False)  # fmt: skip
+    assert p.returncode != 0
+    assert "--console-socket is only for a process with terminal: true" in p.stderr
+    assert ours("state", cid, check=False).returncode != 0
+
+
+def test_restore_of_a_terminal_needs_images_of_ours(ours, bundle, tmp_path):
+    # runc's images of a terminal need criu's RPC (orphan-pts-master); they have no tty.info.
+    cid = ours.new_id()
+    p = ours("restore", "-d", "--console-socket", str(tmp_path / "sock"), "--image-path",
+             _images(tmp_path / "img", None), "--bundle", bundle.write(["sh"], _terminal), cid,
+             check=False)  # fmt: skip
+    assert p.returncode != 0
+    assert f"{tmp_path / 'img'} has no tty.info (not dumped by ocibox-runtime)" in p.stderr
+
+
+def test_restore_terminal_and_config_must_agree(ours, bundle, tmp_path):
+    cid = ours.new_id()
+    p = ours("restore", "-d", "--image-path", _images(tmp_path / "img", "tty[8800000:19]"),
+             "--bundle", bundle.write(["sh"]), cid, check=False)  # fmt: skip
+    assert p.returncode != 0
+    assert "the checkpoint's process has a terminal, and config.json says process.terminal is false" in p.stderr
+    p = ours("restore", "-d", "--console-socket", str(tmp_path / "sock"), "--image-path",
+             _images(tmp_path / "img2", ""), "--bundle", bundle.write(["sh"], _terminal), cid,
+             check=False)  # fmt: skip
+    assert p.returncode != 0
+    assert "process.terminal is true, and the checkpoint's process had no terminal" in p.stderr
+
+
+@pytest.mark.skipif(CRIU is None, reason="criu is not installed")
+def test_restore_of_a_terminal_to_a_missing_console_socket(ours, bundle, tmp_path):
+    # The socket is connected before criu runs: nothing is left behind.
+    cid = ours.new_id()
+    p = ours("restore", "-d", "--console-socket", str(tmp_path / "nosock"), "--image-path",
+             _images(tmp_path / "img", "tty[8800000:19]"), "--bundle",
+             bundle.write(["sh"], _terminal), cid, check=False)  # fmt: skip
+    assert p.returncode != 0
+    assert f"--console-socket {tmp_path / 'nosock'}: No such file or directory" in p.stderr
+    assert ours("state", cid, check=False).returncode != 0

@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import select
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 
@@ -77,7 +81,7 @@ def wait_count(name: str, above: int, timeout: float = 60) -> int:
     return count(name)
 
 
-def bundle(name: str, cid: str = "c1", script: str = COUNTER) -> str:
+def bundle(name: str, cid: str = "c1", script: str = COUNTER, terminal: bool = False) -> str:
     path = f"/tmp/bundles/{name}-{cid}"
     shutil.rmtree(path, ignore_errors=True)
     rootfs = f"{path}/rootfs"
@@ -89,7 +93,7 @@ def bundle(name: str, cid: str = "c1", script: str = COUNTER) -> str:
     data = f"/tmp/data-{name}" if cid == "c1" else f"/tmp/data-{name}-{cid}"
     shutil.rmtree(data, ignore_errors=True)
     os.makedirs(data)
-    config = default_config(terminal=False)
+    config = default_config(terminal=terminal)
     config["process"]["args"] = ["sh", "-c", script]
     config["root"]["readonly"] = False
     config["mounts"].append({"destination": "/data", "type": "bind", "source": data,
@@ -218,6 +222,91 @@ def cross(dumper: str, restorer: str) -> dict:
     return rec
 
 
+# On a terminal: a tick a second in the background, and what is typed echoed back.
+TICKER = ("(i=0; while true; do echo tick $i; echo $i > /data/count; i=$((i+1)); sleep 1; done) & "
+          "while read l; do echo got:$l; done")  # fmt: skip
+
+
+class Console:
+    """A --console-socket: takes one connection, receives the pty's master, reads it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if os.path.exists(path):
+            os.unlink(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(1)
+        self.master: int | None = None
+        self.out = b""
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        conn, _ = self.sock.accept()
+        _, fds, _, _ = socket.recv_fds(conn, 1024, 1)
+        conn.close()
+        self.master = fds[0] if fds else None
+
+    def wait_master(self, timeout: float = 60) -> bool:
+        self.thread.join(timeout)
+        return self.master is not None
+
+    def read_until(self, pattern: str, timeout: float = 60) -> bool:
+        """Read the master until ``pattern`` shows in all that was read, or it ends."""
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, self.text()) and time.monotonic() < deadline:
+            if not select.select([self.master], [], [], 0.5)[0]:
+                continue
+            try:
+                data = os.read(self.master, 4096)
+            except OSError:  # EIO: no slave any more
+                data = b""
+            if not data:
+                break
+            self.out += data
+        return bool(re.search(pattern, self.text()))
+
+    def text(self) -> str:
+        return self.out.decode(errors="replace")
+
+    def ticks(self) -> list[int]:
+        return [int(n) for n in re.findall(r"tick (\d+)", self.text())]
+
+
+def terminal(name: str) -> dict:
+    """A container with a terminal, created with a console socket: checkpointed, restored
+    with another console socket, whose master carries the output on and takes input."""
+    b = bundle(name, "tty", TICKER, terminal=True)
+    img, work = f"/tmp/img-{name}-tty", f"/tmp/work-{name}-tty"
+    rec: dict = {}
+    c1 = Console(f"/tmp/console-{name}-1.sock")
+    rec["run"] = rt(name, "run", "-d", "--console-socket", c1.path, "--bundle", b, "tty")
+    rec["got_master"] = c1.wait_master()
+    rec["ticked"] = rec["got_master"] and c1.read_until(r"tick 2\b")
+    rec["checkpoint"] = rt(name, "checkpoint", "--image-path", img, "--work-path", work, "tty")
+    rec["dump_errors"] = log_errors(f"{work}/dump.log")
+    if rec["got_master"]:
+        c1.read_until("$^", timeout=5)  # what was written before the dump, until EIO
+    rec["last_before"] = max(c1.ticks(), default=-1)
+    c2 = Console(f"/tmp/console-{name}-2.sock")
+    rec["restore"] = rt(name, "restore", "-d", "--console-socket", c2.path, "--image-path", img,
+                        "--work-path", work, "--bundle", b, "tty")  # fmt: skip
+    rec["restore_errors"] = log_errors(f"{work}/restore.log")
+    rec["state"] = state(name, "tty").get("status")
+    rec["got_master_after"] = c2.wait_master(30)
+    if rec["got_master_after"]:
+        rec["ticked_after"] = c2.read_until(rf"tick {rec['last_before'] + 2}\b")
+        os.write(c2.master, b"ping\n")
+        rec["echoed"] = c2.read_until(r"got:ping")
+        rec["ticks_after"] = c2.ticks()
+        rec["output_after"] = c2.text()[-300:]
+    rt(name, "kill", "tty", "KILL")
+    time.sleep(0.5)
+    rt(name, "delete", "-f", "tty")
+    return rec
+
+
 def main() -> int:
     subprocess.run(["ip", "link", "set", "lo", "up"])  # criu's kerndat opens a TCP socket
     for args in (["check"], ["check", "--all"]):
@@ -228,6 +317,11 @@ def main() -> int:
             results[name] = scenario(name)
         except Exception:
             results[name] = {"error": traceback.format_exc()}
+    for name in RUNTIMES:
+        try:
+            results[f"{name} terminal"] = terminal(name)
+        except Exception:
+            results[f"{name} terminal"] = {"error": traceback.format_exc()}
     for dumper, restorer in (("runc", "ours"), ("ours", "runc")):
         key = f"{dumper} to {restorer}"
         try:

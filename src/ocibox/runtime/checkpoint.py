@@ -18,6 +18,18 @@ the images, and leaves it running.
 
 The images directory also gets descriptors.json (runc's): what the init's stdio
 was, so that pipes can be handed over on restore (``--inherit-fd``).
+
+A terminal (process.terminal) is the one thing done otherwise than runc, whose
+criu RPC option orphan-pts-master has no command-line flag. As LXC does with
+criu's command line, the pty's slave is dumped as an external tty and the
+/dev/console bind of it as an external mount; tty.info keeps the tty's key:
+
+    dump     --external tty[RDEV:DEV]   --external mnt[/dev/console]:console
+    restore  --inherit-fd fd[N]:tty[RDEV:DEV]   --external mnt[console]:/dev/pts/M
+
+where fd N is the slave of a new pty (the host's), whose master goes to
+--console-socket, as at create. Images with a terminal are therefore not
+exchangeable with runc's.
 """
 
 from __future__ import annotations
@@ -40,6 +52,9 @@ from .container import CONFIG_COPY, OCI_VERSION, Container, debug, now_rfc3339, 
 DUMP_LOG = "dump.log"
 RESTORE_LOG = "restore.log"
 DESCRIPTORS = "descriptors.json"
+TTY_INFO = "tty.info"  # the key of the init's terminal, as criu names it (LXC's file name)
+CONSOLE_KEY = "console"  # the /dev/console bind mount's key
+PTY_SLAVE_MAJORS = range(136, 144)  # UNIX98_PTY_SLAVE_MAJOR and the majors after it
 NET_KEY = "extRootNetNS"  # runc's key for a joined network namespace
 CGROUP_MODES = ("soft", "full", "strict", "ignore")
 
@@ -169,6 +184,13 @@ def _checkpoint(c: Container, opts: Options, leave_running: bool, pre_dump: bool
         if freezer:
             args += ["--freeze-cgroup", freezer]
     _write_descriptors(pid, opts.image_path)
+    tty = _terminal_key(pid)
+    if tty:
+        args += ["--external", tty]
+        if _is_mount_point(pid, "/dev/console"):
+            args += ["--external", f"mnt[/dev/console]:{CONSOLE_KEY}"]
+    with open(os.path.join(opts.image_path, TTY_INFO), "w") as f:
+        f.write(tty or "")
     debug(f"container {c.id}: {' '.join(args)}")
     p = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if p.returncode != 0:
@@ -188,6 +210,29 @@ def _write_descriptors(pid: int, image_path: str) -> None:
         f.write(json.dumps(fds))
 
 
+def _terminal_key(pid: int) -> str | None:
+    """criu's key for the pty slave the init has as stdio (its rdev and its devpts' dev, in
+    hex: criu's tty[%lx:%lx]); None when its stdio holds no terminal."""
+    import stat
+
+    for fd in range(3):
+        try:
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) in PTY_SLAVE_MAJORS:
+            return f"tty[{st.st_rdev:x}:{st.st_dev:x}]"
+    return None
+
+
+def _is_mount_point(pid: int, path: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/mountinfo") as f:
+            return any(line.split()[4] == path for line in f)
+    except OSError:
+        return False
+
+
 # --- restore ----------------------------------------------------------------------
 
 
@@ -200,12 +245,10 @@ def restore(root: str, cid: str, bundle: str, opts: Options, *, detach: bool = F
 
     bundle = os.path.abspath(bundle)
     config = load_config(bundle)
-    if (config.get("process") or {}).get("terminal") or console_socket:
-        raise NotImplementedYet("restore of a container with a terminal is not supported yet",
-                                hint="checkpoint containers whose process.terminal is false")  # fmt: skip
     if not os.path.exists(os.path.join(opts.image_path, "inventory.img")):
         raise NotFound(f"{opts.image_path} holds no checkpoint (no inventory.img)",
                        hint="give the checkpoint's directory with --image-path")  # fmt: skip
+    tty = _check_terminal(config, opts.image_path, console_socket)
     criu = find_criu(opts.criu)
     root_path = (config.get("root") or {}).get("path") or "rootfs"
     rootfs = os.path.join(bundle, root_path)
@@ -224,7 +267,7 @@ def restore(root: str, cid: str, bundle: str, opts: Options, *, detach: bool = F
         from .container import write_atomic
 
         write_atomic(os.path.join(c.dir, CONFIG_COPY), json.dumps(config).encode())
-        pid, paths, made = _run_criu_restore(c, criu, config, rootfs, opts)
+        pid, paths, made = _run_criu_restore(c, criu, config, rootfs, opts, tty, console_socket)
         found = proc_start_time(pid)
         if found is None:
             raise OciboxError(f"container {cid}: its restored init exited at once")
@@ -258,6 +301,61 @@ def restore(root: str, cid: str, bundle: str, opts: Options, *, detach: bool = F
     return code
 
 
+def _check_terminal(config: dict, image_path: str, console_socket: str | None) -> str | None:
+    """The dumped terminal's key when the container has one (and a console socket to
+    send the new one to); the mismatches between config, images and flags refused."""
+    terminal = bool((config.get("process") or {}).get("terminal"))
+    if console_socket and not terminal:
+        raise BundleError("--console-socket is only for a process with terminal: true")
+    try:
+        with open(os.path.join(image_path, TTY_INFO)) as f:
+            tty = f.read().strip() or None
+    except FileNotFoundError:
+        tty = "unknown" if terminal else None  # not dumped by us: runc's images, say
+    if not terminal:
+        if tty:
+            raise BundleError("the checkpoint's process has a terminal, and config.json says "
+                              "process.terminal is false")  # fmt: skip
+        return None
+    if tty == "unknown":
+        raise NotImplementedYet(f"restore of a container with a terminal: {image_path} has no "
+                                f"{TTY_INFO} (not dumped by ocibox-runtime)",
+                                hint="runc's images of a terminal need criu's RPC "
+                                     "(orphan-pts-master); restore them with runc")  # fmt: skip
+    if not tty:
+        raise BundleError("config.json: process.terminal is true, and the checkpoint's process "
+                          "had no terminal")  # fmt: skip
+    if not console_socket:
+        raise NotImplementedYet("restore of a container with a terminal needs --console-socket",
+                                hint="pass --console-socket, as to create")  # fmt: skip
+    return tty
+
+
+def _new_terminal(console_socket: str) -> tuple[int, int, str, object]:
+    """A new pty for the restored init: master, slave, the slave's path, and the connected
+    console socket (connected first: a bad --console-socket fails before criu runs)."""
+    from .linux import console
+
+    sock = console.connect(console_socket)
+    try:
+        master, slave = os.openpty()
+    except OSError as e:
+        sock.close()
+        raise OciboxError(f"cannot open a terminal for the restored container: {e.strerror}") from None
+    return master, slave, os.ttyname(slave), sock
+
+
+def _send_terminal(master: int, name: str, sock) -> None:
+    import socket
+
+    try:
+        socket.send_fds(sock, [name.encode()], [master])
+    except OSError as e:
+        raise BundleError(f"sending the terminal to the console socket: {e.strerror}") from None
+    finally:
+        sock.close()
+
+
 def _restore_hooks(c: Container, config: dict, pid: int) -> None:
     """prestart and createRuntime, with the restored pid, as runc runs on restore (there
     while criu restores, here once it has: the process already runs); runc runs no
@@ -273,8 +371,9 @@ def _restore_hooks(c: Container, config: dict, pid: int) -> None:
     hookmod.run(hooks, "createRuntime", state)
 
 
-def _run_criu_restore(c: Container, criu: str, config: dict, rootfs: str,
-                      opts: Options) -> tuple[int, dict, list]:  # fmt: skip
+def _run_criu_restore(c: Container, criu: str, config: dict, rootfs: str, opts: Options,
+                      tty: str | None = None,
+                      console_socket: str | None = None) -> tuple[int, dict, list]:  # fmt: skip
     """criu restore, itself in the container's new cgroups; the restored init's pid."""
     pidfile = os.path.join(opts.work_path, f"restore-{c.id}.pid")
     try:
@@ -305,6 +404,29 @@ def _run_criu_restore(c: Container, criu: str, config: dict, rootfs: str,
         keep.append(fd)
         args += ["--inherit-fd", f"fd[{fd}]:{NET_KEY}"]
     args += _stdio_pipes(opts.image_path)
+    master = None
+    if tty and console_socket:
+        # The slave goes to criu (closed here once it runs), the master to the console
+        # socket once criu has restored the container (the pty buffers until then).
+        master, slave, name, sock = _new_terminal(console_socket)
+        keep.append(slave)
+        args += ["--inherit-fd", f"fd[{slave}]:{tty}",
+                 "--external", f"mnt[{CONSOLE_KEY}]:{name}"]  # fmt: skip
+    try:
+        pid, paths, made = _criu_restore_in_cgroups(c, args, config, opts, keep, pidfile)
+        if master is not None:
+            _send_terminal(master, name, sock)
+    finally:
+        if master is not None:
+            os.close(master)
+            sock.close()
+    return pid, paths, made
+
+
+def _criu_restore_in_cgroups(c: Container, args: list[str], config: dict, opts: Options,
+                             keep: list[int], pidfile: str) -> tuple[int, dict, list]:  # fmt: skip
+    """Run criu restore with ``args`` in the container's cgroups (made here); the restored
+    init's pid, the cgroup paths and those made. The ``keep`` fds go to criu only."""
     cg = _cgroup_plan(c.id, config)
     debug(f"container {c.id}: {' '.join(args)}")
     # criu is forked first and waits for its command line: it goes into the new
