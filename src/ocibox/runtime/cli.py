@@ -51,7 +51,7 @@ _COMMANDS["exec"] = (
      "--process-label": True, "--apparmor": True, "--cgroup": True, "--pidfd-socket": True},
     1, 100000, "exec [--process FILE] [-d] [-e K=V] [-u UID[:GID]] [--cwd DIR] <container-id> [command...]",
 )  # fmt: skip
-_MULTI = {"--env", "--cap", "--additional-gids"}
+_MULTI = {"--env", "--cap", "--additional-gids", "--cgroup"}
 _COMMANDS["update"] = (
     {
         "--resources": True,
@@ -553,7 +553,7 @@ def _cmd_exec(root: str, flags: dict, args: list[str], log: _Log) -> int:
 
     if flags.get("--tty") and not flags.get("--console-socket"):
         raise NotImplementedYet("exec --tty needs --console-socket (and only then is it used)")
-    for unsupported in ("--process-label", "--apparmor", "--cgroup"):
+    for unsupported in ("--process-label", "--apparmor"):
         if flags.get(unsupported):
             raise NotImplementedYet(f"exec {unsupported} is not supported yet")
     fds = str(flags.get("--preserve-fds", "0"))
@@ -580,7 +580,7 @@ def _cmd_exec(root: str, flags: dict, args: list[str], log: _Log) -> int:
                         pid_file=flags.get("--pid-file") or None, preserve_fds=int(fds),
                         console_socket=flags.get("--console-socket") or None,
                         pidfd_socket=flags.get("--pidfd-socket") or None,
-                        warn=log.warn)  # fmt: skip
+                        cgroups=flags.get("--cgroup", []), warn=log.warn)  # fmt: skip
 
 
 # update's flags: flag -> (section, key, parser name)

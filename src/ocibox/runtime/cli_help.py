@@ -65,7 +65,8 @@ FLAGS = {
     "--ignore-paused": ("", "allow exec into a paused container"),
     "--process-label": ("LABEL", "an SELinux label (refused: no LSM support)"),
     "--apparmor": ("PROFILE", "an AppArmor profile (refused: no LSM support)"),
-    "--cgroup": ("PATH", "join a sub-cgroup of the container (not supported yet)"),
+    "--cgroup": ("[CTRL,...:]PATH", "join this existing sub-cgroup of the container's "
+                                    "(controllers: v1 only; repeatable)"),
     "--resources": ("FILE|-", "the new linux.resources as JSON (- for stdin)"),
     "--memory": ("BYTES", "memory limit"),
     "--memory-reservation": ("BYTES", "memory soft limit"),

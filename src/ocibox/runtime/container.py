@@ -481,7 +481,7 @@ class Container:
             from .linux.cgroup_remove import remove
 
             debug(f"container {self.id}: removing cgroups {' '.join(self.state['cgroupCreated'])}")
-            remove(self.state["cgroupCreated"])
+            remove(self.state["cgroupCreated"], own=list((self.state.get("cgroupPaths") or {}).values()))
         for name in (STATE_FILE, FIFO, CONFIG_COPY):
             try:
                 posix.unlink(_join(self.dir, name))

@@ -81,13 +81,15 @@ def build_process(container: Container, *, process_file: str | None, args: list[
 
 def exec_process(container: Container, process: dict, *, detach: bool = False,
                  pid_file: str | None = None, preserve_fds: int = 0, warn=None,
-                 console_socket: str | None = None, pidfd_socket: str | None = None) -> int:  # fmt: skip
+                 console_socket: str | None = None, pidfd_socket: str | None = None,
+                 cgroups: list[str] = ()) -> int:  # fmt: skip
     status = container.status()
     if status == PAUSED:
         raise ContainerStateError(f"cannot exec in container {container.id}: it is paused")
     if status not in (CREATED, RUNNING):
         raise ContainerStateError(f"cannot exec in container {container.id}: it is {status}")
-    if (container.state or {}).get("cgroupPaths"):
+    cgroup_paths = sub_cgroups((container.state or {}).get("cgroupPaths") or {}, cgroups)
+    if cgroup_paths:
         from .create import warm_cgroup_writes
 
         warm_cgroup_writes()  # the joiner's move then shares its grace period
@@ -118,7 +120,6 @@ def exec_process(container: Container, process: dict, *, detach: bool = False,
         # before any fork: libseccomp is a host library
         sfilter = seccomp.Filter(profile, container.oci_state())
     ns_fds = _open_namespaces(init)
-    cgroup_paths = (container.state or {}).get("cgroupPaths") or {}
     if not detach:
         sc.prctl(proc.PR_SET_CHILD_SUBREAPER, 1)
     r, w = os.pipe()
@@ -166,6 +167,39 @@ def exec_process(container: Container, process: dict, *, detach: bool = False,
     from .create import wait
 
     return wait(target)
+
+
+def sub_cgroups(paths: dict[str, str], specs: list[str]) -> dict[str, str]:
+    """exec --cgroup (runc 1.2's): the process joins sub-cgroups of the container's.
+
+    Each spec is ``path`` (every hierarchy) or ``controller[,controller...]:path``
+    (cgroup v1 only; repeatable, one path per controller). The sub-cgroups must
+    exist, inside the container's: nothing is made here.
+    """
+    out = dict(paths)
+    for spec in specs:
+        names, colon, sub = spec.rpartition(":")
+        parts = [p for p in sub.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise UsageError(f"exec --cgroup {spec}: the path must stay inside the container's cgroup")
+        if not paths:
+            raise ContainerStateError(f"exec --cgroup {spec}: the container has no cgroups")
+        if not colon:
+            wanted = list(paths)
+        elif set(paths) == {"unified"}:
+            raise UsageError(f"exec --cgroup {spec}: controllers can only be named on cgroup v1")
+        else:
+            wanted = names.split(",")
+            unknown = [c for c in wanted if c not in paths]
+            if unknown:
+                raise UsageError(f"exec --cgroup {spec}: no such controller in the container's "
+                                 f"cgroups: {', '.join(unknown)}")  # fmt: skip
+        for controller in wanted:
+            target = os.path.join(paths[controller], *parts)
+            if not os.path.isdir(target):
+                raise ContainerStateError(f"exec --cgroup {spec}: {target} does not exist")
+            out[controller] = target
+    return out
 
 
 def _open_namespaces(init: int) -> list[tuple[str, int]]:

@@ -10,13 +10,19 @@ import posix
 import time
 
 
-def remove(dirs: list[str]) -> None:
+def remove(dirs: list[str], own: list[str] = ()) -> None:
     """Remove cgroup directories, deepest first (they must be empty of processes).
 
     The deepest (the container's own) is tried for a while: its killed processes
     may take a moment to leave. A parent made along the way stays, at once, while
-    another cgroup (another container's) is still under it.
+    another cgroup (another container's) is still under it. The sub-cgroups of
+    the ``own`` directories (the container's, which its processes or an exec
+    --cgroup user made) go first, as runc removes them: a cgroup with children
+    cannot be removed.
     """
+    for path in own:
+        if path in dirs:
+            _remove_children(path)
     for i, path in enumerate(sorted(set(dirs), key=len, reverse=True)):
         for _ in range(100 if i == 0 else 1):
             try:
@@ -28,3 +34,16 @@ def remove(dirs: list[str]) -> None:
                 if e.errno != errno.EBUSY:
                     break
                 time.sleep(0.005)
+
+
+def _remove_children(path: str) -> None:
+    try:
+        entries = [e.path for e in posix.scandir(path) if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return
+    for child in entries:
+        _remove_children(child)
+        try:
+            posix.rmdir(child)
+        except OSError:
+            pass  # busy: the parent's removal then fails and waits as it would

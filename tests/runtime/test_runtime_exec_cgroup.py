@@ -1,0 +1,101 @@
+"""exec --cgroup (runc 1.2's): the exec'd process joins an existing sub-cgroup of the container's.
+
+runc 1.1.5, the peer here, does not have the flag. These tests check the process
+lands where asked (its /proc/<pid>/cgroup), per controller on cgroup v1, and that
+a missing sub-cgroup, a path leaving the container's cgroup or an unknown
+controller is refused before anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.root]
+
+
+def _cgroup_of(pid: int) -> dict[str, str]:
+    out = {}
+    for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+        _, names, path = line.split(":", 2)
+        for name in names.split(",") if names else ["unified"]:
+            out[name] = path
+    return out
+
+
+@pytest.fixture
+def running(ours, bundle):
+    """A running container in its own cgroups; delete must take the sub-cgroups made with them."""
+    cid = ours.new_id()
+    name = f"ocibox-exec-cg-{uuid.uuid4().hex[:8]}"
+
+    def edit(cfg):
+        cfg["linux"]["cgroupsPath"] = f"/{name}"
+
+    ours("run", "-d", "--bundle", bundle.write(["sleep", "100"], edit), cid)
+    paths = json.loads((ours.root / cid / "state.json").read_text())["cgroupPaths"]
+    made: list[str] = []
+    yield cid, name, paths, made
+    ours("delete", "--force", cid)
+    left = [d for d in [*made, *paths.values()] if os.path.isdir(d)]
+    for d in sorted(left, key=len, reverse=True):
+        os.rmdir(d)
+    assert not left, "delete left cgroups behind"
+
+
+def _mkdir(made, path: str) -> None:
+    os.mkdir(path)
+    made.append(path)
+    cpus = Path(path).parent / "cpuset.cpus"
+    if cpus.exists():  # a cpuset child takes no task until it has cpus and mems
+        Path(path, "cpuset.cpus").write_text(cpus.read_text())
+        Path(path, "cpuset.mems").write_text((Path(path).parent / "cpuset.mems").read_text())
+
+
+def test_exec_joins_a_sub_cgroup_of_each_controller_named(ours, running, tmp_path):
+    cid, name, paths, made = running
+    if set(paths) == {"unified"}:
+        pytest.skip("per-controller paths are cgroup v1's")
+    for controller in ("memory", "pids"):
+        _mkdir(made, os.path.join(paths[controller], "sub"))
+    pid_file = tmp_path / "pid"
+    ours("exec", "-d", "--pid-file", str(pid_file), "--cgroup", "memory,pids:sub", cid, "sleep", "30")
+    where = _cgroup_of(int(pid_file.read_text()))
+    assert where["memory"] == where["pids"] == f"/{name}/sub"
+    assert where["cpu"] == where["freezer"] == f"/{name}"
+    # repeated: one path per controller
+    _mkdir(made, os.path.join(paths["memory"], "sub", "deeper"))
+    ours("exec", "-d", "--pid-file", str(pid_file), "--cgroup", "memory:sub/deeper",
+         "--cgroup", "pids:/sub/", cid, "sleep", "30")  # fmt: skip
+    where = _cgroup_of(int(pid_file.read_text()))
+    assert (where["memory"], where["pids"], where["cpu"]) == (f"/{name}/sub/deeper", f"/{name}/sub", f"/{name}")
+
+
+def test_exec_joins_the_sub_cgroup_in_every_hierarchy(ours, running, tmp_path):
+    cid, name, paths, made = running
+    for path in dict.fromkeys(paths.values()):
+        _mkdir(made, os.path.join(path, "all"))
+    pid_file = tmp_path / "pid"
+    ours("exec", "-d", "--pid-file", str(pid_file), "--cgroup", "all", cid, "sleep", "30")
+    where = _cgroup_of(int(pid_file.read_text()))
+    assert {where[c] for c in paths} == {f"/{name}/all"}
+
+
+@pytest.mark.parametrize("spec, error", [
+    ("nosuch", "does not exist"),
+    ("../../escape", "must stay inside the container's cgroup"),
+    ("memory,nosuchctl:sub", "no such controller in the container's cgroups: nosuchctl"),
+])  # fmt: skip
+def test_bad_sub_cgroups_are_refused_before_anything_runs(ours, running, tmp_path, spec, error):
+    cid, _, paths, _ = running
+    if "memory" not in paths and ":" in spec:
+        pytest.skip("per-controller paths are cgroup v1's")
+    p = ours("exec", "--cgroup", spec, cid, "touch", "/ran", check=False)
+    assert p.returncode != 0 and error in p.stderr, p.stderr
+    rootfs = Path(ours.state(cid)["rootfs"])
+    assert not (rootfs / "ran").exists()
+    assert len(ours("ps", "--format", "json", cid).stdout.strip("[]\n").split(",")) == 1
