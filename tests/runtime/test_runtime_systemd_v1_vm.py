@@ -12,13 +12,10 @@ tests compare the two records.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import sys
-from pathlib import Path
 
 import pytest
+from vm_systemd_common import boot_systemd, props, script
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.peer]
 
@@ -32,31 +29,15 @@ FILES = ("memory/memory.limit_in_bytes", "memory/memory.soft_limit_in_bytes",
          "cpu,cpuacct/cpu.cfs_period_us", "pids/pids.max", "cpuset/cpuset.cpus",
          "cpuset/cpuset.mems", "freezer/freezer.state")  # fmt: skip
 
-_SCRIPT = r"""
-set -u
-SRC=@SRC@
-PY=@PY@
-W=/var/lib/ocibox-vm
-B=$W/bundle
-echo "host mounts $(grep -c ' cgroup ' /proc/mounts) $(grep -c cgroup2 /proc/mounts)"
-mkdir -p $B/rootfs/bin $B/rootfs/proc $B/rootfs/dev $B/rootfs/sys $B/rootfs/tmp
-cp /bin/busybox $B/rootfs/bin/busybox
-for a in sh sleep cat true; do ln -s busybox $B/rootfs/bin/$a; done
-cd $B && runc spec && cd /
-$PY - <<'EOF'
-import json
-p = "/var/lib/ocibox-vm/bundle/config.json"
-c = json.load(open(p))
-c["process"]["terminal"] = False
-c["process"]["args"] = ["sleep", "1000"]
-c["linux"]["resources"].update({
+RESOURCES = {
     "memory": {"limit": 67108864, "reservation": 33554432},
     "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0", "mems": "0"},
     "pids": {"limit": 100},
-})
-json.dump(c, open(p, "w"))
-EOF
-cp $B/config.json $W/config.base
+}
+
+# After vm_systemd_common.HEAD (the bundle; runtime, podman_both, ours_log).
+_SCRIPT = r"""
+echo "host mounts $(grep -c ' cgroup ' /proc/mounts) $(grep -c cgroup2 /proc/mounts)"
 setpath() {  # cgroupsPath [drop-resources-but-devices|unified]
   $PY - "$@" <<'EOF'
 import json, sys
@@ -75,8 +56,7 @@ left() {  # UNIT: its directories in every hierarchy
   ls -d /sys/fs/cgroup/*/machine.slice/$1 2>/dev/null | wc -l
 }
 for RT in runc ocibox; do
-  if [ $RT = runc ]; then R="runc --root $W/root-$RT --systemd-cgroup"
-  else R="env PYTHONPATH=$SRC $PY -m ocibox.runtime.cli --root $W/root-$RT --systemd-cgroup --debug --log $W/ocibox.log"; fi
+  R=$(runtime $RT)
   ID=sd-$RT
   U=libpod-$ID.scope
   setpath machine.slice:libpod:$ID
@@ -114,71 +94,19 @@ for RT in runc ocibox; do
   echo "$RT unified-left $(systemctl list-units --all --no-legend libpod-u$ID.scope | wc -l) dirs=$(left libpod-u$ID.scope)"
 done
 # podman with its systemd cgroup manager, runc then ours.
-T=$W/pm
-mkdir -p $T/tmp
-tar -C $B/rootfs -cf $T/rootfs.tar .
-printf '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n' > $T/containers.conf
-export CONTAINERS_CONF=$T/containers.conf
-printf '#!/bin/sh\nexec env PYTHONPATH=%s %s -m ocibox.runtime.cli "$@"\n' $SRC $PY > $T/ocibox
-chmod +x $T/ocibox
-PM="podman --root $T/root --runroot $T/run --tmpdir $T/tmp --storage-driver vfs --events-backend none --cgroup-manager systemd"
-$PM import -q $T/rootfs.tar localhost/bb > /dev/null; echo "host podman-import rc=$?"
-for RT in runc $T/ocibox; do
-  N=$(basename $RT)
-  ID=$($PM --runtime $RT run -d --network none --memory 64m --pids-limit 77 localhost/bb sleep 100)
-  echo "$N podman-rund rc=$?"
-  systemctl show -p Slice -p ControlGroup -p MemoryLimit -p TasksMax libpod-$ID.scope | sed "s/^/$N podman-show /;s/$ID/ID/"
-  echo "$N podman-memory $(cat /sys/fs/cgroup/memory/machine.slice/libpod-$ID.scope/memory.limit_in_bytes)"
-  $PM --runtime $RT rm -f -t 0 $ID > /dev/null; echo "$N podman-rm rc=$?"
-  echo "$N podman-after $(systemctl list-units --all --no-legend "libpod-$ID.scope" | wc -l) $(left libpod-$ID.scope)"
-done
-if grep -q 'level=error' $W/ocibox.log; then grep -v 'level=debug msg="init' $W/ocibox.log | tail -100 | sed 's/^/ocibox log /'; fi
+podman_more() {  # NAME ID
+  echo "$1 podman-memory $(cat /sys/fs/cgroup/memory/machine.slice/libpod-$2.scope/memory.limit_in_bytes)"
+}
+podman_left() { left libpod-$1.scope; }
+podman_both -p Slice -p ControlGroup -p MemoryLimit -p TasksMax
+ours_log
 """
-
-
-def _script() -> str:
-    import ocibox
-
-    src = str(Path(ocibox.__file__).resolve().parent.parent)
-    return (_SCRIPT.replace("@SRC@", src).replace("@PY@", sys.executable)
-            .replace("@PROPS@", " ".join(f"-p {p}" for p in PROPS))
-            .replace("@FILES@", " ".join(FILES)))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def guest(tmp_path_factory):
-    import vmhost
-
-    vmhost.require()
-    import ocibox
-
-    src = Path(ocibox.__file__).resolve().parent.parent
-    for path in (src, Path(sys.executable)):
-        hidden = [d for d in vmhost.GUEST_TMPFS if path.is_relative_to(d)]
-        if hidden:
-            pytest.skip(f"{path} is under {hidden[0]}, a fresh tmpfs in the VM")
-    if not os.path.exists("/lib/systemd/systemd"):
-        pytest.skip("systemd is not installed (apt-get install systemd)")
-    if not os.path.exists("/usr/sbin/runc") and not os.path.exists("/usr/bin/runc"):
-        pytest.skip("runc is not installed")
-    r = vmhost.boot(_script(), init=["/lib/systemd/systemd", "--unit=vmhost.service"],
-                    root_files=vmhost.SYSTEMD_UNIT, timeout=600, hybrid=True,
-                    job=tmp_path_factory.mktemp("vmjob"))  # fmt: skip
-    assert r.returncode is not None, f"the VM did not finish:\n{r.console[-4000:]}"
-    out: dict[str, dict[str, list[str]]] = {"runc": {}, "ocibox": {}, "host": {}}
-    for line in r.output.splitlines():
-        rt, _, rest = line.partition(" ")
-        what, _, value = rest.partition(" ")
-        if rt in out:
-            out[rt].setdefault(what, []).append(value)
-    if "Traceback" not in r.output:
-        shutil.rmtree(r.job, ignore_errors=True)
-    return out, r.output
-
-
-def _props(rec: dict, what: str, rt: str) -> dict[str, str]:
-    got = dict(v.split("=", 1) for v in rec.get(what, []) if "=" in v and " " not in v.split("=")[0])
-    return {k: v.replace(f"sd-{rt}", "ID") for k, v in got.items()}
+    text = script(_SCRIPT, props=PROPS, files=FILES, resources=RESOURCES)
+    return boot_systemd(tmp_path_factory, text, records=("runc", "ocibox", "host"), hybrid=True)
 
 
 def test_the_guest_is_hybrid(guest):
@@ -198,15 +126,15 @@ def test_both_ran_every_step(guest):
 def test_unit_properties_as_runc(guest):
     out, text = guest
     for what in ("created", "updated"):
-        runc, ours = _props(out["runc"], what, "runc"), _props(out["ocibox"], what, "ocibox")
+        runc, ours = props(out["runc"], what, "runc"), props(out["ocibox"], what, "ocibox")
         assert set(runc.pop("DeviceAllow").split()) == set(ours.pop("DeviceAllow").split())
         assert ours == runc, f"{what}:\n{text}"
-    created = _props(out["ocibox"], "created", "ocibox")
+    created = props(out["ocibox"], "created", "ocibox")
     assert created["MemoryLimit"] == "67108864" and created["CPUShares"] == "512"
     assert created["TasksMax"] == "100" and created["BlockIOAccounting"] == "yes"
     assert created["DevicePolicy"] == "strict"
     assert created["ControlGroup"] == "/machine.slice/libpod-ID.scope"
-    updated = _props(out["ocibox"], "updated", "ocibox")
+    updated = props(out["ocibox"], "updated", "ocibox")
     assert updated["MemoryLimit"] == "134217728" and updated["TasksMax"] == "50"
     assert updated["CPUQuotaPerSecUSec"] == "200ms" and updated["CPUShares"] == "256"
 

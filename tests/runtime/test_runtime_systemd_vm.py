@@ -12,13 +12,10 @@ starts until the script starts dbus).
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import sys
-from pathlib import Path
 
 import pytest
+from vm_systemd_common import boot_systemd, props, script
 
 pytestmark = [pytest.mark.slow, pytest.mark.root, pytest.mark.peer]
 
@@ -30,32 +27,16 @@ PROPS = ("Slice", "Delegate", "DefaultDependencies", "MemoryAccounting", "CPUAcc
 FILES = ("memory.max", "memory.low", "memory.swap.max", "cpu.weight", "cpu.max", "pids.max",
          "cpuset.cpus", "cpuset.mems")  # fmt: skip
 
-_SCRIPT = r"""
-set -u
-SRC=@SRC@
-PY=@PY@
-W=/var/lib/ocibox-vm  # not /tmp: units started later may mount a tmpfs there
-B=$W/bundle
-mkdir -p $B/rootfs/bin $B/rootfs/proc $B/rootfs/dev $B/rootfs/sys $B/rootfs/tmp
-cp /bin/busybox $B/rootfs/bin/busybox
-for a in sh sleep cat true; do ln -s busybox $B/rootfs/bin/$a; done
-cd $B && runc spec && cd /
-$PY - <<'EOF'
-import json
-p = "/var/lib/ocibox-vm/bundle/config.json"
-c = json.load(open(p))
-c["process"]["terminal"] = False
-c["process"]["args"] = ["sleep", "1000"]
-c["linux"]["resources"].update({
+RESOURCES = {
     "memory": {"limit": 67108864, "reservation": 33554432, "swap": 100663296},
     "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0", "mems": "0"},
     "pids": {"limit": 100},
-})
-c["annotations"] = {"org.systemd.property.TimeoutStopSec": "7",
-                    "org.systemd.property.CollectMode": "'inactive-or-failed'"}
-json.dump(c, open(p, "w"))
-EOF
-cp $B/config.json $W/config.base
+}
+ANNOTATIONS = {"org.systemd.property.TimeoutStopSec": "7",
+               "org.systemd.property.CollectMode": "'inactive-or-failed'"}  # fmt: skip
+
+# After vm_systemd_common.HEAD (the bundle; runtime, podman_both, ours_log).
+_SCRIPT = r"""
 show() {  # RT WHAT UNIT
   systemctl show @PROPS@ "$3" | sed "s/^/$1 $2 /"
 }
@@ -63,8 +44,7 @@ files() {  # RT WHAT DIR
   for f in @FILES@; do echo "$1 $2 file $f=$(cat $3/$f 2>&1)"; done
 }
 for RT in runc ocibox; do
-  if [ $RT = runc ]; then R="runc --root $W/root-$RT --systemd-cgroup"
-  else R="env PYTHONPATH=$SRC $PY -m ocibox.runtime.cli --root $W/root-$RT --systemd-cgroup --debug --log $W/ocibox.log"; fi
+  R=$(runtime $RT)
   ID=sd-$RT
   U=libpod-$ID.scope
   CG=/sys/fs/cgroup/machine.slice/$U
@@ -136,8 +116,7 @@ json.dump(c, open(p, "w"))
 EOF
 env PYTHONPATH=$SRC $PY -m ocibox.runtime.cli --root $W/r2 --systemd-cgroup create --bundle $B fail 2>&1 | sed 's/^/ocibox failed /'
 echo "ocibox failed-left $(systemctl list-units --all --no-legend 'libpod-fail*' | wc -l) $(ls /sys/fs/cgroup/machine.slice | grep -c fail) $(ls $W/r2 | wc -l)"
-# On a failure, the debug log of ours says where.
-if grep -q 'level=error' $W/ocibox.log; then grep -v 'level=debug msg="init' $W/ocibox.log | tail -150 | sed 's/^/ocibox log /'; fi
+ours_log
 # The system bus, as a user that is not root would reach systemd (dbus-daemon in between:
 # Hello, a match rule for JobRemoved).
 systemctl start dbus.service; echo "bus dbus rc=$?"
@@ -156,69 +135,17 @@ sd.stop_unit("ocibox-bus.scope", c)
 print("bus stopped", os.path.exists("/sys/fs/cgroup/system.slice/ocibox-bus.scope"))
 EOF
 # podman with its systemd cgroup manager (its default on systemd hosts), runc then ours.
-T=$W/pm
-mkdir -p $T/tmp
-tar -C $B/rootfs -cf $T/rootfs.tar .
-printf '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]\n' > $T/containers.conf
-export CONTAINERS_CONF=$T/containers.conf
-printf '#!/bin/sh\nexec env PYTHONPATH=%s %s -m ocibox.runtime.cli "$@"\n' $SRC $PY > $T/ocibox
-chmod +x $T/ocibox
-PM="podman --root $T/root --runroot $T/run --tmpdir $T/tmp --storage-driver vfs --events-backend none --cgroup-manager systemd"
-$PM import -q $T/rootfs.tar localhost/bb > /dev/null; echo "podman import rc=$?"
-for RT in runc $T/ocibox; do
-  N=$(basename $RT)
-  ID=$($PM --runtime $RT run -d --network none --memory 64m --pids-limit 77 localhost/bb sleep 100)
-  echo "$N podman-rund rc=$?"
-  systemctl show -p Slice -p ControlGroup -p MemoryMax -p TasksMax -p Delegate libpod-$ID.scope | sed "s/^/$N podman-show /;s/$ID/ID/"
-  $PM --runtime $RT rm -f -t 0 $ID > /dev/null; echo "$N podman-rm rc=$?"
-  echo "$N podman-after $(systemctl list-units --all --no-legend "libpod-$ID.scope" | wc -l) $(ls /sys/fs/cgroup/machine.slice/ | grep -c $ID)"
-done
+podman_left() { ls /sys/fs/cgroup/machine.slice/ | grep -c $1; }
+podman_both -p Slice -p ControlGroup -p MemoryMax -p TasksMax -p Delegate
 """
-
-
-def _script() -> str:
-    import ocibox
-
-    src = str(Path(ocibox.__file__).resolve().parent.parent)
-    return (_SCRIPT.replace("@SRC@", src).replace("@PY@", sys.executable)
-            .replace("@PROPS@", " ".join(f"-p {p}" for p in PROPS))
-            .replace("@FILES@", " ".join(FILES)))  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def guest(tmp_path_factory):
-    import vmhost
-
-    vmhost.require()
-    import ocibox
-
-    src = Path(ocibox.__file__).resolve().parent.parent
-    for path in (src, Path(sys.executable)):
-        hidden = [d for d in vmhost.GUEST_TMPFS if path.is_relative_to(d)]
-        if hidden:
-            pytest.skip(f"{path} is under {hidden[0]}, a fresh tmpfs in the VM")
-    if not os.path.exists("/lib/systemd/systemd"):
-        pytest.skip("systemd is not installed (apt-get install systemd)")
-    if not os.path.exists("/usr/sbin/runc") and not os.path.exists("/usr/bin/runc"):
-        pytest.skip("runc is not installed")
-    r = vmhost.boot(_script(), init=["/lib/systemd/systemd", "--unit=vmhost.service"],
-                    root_files=vmhost.SYSTEMD_UNIT, timeout=600,
-                    job=tmp_path_factory.mktemp("vmjob"))  # fmt: skip
-    assert r.returncode is not None, f"the VM did not finish:\n{r.console[-4000:]}"
-    out: dict[str, dict[str, list[str]]] = {"runc": {}, "ocibox": {}, "bus": {}}
-    for line in r.output.splitlines():
-        rt, _, rest = line.partition(" ")
-        what, _, value = rest.partition(" ")
-        if rt in out:
-            out[rt].setdefault(what, []).append(value)
-    if "Traceback" not in r.output and not re.search(r" rc=[1-9]", r.output):
-        shutil.rmtree(r.job, ignore_errors=True)  # kept when something failed, to read
-    return out, r.output
-
-
-def _props(rec: dict, what: str, rt: str) -> dict[str, str]:
-    got = dict(v.split("=", 1) for v in rec.get(what, []) if "=" in v and " " not in v.split("=")[0])
-    return {k: v.replace(f"sd-{rt}", "ID").replace(f"ksd-{rt}", "KID") for k, v in got.items()}
+    text = script(_SCRIPT, props=PROPS, files=FILES, resources=RESOURCES,
+                  config={"annotations": ANNOTATIONS})  # fmt: skip
+    return boot_systemd(tmp_path_factory, text, records=("runc", "ocibox", "bus"),
+                        keep=r"Traceback| rc=[1-9]")  # fmt: skip
 
 
 def test_both_ran_every_step(guest):
@@ -232,16 +159,16 @@ def test_both_ran_every_step(guest):
 def test_unit_properties_as_runc(guest):
     out, text = guest
     for what in ("created", "updated"):
-        runc, ours = _props(out["runc"], what, "runc"), _props(out["ocibox"], what, "ocibox")
+        runc, ours = props(out["runc"], what, "runc"), props(out["ocibox"], what, "ocibox")
         assert set(runc.pop("DeviceAllow").split()) == set(ours.pop("DeviceAllow").split())
         assert ours == runc, what
-    created = _props(out["ocibox"], "created", "ocibox")
+    created = props(out["ocibox"], "created", "ocibox")
     assert created["Slice"] == "machine.slice" and created["Delegate"] == "yes"
     assert created["MemoryMax"] == "67108864" and created["TasksMax"] == "100"
     assert created["ControlGroup"] == "/machine.slice/libpod-ID.scope"
     # org.systemd.property.* annotations (TimeoutStopSec in seconds becomes ...USec)
     assert created["TimeoutStopUSec"] == "7s" and created["CollectMode"] == "inactive-or-failed"
-    updated = _props(out["ocibox"], "updated", "ocibox")
+    updated = props(out["ocibox"], "updated", "ocibox")
     assert updated["MemoryMax"] == "134217728" and updated["TasksMax"] == "50"
     assert updated["CPUQuotaPerSecUSec"] == "200ms"
 
@@ -264,7 +191,7 @@ def test_init_in_the_units_cgroup(guest):
     kube = "0::/kubepods.slice/kubepods-besteffort.slice/cri-containerd-ksd-{}.scope"
     assert out["ocibox"]["kinitcgroup"] == [kube.format("ocibox")]
     assert out["runc"]["kinitcgroup"] == [kube.format("runc")]
-    runc, ours = _props(out["runc"], "kube", "runc"), _props(out["ocibox"], "kube", "ocibox")
+    runc, ours = props(out["runc"], "kube", "runc"), props(out["ocibox"], "kube", "ocibox")
     assert ours["Slice"] == runc["Slice"] == "kubepods-besteffort.slice"
 
 
