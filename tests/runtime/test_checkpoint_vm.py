@@ -106,6 +106,28 @@ def test_hooks_are_runcs(vm):
     assert kinds == [["prestart", True], ["createRuntime", True]]
 
 
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_restore_hooks_run_while_criu_restores(vm, name):
+    # runc runs them at criu's setup-namespaces: the pid is the init's, which is then a
+    # criu process still (the container's program is not restored yet), not sh.
+    progs = vm[name]["hook_programs_restore"]
+    assert [kind for kind, _ in progs] == ["prestart", "createRuntime"], progs
+    assert [prog for _, prog in progs] == ["criu", "criu"], progs
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_a_failing_prestart_hook_fails_the_restore(vm, name):
+    r = vm[name]["failing_hook"]
+    assert r["checkpoint"]["rc"] == 0, r["checkpoint"]
+    assert r["restore"]["rc"] != 0
+    assert "does not exist" in r["state"]["err"]
+    assert not r["counting"]  # criu stopped the restore: no process runs on
+    if name == "ours":
+        assert "prestart hook 0 (/bin/sh)" in r["restore"]["err"], r["restore"]
+        assert "no way" in r["restore"]["err"]
+        assert not r["cgroup_left"]
+
+
 @pytest.mark.parametrize("key", ["runc to ours", "ours to runc"])
 def test_images_restore_under_the_other_runtime(vm, key):
     r = vm[key]

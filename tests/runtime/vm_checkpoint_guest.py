@@ -32,8 +32,11 @@ ENV = dict(os.environ, PYTHONPATH=os.path.join(REPO, "src"))
 COUNTER = "i=0; while true; do echo $i > /data/count; i=$((i+1)); sleep 1; done"
 results: dict = {}
 calls = 0
-# Each hook appends a line to a log: its kind and the state it was given (JSON).
-HOOK = "{{ printf '{kind} '; cat; echo; }} >> {log}"
+# Each hook appends a line to a log: its kind and the state it was given (JSON); and to
+# log.prog its kind and the command line of the state's pid at that moment.
+HOOK = (r"""s=$(cat); printf '%s %s\n' {kind} "$s" >> {log}; """
+        r"""p=$(echo "$s" | sed -n 's/.*"pid": *\([0-9][0-9]*\).*/\1/p'); """
+        r"""printf '%s %s\n' {kind} "$(tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null)" >> {log}.prog""")
 
 
 def detached(name: str, *args: str) -> dict:
@@ -122,6 +125,21 @@ def hooks(name: str, cid: str) -> list[list]:
     return out
 
 
+def hook_programs(name: str, cid: str) -> list[list]:
+    """[kind, the program the state's pid ran then (its basename)] for each hook run so far."""
+    out = []
+    try:
+        with open(f"/tmp/hooks-{name}-{cid}.log.prog") as f:
+            for line in f:
+                kind, _, cmdline = line.strip().partition(" ")
+                # criu's processes may retitle themselves ("criu: ...")
+                prog = os.path.basename(cmdline.split(" ")[0]).rstrip(":") if cmdline else ""
+                out.append([kind, prog])
+    except OSError as e:
+        out.append(["unreadable", str(e)])
+    return out
+
+
 def log_errors(path: str) -> list[str]:
     try:
         with open(path, errors="replace") as f:
@@ -168,6 +186,7 @@ def scenario(name: str) -> dict:
     rec["cgroup_after_restore"] = cgroup_of(st.get("pid") or 0)
     n = len(rec["hooks_run"]) + len(rec["hooks_checkpoint"])
     rec["hooks_restore"] = hooks(name, "c1")[n:]
+    rec["hook_programs_restore"] = hook_programs(name, "c1")[n:]
     rec["first_after_restore"] = wait_count(name, rec["later"] - 1)
     rec["resumed"] = wait_count(name, rec["later"] + 1)
     rec["leave_running"] = rt(name, "checkpoint", "--leave-running", "--image-path",
@@ -180,6 +199,7 @@ def scenario(name: str) -> dict:
     rec["delete"] = rt(name, "delete", "-f", "c1")
     rec["created_checkpoint"] = created_checkpoint(name, b)
     rec["foreground"] = foreground(name)
+    rec["failing_hook"] = failing_hook(name)
     return rec
 
 
@@ -197,6 +217,28 @@ def foreground(name: str) -> dict:
     with open(f"/tmp/data-{name}-fg/count") as f:
         rec["last"] = f.read().strip()
     rec["state_after"] = state(name, "fg")
+    return rec
+
+
+def failing_hook(name: str) -> dict:
+    """restore with a prestart hook that fails: the restore fails, nothing is left running."""
+    b = bundle(name, "fh")
+    img = f"/tmp/img-{name}-fh"
+    rec = {"run": detached(name, "run", "-d", "--bundle", b, "fh")}
+    wait_count(f"{name}-fh", 0)
+    rec["checkpoint"] = rt(name, "checkpoint", "--image-path", img, "fh")
+    with open(f"{b}/config.json") as f:
+        config = json.load(f)
+    config["hooks"]["prestart"] = [{"path": "/bin/sh", "args": ["sh", "-c", "echo no way >&2; exit 3"]}]
+    with open(f"{b}/config.json", "w") as f:
+        json.dump(config, f)
+    rec["restore"] = rt(name, "restore", "-d", "--image-path", img, "--bundle", b, "fh")
+    rec["state"] = state(name, "fh")
+    n = count(f"{name}-fh")
+    time.sleep(3)
+    rec["counting"] = count(f"{name}-fh") != n
+    rec["cgroup_left"] = os.path.exists(f"/sys/fs/cgroup/ckpt/{name}/fh")
+    rt(name, "delete", "-f", "fh")
     return rec
 
 

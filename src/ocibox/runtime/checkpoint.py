@@ -10,6 +10,9 @@ them. The runtime tells it what it cannot know, as runc does:
     --external net[INODE]:KEY      a network namespace joined by path (extRootNetNS)
     --cgroup-root [CTRL:]PATH      restore into the new container's cgroups
     --restore-sibling              the restored init becomes our child (run -d alike)
+    --action-script FILE           prestart and createRuntime hooks at criu's
+                                   setup-namespaces (runc's notification; see
+                                   _SetupNamespacesHooks)
 
 After a checkpoint that did not leave the container running, the container is
 destroyed (its cgroups and state, the poststop hooks run), as runc does: the id
@@ -267,7 +270,9 @@ def restore(root: str, cid: str, bundle: str, opts: Options, *, detach: bool = F
         from .container import write_atomic
 
         write_atomic(os.path.join(c.dir, CONFIG_COPY), json.dumps(config).encode())
-        pid, paths, made = _run_criu_restore(c, criu, config, rootfs, opts, tty, console_socket)
+        hooks = _restore_hooks(cid, bundle, config)
+        pid, paths, made, ran = _run_criu_restore(c, criu, config, rootfs, opts, tty,
+                                                  console_socket, hooks)  # fmt: skip
         found = proc_start_time(pid)
         if found is None:
             raise OciboxError(f"container {cid}: its restored init exited at once")
@@ -275,7 +280,10 @@ def restore(root: str, cid: str, bundle: str, opts: Options, *, detach: bool = F
                 "bundle": bundle, "rootfs": rootfs, "created": now_rfc3339(),
                 "annotations": config.get("annotations") or {}, "cgroupPaths": paths,
                 "cgroupCreated": made, "hooks": bool(config.get("hooks"))})  # fmt: skip
-        _restore_hooks(c, config, pid)
+        if hooks and not ran:
+            # criu restored no namespace, so never reached setup-namespaces (runc then
+            # runs no hook): the process runs already.
+            hooks(pid)
     except BaseException:
         if c.state and c.state.get("pid"):
             try:
@@ -356,25 +364,106 @@ def _send_terminal(master: int, name: str, sock) -> None:
         sock.close()
 
 
-def _restore_hooks(c: Container, config: dict, pid: int) -> None:
-    """prestart and createRuntime, with the restored pid, as runc runs on restore (there
-    while criu restores, here once it has: the process already runs); runc runs no
-    poststart then, nor do we. The state says "creating" (runc's says "stopped")."""
+def _restore_hooks(cid: str, bundle: str, config: dict):
+    """A function running prestart and createRuntime with the restored init's pid, as runc
+    runs them on restore (runc runs no poststart then, nor do we); None without such hooks.
+    The state says "creating" (runc's says "stopped")."""
     hooks = config.get("hooks") or {}
     if not (hooks.get("prestart") or hooks.get("createRuntime")):
-        return
-    from . import hooks as hookmod
+        return None
 
-    state = {"ociVersion": OCI_VERSION, "id": c.id, "status": "creating", "pid": pid,
-             "bundle": c.state["bundle"], "annotations": config.get("annotations") or {}}  # fmt: skip
-    hookmod.run(hooks, "prestart", state)
-    hookmod.run(hooks, "createRuntime", state)
+    def run(pid: int) -> None:
+        from . import hooks as hookmod
+
+        state = {"ociVersion": OCI_VERSION, "id": cid, "status": "creating", "pid": pid,
+                 "bundle": bundle, "annotations": config.get("annotations") or {}}  # fmt: skip
+        hookmod.run(hooks, "prestart", state)
+        hookmod.run(hooks, "createRuntime", state)
+
+    return run
+
+
+_ACTION_SCRIPT = """#!/bin/sh
+# ocibox-runtime restore: at criu's setup-namespaces, hand the restored init's pid
+# over and wait until the prestart and createRuntime hooks have run.
+[ "$CRTOOLS_SCRIPT_ACTION" = setup-namespaces ] || exit 0
+echo "$CRTOOLS_INIT_PID" > {req} && read -r answer < {rep} && [ "$answer" = ok ]
+"""
+
+
+class _SetupNamespacesHooks:
+    """The hooks run when criu reaches setup-namespaces, as runc runs them from criu's
+    notification of that name: the namespaces exist, the process is not restored yet.
+
+    criu's command line has no notifications, only action scripts (--action-script):
+    ours writes the pid into one fifo and waits for a line on another, which this
+    process, waiting for criu, answers once the hooks have run ("ok") or failed.
+    """
+
+    def __init__(self, work_path: str, cid: str, run) -> None:
+        import shlex
+
+        base = os.path.join(work_path, f"restore-{cid}")
+        self.paths = [f"{base}.hooks-req", f"{base}.hooks-rep", f"{base}.action.sh"]
+        self._remove()
+        req, rep, script = self.paths
+        os.mkfifo(req, 0o600)
+        os.mkfifo(rep, 0o600)
+        # Both held read-write: neither open blocks, and criu's side never sees an end.
+        self.req = os.open(req, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        self.rep = os.open(rep, os.O_RDWR | os.O_CLOEXEC)
+        with open(os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700), "w") as f:
+            f.write(_ACTION_SCRIPT.format(req=shlex.quote(req), rep=shlex.quote(rep)))
+        self.run = run
+        self.ran = False
+        self.error: BaseException | None = None
+
+    def args(self) -> list[str]:
+        return ["--action-script", self.paths[2]]
+
+    def answer(self) -> None:
+        """criu's script has written the pid: run the hooks, say how it went."""
+        data = os.read(self.req, 64).decode(errors="replace").strip()
+        ok = False
+        try:
+            self.ran = True
+            self.run(int(data))
+            ok = True
+        except ValueError:
+            self.error = OciboxError(f"criu's setup-namespaces gave no pid ({data!r})")
+        except Exception as e:
+            self.error = e
+        os.write(self.rep, b"ok\n" if ok else b"failed\n")
+
+    def wait(self, child: int) -> int:
+        """Wait for criu (``child``), answering its script meanwhile; its wait status."""
+        import select
+
+        while True:
+            got, status = os.waitpid(child, os.WNOHANG)
+            if got == child:
+                return status
+            if select.select([self.req], [], [], 0.05)[0]:
+                self.answer()
+
+    def close(self) -> None:
+        os.close(self.req)
+        os.close(self.rep)
+        self._remove()
+
+    def _remove(self) -> None:
+        for path in self.paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
 
 def _run_criu_restore(c: Container, criu: str, config: dict, rootfs: str, opts: Options,
-                      tty: str | None = None,
-                      console_socket: str | None = None) -> tuple[int, dict, list]:  # fmt: skip
-    """criu restore, itself in the container's new cgroups; the restored init's pid."""
+                      tty: str | None = None, console_socket: str | None = None,
+                      hooks=None) -> tuple[int, dict, list, bool]:  # fmt: skip
+    """criu restore, itself in the container's new cgroups: the restored init's pid, the
+    cgroups' paths and those made, and whether the hooks ran (at setup-namespaces)."""
     pidfile = os.path.join(opts.work_path, f"restore-{c.id}.pid")
     try:
         os.unlink(pidfile)
@@ -412,19 +501,26 @@ def _run_criu_restore(c: Container, criu: str, config: dict, rootfs: str, opts: 
         keep.append(slave)
         args += ["--inherit-fd", f"fd[{slave}]:{tty}",
                  "--external", f"mnt[{CONSOLE_KEY}]:{name}"]  # fmt: skip
+    channel = None
     try:
-        pid, paths, made = _criu_restore_in_cgroups(c, args, config, opts, keep, pidfile)
+        if hooks is not None:
+            channel = _SetupNamespacesHooks(opts.work_path, c.id, hooks)
+            args += channel.args()
+        pid, paths, made = _criu_restore_in_cgroups(c, args, config, opts, keep, pidfile, channel)
         if master is not None:
             _send_terminal(master, name, sock)
     finally:
         if master is not None:
             os.close(master)
             sock.close()
-    return pid, paths, made
+        if channel is not None:
+            channel.close()
+    return pid, paths, made, bool(channel and channel.ran)
 
 
 def _criu_restore_in_cgroups(c: Container, args: list[str], config: dict, opts: Options,
-                             keep: list[int], pidfile: str) -> tuple[int, dict, list]:  # fmt: skip
+                             keep: list[int], pidfile: str,
+                             hooks: _SetupNamespacesHooks | None) -> tuple[int, dict, list]:  # fmt: skip
     """Run criu restore with ``args`` in the container's cgroups (made here); the restored
     init's pid, the cgroup paths and those made. The ``keep`` fds go to criu only."""
     cg = _cgroup_plan(c.id, config)
@@ -456,12 +552,14 @@ def _criu_restore_in_cgroups(c: Container, args: list[str], config: dict, opts: 
         raise
     finally:
         os.close(w)
-    _, status = os.waitpid(child, 0)
+    status = hooks.wait(child) if hooks else os.waitpid(child, 0)[1]
     if status != 0:
         if made:
             from .linux.cgroup_remove import remove
 
             remove(made)
+        if hooks and hooks.error:
+            raise hooks.error  # a hook failed, and criu stopped the restore for it
         try:
             with open(err_path, errors="replace") as f:
                 err = f.read()
