@@ -76,7 +76,10 @@ def user() -> User:
     if probe.returncode != 0:
         pytest.skip(f"unprivileged user namespaces are unavailable: {probe.stderr.strip()}")
     for python in (sys.executable, "/usr/bin/python3"):
-        ok = User(pw, python).run([python, "-c", _LAUNCH.format(src=SRC), "--version"])
+        # through a shell: setpriv's own exec still passes /root (0700) with root's
+        # capabilities, a program the user's shell runs does not
+        ok = User(pw, python).run(["sh", "-c", 'exec "$@"', "sh", python, "-c",
+                                   _LAUNCH.format(src=SRC), "--version"])  # fmt: skip
         if ok.returncode == 0:
             return User(pw, python)
     pytest.skip(f"no Python interpreter that user {USER} can run reaches {SRC}")
@@ -404,6 +407,198 @@ def test_delegated_v1_cgroups_are_used(place: Place, user: User) -> None:
                 if os.path.isdir(os.path.join(d, sub)):
                     os.rmdir(os.path.join(d, sub))
             os.rmdir(d)
+
+
+class Delegated:
+    """A v1 cgroup the user owns in some hierarchies, under this process's own cgroup in
+    each (where a login's would be), and runtimes started from a shell placed in it."""
+
+    def __init__(self, user: User, controllers: list[str]) -> None:
+        from ocibox.runtime.linux.cgroups import UNIFIED, hierarchies, mode
+        from ocibox.runtime.linux.cgroups.fs import own_v1
+
+        mounts = hierarchies()
+        if mode(mounts) == UNIFIED:
+            pytest.skip("a v2 host: see test_rootless_v2_vm.py")
+        own = self.own = own_v1()
+        self.user, self.dirs = user, {}
+        name = f"ocibox-rl-{os.getpid()}"
+        for ctrl in controllers:
+            if ctrl not in mounts:
+                pytest.skip(f"no v1 {ctrl} hierarchy here")
+            d = os.path.join(mounts[ctrl], own.get(ctrl, ""), name)
+            if d in self.dirs.values():
+                continue  # co-mounted with one already made
+            os.mkdir(d)
+            self.dirs[ctrl] = d
+            for name in ("cpuset.cpus", "cpuset.mems") if ctrl == "cpuset" else ():
+                with open(os.path.join(os.path.dirname(d), name)) as f:
+                    Path(d, name).write_text(f.read())  # a new cpuset has none: no task fits
+            for path in (d, os.path.join(d, "cgroup.procs"), os.path.join(d, "tasks")):
+                os.chown(path, user.uid, user.gid)
+        self.mounts = mounts
+
+    def place(self, side: Side) -> Side:
+        """``side`` run from a shell that first moves itself into the delegated cgroups."""
+        moves = "".join(f"echo $$ > {d}/cgroup.procs && " for d in self.dirs.values())
+        return Side(side.name, ["sh", "-c", moves + 'exec "$@"', "sh", *side.argv], self.user,
+                    side.root)  # fmt: skip
+
+    def home(self, ctrl: str) -> str:
+        """This process's own cgroup in ``ctrl``'s hierarchy (and so the runtime's, there,
+        when ``ctrl`` is not delegated)."""
+        return os.path.normpath(os.path.join(self.mounts[ctrl], self.own.get(ctrl, "")))
+
+    def where(self, pid: int) -> dict[str, str]:
+        """The process's cgroup in each v1 hierarchy, as host paths."""
+        out = {}
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                _, names, path = line.rstrip("\n").split(":", 2)
+                for ctrl in names.split(","):
+                    if ctrl in self.mounts and ctrl != "unified":
+                        out[ctrl] = os.path.normpath(self.mounts[ctrl] + path)
+        return out
+
+    def left(self) -> list[str]:
+        """Cgroups a runtime made under the delegated ones and left behind."""
+        return sorted(os.path.join(top, sub) for d in self.dirs.values()
+                      for top, subs, _ in os.walk(d) for sub in subs)  # fmt: skip
+
+    def remove(self) -> None:
+        for d in self.dirs.values():
+            for top, _, _ in sorted(os.walk(d), key=lambda t: -len(t[0])):
+                for _ in range(50):  # a runtime's shell may still be exiting
+                    try:
+                        os.rmdir(top)
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        time.sleep(0.1)
+
+
+@pytest.fixture
+def delegated(place: Place, user: User):
+    # memory, pids and cpu only: what a user is typically given; the others stay root's
+    made = []
+
+    def make(controllers=("memory", "pids", "cpu")) -> Delegated:
+        made.append(Delegated(user, list(controllers)))
+        return made[-1]
+
+    yield make
+    place.cleanup()  # the containers first: their cgroups are under the delegated ones
+    for d in made:
+        d.remove()
+
+
+def test_own_delegated_v1_cgroup_takes_the_limits(place: Place, delegated) -> None:
+    # No cgroupsPath: runc puts the container under the runtime's own cgroup in each
+    # hierarchy it may write (here memory, pids, cpu), and leaves it where it is in the
+    # others; the limits land in the cgroups it made.
+    deleg = delegated()
+
+    def limited(c: dict) -> None:
+        c["linux"]["resources"] = {"memory": {"limit": 100 * (1 << 20)}, "pids": {"limit": 42},
+                                   "cpu": {"shares": 512}}  # fmt: skip
+
+    bundle = place.write(["sleep", "300"], limited)
+    seen = {}
+    for which in ("runc", "ours"):
+        side = deleg.place(place.side(which))
+        cid = f"o-{which}"
+        side.ok("run", "-d", cid, cwd=bundle)
+        where = deleg.where(side.state(cid)["pid"])
+        for ctrl, d in deleg.dirs.items():
+            assert where[ctrl] == os.path.join(d, cid), (which, ctrl, where)
+        files = {name: open(os.path.join(deleg.dirs[ctrl], cid, name)).read().strip()
+                 for ctrl, name in (("memory", "memory.limit_in_bytes"), ("pids", "pids.max"),
+                                    ("cpu", "cpu.shares"))}  # fmt: skip
+        assert files == {"memory.limit_in_bytes": str(100 * (1 << 20)), "pids.max": "42",
+                         "cpu.shares": "512"}, which  # fmt: skip
+        seen[which] = {ctrl: path.replace(cid, "ID") for ctrl, path in where.items()}
+        side.ok("delete", "--force", cid)
+        assert deleg.left() == [], which
+    assert seen["ours"] == seen["runc"]
+    assert seen["ours"]["blkio"] == deleg.home("blkio")  # not delegated: where the test runs
+
+
+def test_a_limit_outside_the_delegated_hierarchies_is_refused(place: Place, delegated) -> None:
+    deleg = delegated()
+
+    def blkio(c: dict) -> None:
+        c["linux"]["resources"] = {"memory": {"limit": 100 * (1 << 20)},
+                                   "blockIO": {"weight": 300}}  # fmt: skip
+
+    bundle = place.write(["true"], blkio)
+    for which in ("runc", "ours"):
+        p = deleg.place(place.side(which))("run", f"b-{which}", cwd=bundle)
+        assert p.returncode != 0
+        assert "cannot set blkio limit" in p.stderr if which == "runc" else (
+            "linux.resources.blockIO: cannot set this limit" in p.stderr
+            and "its blkio cgroup" in p.stderr), p.stderr  # fmt: skip
+        assert deleg.left() == [], which
+
+
+def test_undelegated_own_cgroup_leaves_the_container_there(place: Place, delegated) -> None:
+    # Devices rules alone need no cgroup: in hierarchies out of reach both leave the
+    # container in the runtime's own cgroup, and make one where they may.
+    deleg = delegated(["pids"])
+
+    def devices(c: dict) -> None:
+        c["linux"]["resources"] = {"devices": [{"allow": False, "access": "rwm"}]}
+
+    bundle = place.write(["sleep", "300"], devices)
+    seen = {}
+    for which in ("runc", "ours"):
+        side = deleg.place(place.side(which))
+        side.ok("run", "-d", "d", cwd=bundle)
+        seen[which] = deleg.where(side.state("d")["pid"])
+        side.ok("delete", "--force", "d")
+    assert seen["ours"] == seen["runc"]
+    assert seen["ours"]["pids"] == os.path.join(deleg.dirs["pids"], "d")
+    assert seen["ours"]["memory"] == deleg.home("memory")  # where the test itself runs
+
+
+def test_relative_cgroups_path_in_a_fully_delegated_own_cgroup(place: Place, delegated) -> None:
+    # A relative cgroupsPath hangs under the runtime's own cgroup in every v1 hierarchy;
+    # every one must be within reach (here each is delegated; name=systemd too).
+    from ocibox.runtime.linux.cgroups import hierarchies
+
+    deleg = delegated([c for c in hierarchies() if c != "unified"])
+    seen = {}
+    for which in ("runc", "ours"):
+        def rel(c: dict, which=which) -> None:
+            c["linux"]["cgroupsPath"] = f"sub/{which}"
+            c["linux"]["resources"] = {"pids": {"limit": 17}}
+
+        bundle = place.write(["sleep", "300"], rel)
+        side = deleg.place(place.side(which))
+        side.ok("run", "-d", "r", cwd=bundle)
+        where = deleg.where(side.state("r")["pid"])
+        assert where == {c: os.path.join(d, "sub", which) for c, d in deleg.dirs.items()
+                         if c in where}, which  # fmt: skip
+        with open(os.path.join(deleg.dirs["pids"], "sub", which, "pids.max")) as f:
+            assert f.read().strip() == "17"
+        seen[which] = {c: p.replace(which, "X") for c, p in where.items()}
+        side.ok("delete", "--force", "r")
+    assert seen["ours"] == seen["runc"]
+
+
+def test_relative_cgroups_path_partly_delegated_is_refused(place: Place, delegated) -> None:
+    deleg = delegated()
+
+    def rel(c: dict) -> None:
+        c["linux"]["cgroupsPath"] = "sub/x"
+
+    bundle = place.write(["true"], rel)
+    for which in ("runc", "ours"):
+        p = deleg.place(place.side(which))("run", f"p-{which}", cwd=bundle)
+        assert p.returncode != 0
+        assert "permission denied" in p.stderr if which == "runc" else (
+            "linux.cgroupsPath sub/x: a rootless container cannot create or join it"
+            in p.stderr), p.stderr  # fmt: skip
 
 
 def test_unmapped_gid_mount_option_is_refused(rt: Side, place: Place) -> None:

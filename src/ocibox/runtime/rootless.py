@@ -30,12 +30,17 @@ def rootless() -> bool:
         return False
 
 
-def use_cgroups(cid: str, cgroups_path: str | None, resources: dict) -> bool:
-    """For a rootless create: whether to make (or join) the container's cgroups.
+def use_cgroups(cid: str, cgroups_path: str | None, resources: dict) -> list[str]:
+    """For a rootless create: the hierarchies (keys of cgroups.hierarchies()) to make or
+    join the container's cgroups in; none when none is within reach and nothing needs one.
 
-    False when they are out of reach and nothing needs them; an error when
-    something does: limits (devices aside, which runc's rootless manager
-    ignores too) or an explicit cgroupsPath.
+    As runc's rootless managers. On cgroup v1 each hierarchy is on its own: with no
+    cgroupsPath the container goes into those the user may write (under the
+    runtime's own cgroup, see v1.relative_paths) and stays where it is in the
+    others; a limit for one of those is an error. An explicit cgroupsPath must be
+    within reach in every hierarchy. Device rules need no cgroup (runc's rootless
+    manager ignores them too); a ``name=`` hierarchy (name=systemd) is joined when
+    it can be and skipped otherwise, as runc's NameGroup does.
     """
     from .linux.cgroups import UNIFIED, hierarchies, mode, relative_path
 
@@ -43,26 +48,60 @@ def use_cgroups(cid: str, cgroups_path: str | None, resources: dict) -> bool:
     if mode(mounts) == UNIFIED:
         from .linux.cgroups.fs import own_parent
 
-        rel = relative_path(cid, cgroups_path, own_parent())  # as cgroups.apply
+        rels = {"unified": relative_path(cid, cgroups_path, own_parent())}  # as cgroups.apply
     else:
-        rel = relative_path(cid, cgroups_path)
+        from .linux.cgroups import v1
+
         if not (resources.get("unified") or resources.get("hugepageLimits")):
             mounts.pop("unified", None)  # cgroups.apply leaves v2 out for a rootless runtime
-    blocked = [d for d in dict.fromkeys(_where_written(mp, rel) for mp in mounts.values())
-               if not os.access(d, os.W_OK)]  # fmt: skip
-    if not blocked:
-        return True
-    if cgroups_path:
+        rels = v1.relative_paths(mounts, cid, cgroups_path)
+    blocked = {}
+    for ctrl, mp in mounts.items():
+        where = _where_written(mp, rels[ctrl])
+        if not os.access(where, os.W_OK):
+            blocked[ctrl] = where
+    usable = [c for c in mounts if c not in blocked]
+    hard = [c for c in blocked if not c.startswith("name=")]
+    if hard and cgroups_path:
         raise BundleError(f"linux.cgroupsPath {cgroups_path}: a rootless container cannot "
-                          f"create or join it: {blocked[0]} is not writable",
+                          f"create or join it: {blocked[hard[0]]} is not writable",
                           hint="delegate that cgroup to this user, or leave cgroupsPath out")  # fmt: skip
-    limits = [k for k, v in resources.items() if v and k != "devices"]
-    if limits:
-        raise BundleError(f"linux.resources.{limits[0]}: cannot set this limit: a rootless "
-                          f"container could not create its cgroup ({blocked[0]} is not writable)",
-                          hint="delegate a cgroup to this user and name it in linux.cgroupsPath, "
-                          "or leave the limits out")  # fmt: skip
-    return False
+    for key, ctrls in _needs(resources).items() if hard else ():
+        for ctrl in ctrls:
+            # on a unified host every controller is v2's; on a hybrid one hugetlb and
+            # rdma are, when v1 has no such hierarchy (see v1._set_hugetlb)
+            if ctrl not in mounts and "unified" in mounts and (
+                len(mounts) == 1 or ctrl in ("hugetlb", "rdma")
+            ):
+                ctrl = "unified"
+            if ctrl in blocked:
+                raise BundleError(f"linux.resources.{key}: cannot set this limit: a rootless "
+                                  f"container could not create its {ctrl} cgroup "
+                                  f"({blocked[ctrl]} is not writable)",
+                                  hint="delegate a cgroup to this user (the runtime's own, or "
+                                  "one named in linux.cgroupsPath), or leave the limits out")  # fmt: skip
+    return usable
+
+
+def _needs(resources: dict) -> dict[str, list[str]]:
+    """linux.resources key -> the v1 controllers its values are written to (as runc's Set,
+    nothing for a value left unset, or a pids limit of 0; devices: none, see use_cgroups)."""
+
+    def given(d: dict | None) -> bool:
+        return any(v not in (None, [], {}) for v in (d or {}).values())
+
+    cpu = resources.get("cpu") or {}
+    needs = {
+        "memory": ["memory"] if given(resources.get("memory")) else [],
+        "cpu": (["cpu"] if given({k: v for k, v in cpu.items() if k not in ("cpus", "mems")})
+                else []) + (["cpuset"] if cpu.get("cpus") or cpu.get("mems") else []),
+        "pids": ["pids"] if (resources.get("pids") or {}).get("limit") else [],
+        "blockIO": ["blkio"] if given(resources.get("blockIO")) else [],
+        "hugepageLimits": ["hugetlb"] if resources.get("hugepageLimits") else [],
+        "rdma": ["rdma"] if given(resources.get("rdma")) else [],
+        "unified": ["unified"] if resources.get("unified") else [],
+    }  # fmt: skip
+    return {k: v for k, v in needs.items() if v}
 
 
 def _where_written(mount: str, rel: str) -> str:

@@ -34,8 +34,9 @@ def apply(cid: str, cgroups_path: str | None, resources: dict, pid: int, *,
     Returns the cgroup of each controller, and the directories made here (only
     those are removed on delete: a cgroup the container did not create stays).
     ``rootless`` (in a delegated tree), as runc's rootless manager: no device
-    rules (they need host root), and on a hybrid host no v2 membership unless
-    a v2 limit needs it (moving there needs the source cgroup writable too).
+    rules (they need host root), only the hierarchies rootless.use_cgroups finds
+    within reach, and so on a hybrid host no v2 membership unless a v2 limit needs
+    it (moving there needs the source cgroup writable too).
     """
     mounts = hierarchies()
     if mode(mounts) == UNIFIED:
@@ -46,8 +47,11 @@ def apply(cid: str, cgroups_path: str | None, resources: dict, pid: int, *,
         return v2.apply(mounts["unified"], rel, resources, pid, devices=not rootless)
     from . import v1
 
-    if rootless and not (resources.get("unified") or resources.get("hugepageLimits")):
-        mounts = {ctrl: mp for ctrl, mp in mounts.items() if ctrl != "unified"}
+    if rootless:
+        from ...rootless import use_cgroups
+
+        reach = use_cgroups(cid, cgroups_path, resources)
+        mounts = {ctrl: mp for ctrl, mp in mounts.items() if ctrl in reach}
     return v1.apply(mounts, v1.relative_paths(mounts, cid, cgroups_path), resources, pid,
                     devices=not rootless)
 
