@@ -151,3 +151,29 @@ def test_restore_with_a_terminal_sends_a_new_one_to_the_console_socket(vm, name)
     assert r["ticked_after"], r["output_after"]
     assert min(r["ticks_after"]) == r["last_before"] + 1, r["output_after"]
     assert r["echoed"], r["output_after"]
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_checkpoint_to_a_page_server(vm, name):
+    r = vm[name]["page_server"]
+    assert r["server"] == 0  # criu page-server listens
+    assert r["checkpoint"]["rc"] == 0, r["checkpoint"]
+    # The memory went to the page server, not into --image-path.
+    assert r["pages_at_server"] and not r["pages_here"], r
+    assert r["restore"]["rc"] == 0, r["restore"]
+    assert r["resumed"]
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_lazy_migration(vm, name):
+    r = vm[name]["lazy"]
+    assert r["ready"]  # a NUL on --status-fd once criu serves the pages
+    assert r["restore"]["rc"] == 0, (r["restore"], r["restore_errors"])
+    assert r["checkpoint_rc"] == 0, (r["checkpoint_err"], r["dump_errors"])
+    assert r["lazy_pages_rc"] == 0
+    assert r["state_new"] == "running"
+    # The restored container counts on from the checkpointed one's memory, fetched lazily.
+    assert r["count_before"] >= 2
+    assert r["first_restored"] >= r["count_before"]
+    # The checkpoint ended, and its container went, once all the pages were taken.
+    assert "does not exist" in r["state_old"]["err"]

@@ -6,6 +6,7 @@ The working path (a dump and a restore that continues) is tried in a VM: test_ch
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -163,3 +164,33 @@ def test_restore_of_a_terminal_to_a_missing_console_socket(ours, bundle, tmp_pat
     assert p.returncode != 0
     assert f"--console-socket {tmp_path / 'nosock'}: No such file or directory" in p.stderr
     assert ours("state", cid, check=False).returncode != 0
+
+
+def test_bad_page_server_is_refused_by_both(both, bundle, tmp_path):
+    cid = both.new_id()
+    both("run", "-d", "--bundle", bundle.write(["sleep", "60"]), cid)
+    p = both("checkpoint", "--page-server", "nowhere", "--image-path", str(tmp_path / "img"),
+             cid, check=False)  # fmt: skip
+    assert p.returncode != 0
+    assert "--page-server ADDRESS:PORT" in p.stderr
+    assert both.state(cid)["status"] == "running"
+
+
+def test_lazy_pages_status_fd_must_be_ours_and_writable(ours, bundle, tmp_path):
+    cid = ours.new_id()
+    ours("run", "-d", "--bundle", bundle.write(["sleep", "60"]), cid)
+    r, w = os.pipe()
+    try:
+        for fd, why in ((str(r), "not open for writing"), ("99", "Bad file descriptor"),
+                        ("two", "'two': not a file descriptor number")):  # fmt: skip
+            p = subprocess.run([*ours.argv, "--root", str(ours.root), "checkpoint", "--lazy-pages",
+                                "--page-server", "127.0.0.1:27000", "--status-fd", fd,
+                                "--image-path", str(tmp_path / "img"), cid],
+                               pass_fds=(r,), stdin=subprocess.DEVNULL, capture_output=True,
+                               text=True, timeout=60)  # fmt: skip
+            assert p.returncode != 0
+            assert f"--status-fd {why if fd == 'two' else f'{fd}: {why}'}" in p.stderr
+    finally:
+        os.close(r)
+        os.close(w)
+    assert ours.state(cid)["status"] == "running"

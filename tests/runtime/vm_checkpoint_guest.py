@@ -200,6 +200,8 @@ def scenario(name: str) -> dict:
     rec["created_checkpoint"] = created_checkpoint(name, b)
     rec["foreground"] = foreground(name)
     rec["failing_hook"] = failing_hook(name)
+    rec["page_server"] = page_server(name)
+    rec["lazy"] = lazy(name)
     return rec
 
 
@@ -239,6 +241,80 @@ def failing_hook(name: str) -> dict:
     rec["counting"] = count(f"{name}-fh") != n
     rec["cgroup_left"] = os.path.exists(f"/sys/fs/cgroup/ckpt/{name}/fh")
     rt(name, "delete", "-f", "fh")
+    return rec
+
+
+def page_server(name: str) -> dict:
+    """checkpoint --page-server: the memory pages go to `criu page-server` (into its own
+    directory), the rest to --image-path; restored from the two put together."""
+    b = bundle(name, "ps")
+    img, pages = f"/tmp/img-{name}-ps", f"/tmp/pages-{name}-ps"
+    os.makedirs(pages, exist_ok=True)
+    port = {"runc": 27001, "ours": 27002}[name]
+    rec = {"run": detached(name, "run", "-d", "--bundle", b, "ps")}
+    wait_count(f"{name}-ps", 1)
+    # -d: it returns once it listens; it takes one dump, then exits
+    rec["server"] = subprocess.run(["criu", "page-server", "-d", "-D", pages, "--port", str(port),
+                                    "-o", "page-server.log"], capture_output=True, text=True,
+                                   timeout=60).returncode  # fmt: skip
+    rec["checkpoint"] = rt(name, "checkpoint", "--page-server", f"127.0.0.1:{port}",
+                           "--image-path", img, "ps")  # fmt: skip
+    rec["pages_at_server"] = sorted(f for f in os.listdir(pages) if f.startswith("pages-"))
+    rec["pages_here"] = sorted(f for f in os.listdir(img) if f.startswith("pages-")) if os.path.isdir(img) else []
+    for f in os.listdir(pages):
+        if f.endswith(".img"):
+            shutil.copy(f"{pages}/{f}", f"{img}/{f}")
+    later = count(f"{name}-ps")
+    rec["restore"] = rt(name, "restore", "-d", "--image-path", img, "--bundle", b, "ps")
+    rec["resumed"] = wait_count(f"{name}-ps", later, 30) > later
+    rt(name, "delete", "-f", "ps")
+    return rec
+
+
+def lazy(name: str) -> dict:
+    """Lazy migration, as runc's test does it: checkpoint --lazy-pages serves the pages
+    (NUL on --status-fd once it does), `criu lazy-pages` fetches them for a restore
+    --lazy-pages of another container (id, cgroup, data directory), and the checkpoint
+    ends once all are taken."""
+    b, b2 = bundle(name, "lz"), bundle(name, "lzr")
+    img, work = f"/tmp/img-{name}-lz", f"/tmp/work-{name}-lz"
+    port = {"runc": 27011, "ours": 27012}[name]
+    rec: dict = {"run": detached(name, "run", "-d", "--bundle", b, "lz")}
+    wait_count(f"{name}-lz", 1)
+    r, w = os.pipe()
+    with open(f"/tmp/lazy-{name}.err", "w") as err:
+        cpt = subprocess.Popen([*RUNTIMES[name], "--root", f"/run/ck-{name}", "checkpoint",
+                                "--lazy-pages", "--page-server", f"127.0.0.1:{port}",
+                                "--status-fd", str(w), "--image-path", img, "--work-path", work,
+                                "lz"], env=ENV, pass_fds=(w,), stdin=subprocess.DEVNULL,
+                               stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+    os.close(w)
+    rec["ready"] = bool(select.select([r], [], [], 120)[0]) and os.read(r, 1) == b"\0"
+    os.close(r)
+    later = count(f"{name}-lz")
+    lp = subprocess.Popen(["criu", "lazy-pages", "--page-server", "--address", "127.0.0.1",
+                           "--port", str(port), "-D", img, "-o", "lazy-pages.log"],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)  # fmt: skip
+    time.sleep(1)  # its socket in the images directory, which restore connects to
+    rec["restore"] = rt(name, "restore", "-d", "--lazy-pages", "--image-path", img,
+                        "--bundle", b2, "lzr")  # fmt: skip
+    rec["restore_errors"] = log_errors(f"{img}/restore.log")
+    for proc, key in ((cpt, "checkpoint_rc"), (lp, "lazy_pages_rc")):
+        try:
+            rec[key] = proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            rec[key] = "timeout"
+    with open(f"/tmp/lazy-{name}.err") as f:
+        rec["checkpoint_err"] = f.read()
+    rec["dump_errors"] = log_errors(f"{work}/dump.log")
+    rec["first_restored"] = wait_count(f"{name}-lzr", -1, 30)
+    rec["count_before"] = later
+    rec["state_old"] = state(name, "lz")
+    rec["state_new"] = state(name, "lzr").get("status")
+    rt(name, "delete", "-f", "lzr")
+    rt(name, "delete", "-f", "lz")
     return rec
 
 

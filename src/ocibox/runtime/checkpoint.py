@@ -69,7 +69,8 @@ class Options:
                  tcp_established: bool = False, ext_unix_sk: bool = False,
                  shell_job: bool = False, file_locks: bool = False,
                  manage_cgroups_mode: str | None = None, empty_ns: str | None = None,
-                 criu: str | None = None) -> None:  # fmt: skip
+                 criu: str | None = None, auto_dedup: bool = False,
+                 lazy_pages: bool = False) -> None:  # fmt: skip
         self.image_path = os.path.abspath(image_path or "checkpoint")  # runc's default
         self.work_path = os.path.abspath(work_path) if work_path else self.image_path
         self.tcp_established = tcp_established
@@ -84,13 +85,16 @@ class Options:
             raise NotImplementedYet(f"--empty-ns {empty_ns}: only the network namespace can be empty")
         self.empty_ns = bool(empty_ns)
         self.criu = criu
+        self.auto_dedup = auto_dedup
+        self.lazy_pages = lazy_pages
 
     def common_args(self) -> list[str]:
         args = ["-D", self.image_path, "-W", self.work_path, "-v4",
                 f"--manage-cgroups={self.manage_cgroups_mode}"]  # fmt: skip
         for flag, on in (("--tcp-established", self.tcp_established),
                          ("--ext-unix-sk", self.ext_unix_sk), ("--shell-job", self.shell_job),
-                         ("--file-locks", self.file_locks)):  # fmt: skip
+                         ("--file-locks", self.file_locks), ("--auto-dedup", self.auto_dedup),
+                         ("--lazy-pages", self.lazy_pages)):  # fmt: skip
             if on:
                 args.append(flag)
         return args
@@ -140,16 +144,56 @@ def _joined_netns(config: dict) -> str | None:
 
 
 def checkpoint(c: Container, opts: Options, *, leave_running: bool = False,
-               pre_dump: bool = False, parent_path: str | None = None) -> None:  # fmt: skip
-    """Dump ``c`` to ``opts.image_path``; unless it is left running, it is destroyed."""
-    c._exclusive(_checkpoint, c, opts, leave_running, pre_dump, parent_path)
+               pre_dump: bool = False, parent_path: str | None = None,
+               page_server: str | None = None, status_fd: str | int | None = None) -> None:  # fmt: skip
+    """Dump ``c`` to ``opts.image_path``; unless it is left running, it is destroyed.
+
+    ``page_server`` (ADDRESS:PORT) sends the memory pages to ``criu page-server``
+    there; with ``opts.lazy_pages`` criu serves them itself, lazily, on that address
+    until a ``criu lazy-pages`` daemon has taken them all, and writes a NUL byte to
+    ``status_fd`` once it serves (runc's lazy migration).
+    """
+    extra = _page_server_args(page_server, listen=opts.lazy_pages)
+    fds: tuple[int, ...] = ()
+    if opts.lazy_pages and status_fd is not None:
+        fds = (_status_fd(status_fd),)
+        extra += ["--status-fd", str(fds[0])]
+    c._exclusive(_checkpoint, c, opts, leave_running, pre_dump, parent_path, extra, fds)
     if not (leave_running or pre_dump):
         # criu has killed the tree; the container goes as runc's does (poststop hooks too).
         c.delete(force=True)
 
 
+def _page_server_args(page_server: str | None, listen: bool) -> list[str]:
+    """criu's flags for ADDRESS:PORT: the page server to send to, or, for a lazy dump
+    (``listen``), where criu serves the pages itself (as runc's RPC does)."""
+    if not page_server:
+        return []
+    address, _, port = page_server.rpartition(":")
+    address = address.strip("[]")  # [IPv6]:PORT
+    if not address or not port.isdigit():
+        raise UsageError(f"--page-server {page_server!r}: use --page-server ADDRESS:PORT")
+    return [*([] if listen else ["--page-server"]), "--address", address, "--port", port]
+
+
+def _status_fd(value: str | int) -> int:
+    """--status-fd: a descriptor of ours, open for writing (runc checks the same)."""
+    import fcntl
+
+    try:
+        fd = int(value)
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    except ValueError:
+        raise UsageError(f"--status-fd {value!r}: not a file descriptor number") from None
+    except OSError as e:
+        raise UsageError(f"--status-fd {value}: {e.strerror}") from None
+    if flags & os.O_ACCMODE == os.O_RDONLY:
+        raise UsageError(f"--status-fd {value}: not open for writing")
+    return fd
+
+
 def _checkpoint(c: Container, opts: Options, leave_running: bool, pre_dump: bool,
-                parent_path: str | None) -> None:  # fmt: skip
+                parent_path: str | None, extra: list[str], fds: tuple[int, ...]) -> None:  # fmt: skip
     status = c.status()
     if status not in ("running", "paused"):
         raise ContainerStateError(f"cannot checkpoint container {c.id}: it is {status}",
@@ -194,8 +238,10 @@ def _checkpoint(c: Container, opts: Options, leave_running: bool, pre_dump: bool
             args += ["--external", f"mnt[/dev/console]:{CONSOLE_KEY}"]
     with open(os.path.join(opts.image_path, TTY_INFO), "w") as f:
         f.write(tty or "")
+    args += extra
     debug(f"container {c.id}: {' '.join(args)}")
-    p = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    p = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       pass_fds=fds)  # fmt: skip
     if p.returncode != 0:
         raise _criu_failed(f"checkpoint of container {c.id}: criu {args[1]}",
                            os.path.join(opts.work_path, DUMP_LOG), p)  # fmt: skip

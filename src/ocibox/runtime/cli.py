@@ -83,9 +83,11 @@ _COMMANDS["events"] = (
 )
 _CRIU = {"--image-path": True, "--work-path": True, "--tcp-established": False,
          "--ext-unix-sk": False, "--shell-job": False, "--file-locks": False,
-         "--manage-cgroups-mode": True, "--empty-ns": True}  # fmt: skip
+         "--manage-cgroups-mode": True, "--empty-ns": True, "--auto-dedup": False,
+         "--lazy-pages": False}  # fmt: skip
 _COMMANDS["checkpoint"] = (
-    {**_CRIU, "--leave-running": False, "--pre-dump": False, "--parent-path": True}, 1, 1,
+    {**_CRIU, "--leave-running": False, "--pre-dump": False, "--parent-path": True,
+     "--page-server": True, "--status-fd": True}, 1, 1,
     "checkpoint [--image-path DIR] [--work-path DIR] [--leave-running] [--pre-dump] <container-id>",
 )  # fmt: skip
 _COMMANDS["restore"] = (
@@ -675,7 +677,9 @@ def _criu_options(flags: dict):
                    shell_job=bool(flags.get("--shell-job")),
                    file_locks=bool(flags.get("--file-locks")),
                    manage_cgroups_mode=flags.get("--manage-cgroups-mode") or None,
-                   empty_ns=flags.get("--empty-ns") or None, criu=_criu_path)  # fmt: skip
+                   empty_ns=flags.get("--empty-ns") or None, criu=_criu_path,
+                   auto_dedup=bool(flags.get("--auto-dedup")),
+                   lazy_pages=bool(flags.get("--lazy-pages")))  # fmt: skip
 
 
 def _cmd_checkpoint(root: str, flags: dict, args: list[str], log: _Log) -> int:
@@ -685,7 +689,9 @@ def _cmd_checkpoint(root: str, flags: dict, args: list[str], log: _Log) -> int:
     c = Container.load(root, args[0])
     checkpoint(c, _criu_options(flags), leave_running=bool(flags.get("--leave-running")),
                pre_dump=bool(flags.get("--pre-dump")),
-               parent_path=flags.get("--parent-path") or None)  # fmt: skip
+               parent_path=flags.get("--parent-path") or None,
+               page_server=flags.get("--page-server") or None,
+               status_fd=flags.get("--status-fd") or None)  # fmt: skip
     return 0
 
 
