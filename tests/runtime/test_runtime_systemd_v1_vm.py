@@ -88,7 +88,9 @@ for RT in runc ocibox; do
   echo "$RT fdeleted $(systemctl show -p LoadState libpod-f$ID.scope) dirs=$(left libpod-f$ID.scope)"
   # linux.resources.unified: no v2 limits through the v1 manager
   setpath machine.slice:libpod:u$ID unified
+  forks=$(cat $W/ocibox.log 2>/dev/null | grep -c 'forked the intermediate')
   $R create --bundle $B u$ID > $W/u.out 2>&1; echo "$RT unified rc=$?"
+  echo "$RT unified-forks $(( $(cat $W/ocibox.log 2>/dev/null | grep -c 'forked the intermediate') - forks ))"
   sed "s/^/$RT unified-said /" $W/u.out | head -3
   $R delete --force u$ID > /dev/null 2>&1
   echo "$RT unified-left $(systemctl list-units --all --no-legend libpod-u$ID.scope | wc -l) dirs=$(left libpod-u$ID.scope)"
@@ -184,6 +186,7 @@ def test_unified_refused_as_runc(guest):
         assert out[rt]["unified"] != ["rc=0"], f"{rt}:\n{text}"
         assert out[rt]["unified-left"] == ["0 dirs=0"], f"{rt}:\n{text}"
     assert any("linux.resources.unified" in v for v in out["ocibox"]["unified-said"]), text
+    assert out["ocibox"]["unified-forks"] == ["0"], text  # refused before anything was made
 
 
 def test_output_has_no_traceback(guest):

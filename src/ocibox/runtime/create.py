@@ -77,7 +77,8 @@ def create(
     config = load_config(bundle)
     linux = config.get("linux") or {}
     if systemd_cgroup:
-        _check_systemd(cid, linux.get("cgroupsPath"), config.get("annotations") or {})
+        _check_systemd(cid, linux.get("cgroupsPath"), config.get("annotations") or {},
+                       linux.get("resources") or {})  # fmt: skip
     if linux.get("resources") or linux.get("cgroupsPath"):
         warm_cgroup_writes()  # if the command line has not already
     from . import process  # after the warm-up began: its imports overlap the wait
@@ -279,14 +280,18 @@ def _undo(c: _Creating, e: BaseException) -> None:
     c.container.release()
 
 
-def _check_systemd(cid: str, cgroups_path: str | None, annotations: dict) -> None:
+def _check_systemd(cid: str, cgroups_path: str | None, annotations: dict, resources: dict) -> None:
     """--systemd-cgroup: refused early with a path not of its form (or unit properties in
-    annotations that cannot be read), without systemd, or on cgroup v1."""
+    annotations that cannot be read), without systemd, or with v2 limits on cgroup v1."""
     from .linux.cgroups import systemd
 
     systemd.parse(cid, cgroups_path)  # the path's form first, as runc
     systemd.annotation_properties(annotations)
     systemd.check_host()
+    if resources.get("unified"):
+        from .linux.cgroups.fs import UNIFIED, mode
+
+        systemd.check_resources(resources, mode() != UNIFIED)
 
 
 _FORWARDED = ("HUP", "INT", "QUIT", "TERM", "USR1", "USR2", "WINCH", "ALRM", "CONT", "PIPE")
