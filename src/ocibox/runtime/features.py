@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+
 from .container import OCI_VERSION
 
 HOOKS = ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"]
@@ -30,6 +32,21 @@ def _seccomp() -> dict:
     }
 
 
+class _Version(ctypes.Structure):
+    _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint)]
+
+
+def _libseccomp_version() -> dict:
+    """libseccomp's version as runc reports it (its own annotation key), when it is there."""
+    try:
+        lib = ctypes.CDLL("libseccomp.so.2")
+    except OSError:
+        return {}
+    lib.seccomp_version.restype = ctypes.POINTER(_Version)
+    v = lib.seccomp_version().contents
+    return {"io.github.seccomp.libseccomp.version": f"{v.major}.{v.minor}.{v.micro}"}
+
+
 def features() -> dict:
     from .linux import mempolicy
     from .linux.capabilities import NAMES
@@ -48,9 +65,11 @@ def features() -> dict:
             "seccomp": _seccomp(),
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
+            "intelRdt": {"enabled": False},
             "mountExtensions": {"idmap": {"enabled": True}},
             "netDevices": {"enabled": True},
             "memoryPolicy": {"modes": list(mempolicy.MODES), "flags": list(mempolicy.FLAGS)},
         },
-        "annotations": {"org.opencontainers.runtime-spec.features.ocibox": "0.1.0"},
+        "annotations": {"org.opencontainers.runtime-spec.features.ocibox": "0.1.0",
+                        **_libseccomp_version()},
     }
