@@ -521,7 +521,9 @@ def _mount_cgroup(m: Mount, target: str, pinned: str) -> None:
         try:
             sc.mount("cgroup2", pinned, "cgroup2", m.flags, m.data or None)
         except OSError as e:
-            if e.errno != errno.EPERM:
+            # a user namespace without a cgroup namespace of its own: EPERM, or EBUSY
+            # over the /sys rbind of spec --rootless (runc falls back on both)
+            if e.errno not in (errno.EPERM, errno.EBUSY):
                 raise
             _bind_cgroup("/sys/fs/cgroup", pinned, m.flags)
         return
