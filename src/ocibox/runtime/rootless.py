@@ -75,12 +75,44 @@ def use_cgroups(cid: str, cgroups_path: str | None, resources: dict) -> list[str
             ):
                 ctrl = "unified"
             if ctrl in blocked:
+                what = "" if len(mounts) == 1 else f"{ctrl} "
                 raise BundleError(f"linux.resources.{key}: cannot set this limit: a rootless "
-                                  f"container could not create its {ctrl} cgroup "
+                                  f"container could not create its {what}cgroup "
                                   f"({blocked[ctrl]} is not writable)",
                                   hint="delegate a cgroup to this user (the runtime's own, or "
                                   "one named in linux.cgroupsPath), or leave the limits out")  # fmt: skip
+    if usable == ["unified"] and len(mounts) == 1:
+        _check_delegated(os.path.join(mounts["unified"], rels["unified"]), _needs(resources))
     return usable
+
+
+# v1 controller -> its cgroup v2 name
+_V2_NAMES = {"memory": "memory", "cpu": "cpu", "cpuset": "cpuset", "pids": "pids",
+             "blkio": "io", "hugetlb": "hugetlb", "rdma": "rdma"}  # fmt: skip
+
+
+def _check_delegated(path: str, needs: dict[str, list[str]]) -> None:
+    """cgroup v2: a limit whose controller the delegated subtree was not given is refused
+    by name (runc fails on the missing file, e.g. memory.max). The container's cgroup, or
+    the one it is made in, must have the controller (its parent turned it on), unless
+    that parent's subtree_control is the user's to turn it on."""
+    from .linux.cgroups.fs import read
+
+    at = path
+    while not os.path.isdir(at):
+        at = os.path.dirname(at)
+    if os.access(os.path.join(os.path.dirname(at), "cgroup.subtree_control"), os.W_OK):
+        return  # cgroups.v2.enable turns on what is missing, or says why it cannot
+    have = read(at, "cgroup.controllers").split()
+    for key, ctrls in needs.items():
+        for ctrl in ctrls:
+            name = _V2_NAMES.get(ctrl)
+            if name and name not in have:
+                raise BundleError(f"linux.resources.{key}: cannot set this limit: the {name} "
+                                  f"controller is not delegated to this user ({at} has "
+                                  f"{' '.join(have) or 'none'} in cgroup.controllers)",
+                                  hint=f"enable {name} in the cgroup.subtree_control above "
+                                  "the delegated cgroup, or leave the limit out")  # fmt: skip
 
 
 def _needs(resources: dict) -> dict[str, list[str]]:
