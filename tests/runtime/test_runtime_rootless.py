@@ -518,6 +518,11 @@ def test_own_delegated_v1_cgroup_takes_the_limits(place: Place, delegated) -> No
         assert files == {"memory.limit_in_bytes": str(100 * (1 << 20)), "pids.max": "42",
                          "cpu.shares": "512"}, which  # fmt: skip
         seen[which] = {ctrl: path.replace(cid, "ID") for ctrl, path in where.items()}
+        side.ok("update", "--pids-limit", "50", "--memory", "200M", cid)
+        with open(os.path.join(deleg.dirs["pids"], cid, "pids.max")) as f:
+            assert f.read().strip() == "50", which
+        with open(os.path.join(deleg.dirs["memory"], cid, "memory.limit_in_bytes")) as f:
+            assert f.read().strip() == str(200 * (1 << 20)), which
         side.ok("delete", "--force", cid)
         assert deleg.left() == [], which
     assert seen["ours"] == seen["runc"]
@@ -555,6 +560,8 @@ def test_undelegated_own_cgroup_leaves_the_container_there(place: Place, delegat
         side = deleg.place(place.side(which))
         side.ok("run", "-d", "d", cwd=bundle)
         seen[which] = deleg.where(side.state("d")["pid"])
+        assert side("pause", "d").returncode != 0, which  # no freezer cgroup of its own
+        assert side.state("d")["status"] == "running"
         side.ok("delete", "--force", "d")
     assert seen["ours"] == seen["runc"]
     assert seen["ours"]["pids"] == os.path.join(deleg.dirs["pids"], "d")
