@@ -154,6 +154,18 @@ def test_restore_with_a_terminal_sends_a_new_one_to_the_console_socket(vm, name)
 
 
 @pytest.mark.parametrize("name", RUNTIMES)
+def test_foreground_restore_with_a_terminal_joins_it_to_stdio(vm, name):
+    r = vm[f"{name} terminal"]["foreground"]
+    assert r["ticked"] and r["checkpoint"]["rc"] == 0, r["checkpoint"]
+    # No console socket: the runtime copies between the new pty and its own terminal,
+    # both ways, and returns the container's exit status (then it is gone).
+    assert r["rc"] == 5, r["output"]
+    assert r["ticks_after"] and min(r["ticks_after"]) == r["last_before"] + 1, r["output"]
+    assert r["echoed"], r["output"]
+    assert "does not exist" in r["state_after"]["err"]
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
 def test_checkpoint_to_a_page_server(vm, name):
     r = vm[name]["page_server"]
     assert r["server"] == 0  # criu page-server listens
@@ -177,3 +189,16 @@ def test_lazy_migration(vm, name):
     assert r["first_restored"] >= r["count_before"]
     # The checkpoint ended, and its container went, once all the pages were taken.
     assert "does not exist" in r["state_old"]["err"]
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_pre_dump_then_dump_with_auto_dedup(vm, name):
+    r = vm[name]["pre_dump"]
+    assert r["pre_dump"]["rc"] == 0, r["pre_dump"]
+    assert r["state_after_pre_dump"] == "running"  # a pre-dump leaves it running
+    assert r["dump"]["rc"] == 0, r["dump"]
+    assert r["parent_link"]  # criu links the dump to its parent (--parent-path)
+    # --auto-dedup punched out of the parent's pages what the dump took again.
+    assert 0 < r["blocks_after"] < r["blocks_before"], r
+    assert r["restore"]["rc"] == 0, r["restore"]
+    assert r["resumed"]

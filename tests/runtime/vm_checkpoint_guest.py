@@ -200,6 +200,7 @@ def scenario(name: str) -> dict:
     rec["created_checkpoint"] = created_checkpoint(name, b)
     rec["foreground"] = foreground(name)
     rec["failing_hook"] = failing_hook(name)
+    rec["pre_dump"] = pre_dump(name)
     rec["page_server"] = page_server(name)
     rec["lazy"] = lazy(name)
     return rec
@@ -241,6 +242,32 @@ def failing_hook(name: str) -> dict:
     rec["counting"] = count(f"{name}-fh") != n
     rec["cgroup_left"] = os.path.exists(f"/sys/fs/cgroup/ckpt/{name}/fh")
     rt(name, "delete", "-f", "fh")
+    return rec
+
+
+def page_blocks(images: str) -> int:
+    return sum(os.stat(f"{images}/{f}").st_blocks for f in os.listdir(images) if f.startswith("pages-"))
+
+
+def pre_dump(name: str) -> dict:
+    """checkpoint --pre-dump, then a dump on top of it (--parent-path) with --auto-dedup:
+    the restore resumes, and what the dump took again is punched out of the parent's pages."""
+    b = bundle(name, "pd")
+    base = f"/tmp/img-{name}-pd"
+    rec = {"run": detached(name, "run", "-d", "--bundle", b, "pd")}
+    wait_count(f"{name}-pd", 1)
+    rec["pre_dump"] = rt(name, "checkpoint", "--pre-dump", "--image-path", f"{base}/1", "pd")
+    rec["state_after_pre_dump"] = state(name, "pd").get("status")
+    rec["blocks_before"] = page_blocks(f"{base}/1")
+    wait_count(f"{name}-pd", count(f"{name}-pd"))
+    rec["dump"] = rt(name, "checkpoint", "--parent-path", "../1", "--auto-dedup",
+                     "--image-path", f"{base}/2", "pd")  # fmt: skip
+    rec["blocks_after"] = page_blocks(f"{base}/1")
+    rec["parent_link"] = os.path.islink(f"{base}/2/parent")
+    later = count(f"{name}-pd")
+    rec["restore"] = rt(name, "restore", "-d", "--image-path", f"{base}/2", "--bundle", b, "pd")
+    rec["resumed"] = wait_count(f"{name}-pd", later, 30) > later
+    rt(name, "delete", "-f", "pd")
     return rec
 
 
@@ -425,6 +452,61 @@ def terminal(name: str) -> dict:
     return rec
 
 
+def terminal_foreground(name: str) -> dict:
+    """restore, in the foreground and with no console socket, of a container with a
+    terminal, from a terminal: the runtime joins the new pty to its stdio (both ways)
+    and returns the container's exit status."""
+    script = ("(i=0; while true; do echo tick $i; i=$((i+1)); sleep 1; done) & "
+              "read l; echo got:$l; exit 5")  # fmt: skip
+    b = bundle(name, "ttyfg", script, terminal=True)
+    img = f"/tmp/img-{name}-ttyfg"
+    rec: dict = {}
+    c1 = Console(f"/tmp/console-{name}-fg.sock")
+    rec["run"] = rt(name, "run", "-d", "--console-socket", c1.path, "--bundle", b, "ttyfg")
+    rec["ticked"] = c1.wait_master() and c1.read_until(r"tick 1\b")
+    rec["checkpoint"] = rt(name, "checkpoint", "--image-path", img, "ttyfg")
+    if c1.master is not None:
+        c1.read_until("$^", timeout=5)
+    rec["last_before"] = max(c1.ticks(), default=-1)
+    master, slave = os.openpty()
+    proc = subprocess.Popen([*RUNTIMES[name], "--root", f"/run/ck-{name}", "restore",
+                             "--image-path", img, "--bundle", b, "ttyfg"], env=ENV,
+                            stdin=slave, stdout=slave, stderr=slave,
+                            start_new_session=True)  # fmt: skip
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + 120
+    typed = False
+    while time.monotonic() < deadline:
+        text = out.decode(errors="replace")
+        if not typed and re.search(rf"tick {rec['last_before'] + 2}\b", text):
+            os.write(master, b"bye\n")  # through the runtime to the container's terminal
+            typed = True
+        if select.select([master], [], [], 0.5)[0]:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the runtime has exited
+                break
+            if not data:
+                break
+            out += data
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    try:
+        rec["rc"] = proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rec["rc"] = "timeout"
+    text = out.decode(errors="replace")
+    rec["output"] = text[-400:]
+    rec["ticks_after"] = [int(n) for n in re.findall(r"tick (\d+)", text)]
+    rec["echoed"] = "got:bye" in text
+    rec["state_after"] = state(name, "ttyfg")
+    rt(name, "delete", "-f", "ttyfg")
+    return rec
+
+
 def main() -> int:
     subprocess.run(["ip", "link", "set", "lo", "up"])  # criu's kerndat opens a TCP socket
     for args in (["check"], ["check", "--all"]):
@@ -438,6 +520,7 @@ def main() -> int:
     for name in RUNTIMES:
         try:
             results[f"{name} terminal"] = terminal(name)
+            results[f"{name} terminal"]["foreground"] = terminal_foreground(name)
         except Exception:
             results[f"{name} terminal"] = {"error": traceback.format_exc()}
     for dumper, restorer in (("runc", "ours"), ("ours", "runc")):

@@ -31,8 +31,9 @@ criu's command line, the pty's slave is dumped as an external tty and the
     restore  --inherit-fd fd[N]:tty[RDEV:DEV]   --external mnt[console]:/dev/pts/M
 
 where fd N is the slave of a new pty (the host's), whose master goes to
---console-socket, as at create. Images with a terminal are therefore not
-exchangeable with runc's.
+--console-socket, as at create; a foreground restore without one copies between
+the master and its own stdio, as run does. Images with a terminal are therefore
+not exchangeable with runc's.
 """
 
 from __future__ import annotations
@@ -297,7 +298,7 @@ def restore(root: str, cid: str, bundle: str, opts: Options, *, detach: bool = F
     if not os.path.exists(os.path.join(opts.image_path, "inventory.img")):
         raise NotFound(f"{opts.image_path} holds no checkpoint (no inventory.img)",
                        hint="give the checkpoint's directory with --image-path")  # fmt: skip
-    tty = _check_terminal(config, opts.image_path, console_socket)
+    tty = _check_terminal(config, opts.image_path, console_socket, detach)
     criu = find_criu(opts.criu)
     root_path = (config.get("root") or {}).get("path") or "rootfs"
     rootfs = os.path.join(bundle, root_path)
@@ -312,13 +313,14 @@ def restore(root: str, cid: str, bundle: str, opts: Options, *, detach: bool = F
     c = Container.reserve(root, cid)
     debug(f"container {cid}: restoring from {opts.image_path} (bundle {bundle})")
     made: list[str] = []
+    master = None
     try:
         from .container import write_atomic
 
         write_atomic(os.path.join(c.dir, CONFIG_COPY), json.dumps(config).encode())
         hooks = _restore_hooks(cid, bundle, config)
-        pid, paths, made, ran = _run_criu_restore(c, criu, config, rootfs, opts, tty,
-                                                  console_socket, hooks)  # fmt: skip
+        pid, paths, made, ran, master = _run_criu_restore(c, criu, config, rootfs, opts, tty,
+                                                          console_socket, hooks)  # fmt: skip
         found = proc_start_time(pid)
         if found is None:
             raise OciboxError(f"container {cid}: its restored init exited at once")
@@ -331,6 +333,8 @@ def restore(root: str, cid: str, bundle: str, opts: Options, *, detach: bool = F
             # runs no hook): the process runs already.
             hooks(pid)
     except BaseException:
+        if master is not None:
+            os.close(master)
         if c.state and c.state.get("pid"):
             try:
                 os.kill(c.state["pid"], 9)
@@ -348,14 +352,20 @@ def restore(root: str, cid: str, bundle: str, opts: Options, *, detach: bool = F
         write_atomic(os.path.abspath(pid_file), str(pid).encode())
     if detach:
         return 0
-    from .create import wait
+    from .create import _forward_signals, wait
 
-    code = wait(pid)
+    if master is not None:
+        from .linux.console import Proxy
+
+        code = Proxy(master).run(pid, _forward_signals)
+    else:
+        code = wait(pid)
     c.delete(force=True)
     return code
 
 
-def _check_terminal(config: dict, image_path: str, console_socket: str | None) -> str | None:
+def _check_terminal(config: dict, image_path: str, console_socket: str | None,
+                    detach: bool) -> str | None:  # fmt: skip
     """The dumped terminal's key when the container has one (and a console socket to
     send the new one to); the mismatches between config, images and flags refused."""
     terminal = bool((config.get("process") or {}).get("terminal"))
@@ -379,22 +389,25 @@ def _check_terminal(config: dict, image_path: str, console_socket: str | None) -
     if not tty:
         raise BundleError("config.json: process.terminal is true, and the checkpoint's process "
                           "had no terminal")  # fmt: skip
-    if not console_socket:
-        raise NotImplementedYet("restore of a container with a terminal needs --console-socket",
-                                hint="pass --console-socket, as to create")  # fmt: skip
+    if detach and not console_socket:
+        raise UsageError("restore -d of a container with a terminal needs --console-socket",
+                         hint="pass --console-socket, as to create -d; or restore in the "
+                              "foreground, which joins the terminal to our stdio")  # fmt: skip
     return tty
 
 
-def _new_terminal(console_socket: str) -> tuple[int, int, str, object]:
+def _new_terminal(console_socket: str | None) -> tuple[int, int, str, object]:
     """A new pty for the restored init: master, slave, the slave's path, and the connected
-    console socket (connected first: a bad --console-socket fails before criu runs)."""
+    console socket (connected first: a bad --console-socket fails before criu runs), None
+    without one (a foreground restore keeps the master, as runc's)."""
     from .linux import console
 
-    sock = console.connect(console_socket)
+    sock = console.connect(console_socket) if console_socket else None
     try:
         master, slave = os.openpty()
     except OSError as e:
-        sock.close()
+        if sock is not None:
+            sock.close()
         raise OciboxError(f"cannot open a terminal for the restored container: {e.strerror}") from None
     return master, slave, os.ttyname(slave), sock
 
@@ -507,9 +520,10 @@ class _SetupNamespacesHooks:
 
 def _run_criu_restore(c: Container, criu: str, config: dict, rootfs: str, opts: Options,
                       tty: str | None = None, console_socket: str | None = None,
-                      hooks=None) -> tuple[int, dict, list, bool]:  # fmt: skip
+                      hooks=None) -> tuple[int, dict, list, bool, int | None]:  # fmt: skip
     """criu restore, itself in the container's new cgroups: the restored init's pid, the
-    cgroups' paths and those made, and whether the hooks ran (at setup-namespaces)."""
+    cgroups' paths and those made, whether the hooks ran (at setup-namespaces), and the
+    new terminal's master when no console socket took it."""
     pidfile = os.path.join(opts.work_path, f"restore-{c.id}.pid")
     try:
         os.unlink(pidfile)
@@ -539,10 +553,11 @@ def _run_criu_restore(c: Container, criu: str, config: dict, rootfs: str, opts: 
         keep.append(fd)
         args += ["--inherit-fd", f"fd[{fd}]:{NET_KEY}"]
     args += _stdio_pipes(opts.image_path)
-    master = None
-    if tty and console_socket:
+    master = sock = None
+    if tty:
         # The slave goes to criu (closed here once it runs), the master to the console
-        # socket once criu has restored the container (the pty buffers until then).
+        # socket once criu has restored the container (the pty buffers until then), or
+        # back to restore, which copies between it and our stdio.
         master, slave, name, sock = _new_terminal(console_socket)
         keep.append(slave)
         args += ["--inherit-fd", f"fd[{slave}]:{tty}",
@@ -553,15 +568,21 @@ def _run_criu_restore(c: Container, criu: str, config: dict, rootfs: str, opts: 
             channel = _SetupNamespacesHooks(opts.work_path, c.id, hooks)
             args += channel.args()
         pid, paths, made = _criu_restore_in_cgroups(c, args, config, opts, keep, pidfile, channel)
-        if master is not None:
+        if sock is not None:
             _send_terminal(master, name, sock)
-    finally:
+    except BaseException:
         if master is not None:
             os.close(master)
+        raise
+    finally:
+        if sock is not None:
             sock.close()
         if channel is not None:
             channel.close()
-    return pid, paths, made, bool(channel and channel.ran)
+    if sock is not None:
+        os.close(master)
+        master = None
+    return pid, paths, made, bool(channel and channel.ran), master
 
 
 def _criu_restore_in_cgroups(c: Container, args: list[str], config: dict, opts: Options,
