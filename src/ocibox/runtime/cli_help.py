@@ -95,6 +95,10 @@ FLAGS = {
     "--leave-running": ("", "leave the container running afterwards"),
     "--pre-dump": ("", "dump memory only, for a later checkpoint with --parent-path"),
     "--parent-path": ("DIR", "the previous pre-dump's images, relative to --image-path"),
+    "--page-server": ("ADDRESS:PORT", "send the memory pages to criu page-server there"),
+    "--lazy-pages": ("", "memory pages on demand (userfaultfd, with criu lazy-pages)"),
+    "--status-fd": ("FD", "with --lazy-pages: a NUL byte is written here once pages are served"),
+    "--auto-dedup": ("", "punch the pages taken again out of the parent's images"),
     "--no-subreaper": ("", "do not become the restored process's subreaper"),
 }
 
