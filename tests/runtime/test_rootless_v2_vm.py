@@ -90,8 +90,6 @@ def test_pause_exec_ps_update_in_the_delegated_cgroup(vm):
         assert r["update"]["rc"] == 0 and r["updated"] == "44", r["update"]
 
 
-@pytest.mark.xfail(strict=True, reason="create makes no cgroup for a config that asks for "
-                   "none (no resources, no cgroupsPath); runc makes one where it may")  # fmt: skip
 def test_no_limits_lands_where_runc_puts_it(vm):
     runc, ours = _pair(vm, "no_limits")
     assert runc["create"]["rc"] == 0 and ours["create"]["rc"] == 0
@@ -99,13 +97,13 @@ def test_no_limits_lands_where_runc_puts_it(vm):
     assert ours["cgroup"] == "/deleg/u/nolim-ours"
 
 
-def test_no_limits_runs_in_the_runtimes_cgroup(vm):
+def test_no_limits_runs_and_is_deleted_as_runc(vm):
     # runc's spec --rootless as it is: /sys/fs/cgroup a cgroup mount over the /sys rbind,
     # no cgroup namespace (the kernel refuses a fresh cgroup2 there: both bind the host's)
     runc, ours = _pair(vm, "no_limits")
     assert runc["create"]["rc"] == 0 and ours["create"]["rc"] == 0, (runc, ours)
-    assert ours["cgroup"] == "/deleg/u/shell"  # see the xfail above
-    assert ours["delete"]["rc"] == 0
+    for r in (runc, ours):
+        assert r["delete"]["rc"] == 0 and r["left"] is False, (runc, ours)
 
 
 def test_out_of_reach_as_runc(vm):

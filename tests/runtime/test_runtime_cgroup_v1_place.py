@@ -49,7 +49,9 @@ def driver(tmp_path):
 def _placed(rt, bundle, cid: str, where: str | None) -> dict[str, str]:
     def edit(c):
         c["linux"].pop("cgroupsPath", None)
-        if where:
+        if where == "bare":  # no resources either: cgroups all the same, as runc gives
+            c["linux"].pop("resources", None)
+        elif where:
             c["linux"]["cgroupsPath"] = where
     b = bundle.write(["sleep", "30"], edit)
     rt("run", "-d", "--bundle", b, cid)
@@ -62,9 +64,10 @@ def _mountpoint(ctrl: str) -> str:
     return f"{V1}/{ctrl or 'unified'}"
 
 
-@pytest.mark.parametrize("where", [None, "rel/x", "/ocibox-test-abs/x"])
+@pytest.mark.parametrize("where", [None, "rel/x", "/ocibox-test-abs/x", "bare"])
 def test_cgroups_path_placed_as_runc(runc, ours, bundle, driver, where):
     script, name, dirs = driver
+    given = where not in (None, "bare")  # a cgroupsPath
     got = {}
     try:
         for rt in (ours, runc):  # ours first: "rel" is then ours to make and remove
@@ -76,17 +79,17 @@ def test_cgroups_path_placed_as_runc(runc, ours, bundle, driver, where):
                 # delete removed what create made (the parents too) and nothing more
                 for ctrl, path in placed.items():
                     assert not os.path.exists(_mountpoint(ctrl) + path.replace("ID", cid))
-                    if where:
+                    if given:
                         assert not os.path.exists(_mountpoint(ctrl) + os.path.dirname(path))
                 assert all(os.path.isdir(d) for d in dirs)
     finally:
         for ctrl, path in (got.get("runc") or {}).items():  # runc leaves the parents it made
-            if where and os.path.isdir(_mountpoint(ctrl) + os.path.dirname(path)):
+            if given and os.path.isdir(_mountpoint(ctrl) + os.path.dirname(path)):
                 os.rmdir(_mountpoint(ctrl) + os.path.dirname(path))
     assert got["ocibox-runtime"] == got["runc"]
     mine = got["ocibox-runtime"]
-    tail = "ID" if where is None else where.lstrip("/")
-    if where and where.startswith("/"):
+    tail = where.lstrip("/") if given else "ID"
+    if given and where.startswith("/"):
         assert mine["pids"] == mine["memory"] == f"/{tail}"
     else:
         assert mine["pids"] == mine["systemd"] == f"/{name}/driver/{tail}"

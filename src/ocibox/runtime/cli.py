@@ -393,16 +393,16 @@ def _create_kwargs(flags: dict) -> dict:
     }
 
 
-def _warm_cgroups(bundle: str) -> None:
+def _warm_cgroups() -> None:
     """Before create's imports: the cgroup wait it starts overlaps them (see linux.cgroup_warmup)."""
-    from .linux.cgroup_warmup import warm_up_for
+    from .linux.cgroup_warmup import warm_up
 
-    warm_up_for(bundle)
+    warm_up()
 
 
 def _cmd_create(root: str, flags: dict, args: list[str], log: _Log) -> int:
     bundle = str(flags.get("--bundle") or ".")
-    _warm_cgroups(bundle)
+    _warm_cgroups()
     from .create import create
 
     create(root, args[0], bundle, warn=log.warn, **_create_kwargs(flags))
@@ -411,7 +411,7 @@ def _cmd_create(root: str, flags: dict, args: list[str], log: _Log) -> int:
 
 def _cmd_run(root: str, flags: dict, args: list[str], log: _Log) -> int:
     bundle = str(flags.get("--bundle") or ".")
-    _warm_cgroups(bundle)
+    _warm_cgroups()
     from .create import run
 
     return run(root, args[0], bundle, detach=bool(flags.get("--detach")),

@@ -79,8 +79,7 @@ def create(
     if systemd_cgroup:
         _check_systemd(cid, linux.get("cgroupsPath"), config.get("annotations") or {},
                        linux.get("resources") or {})  # fmt: skip
-    if linux.get("resources") or linux.get("cgroupsPath"):
-        warm_cgroup_writes()  # if the command line has not already
+    warm_cgroup_writes()  # if the command line has not already
     from . import process  # after the warm-up began: its imports overlap the wait
 
     ic = process.prepare(config, bundle, no_pivot=no_pivot, preserve_fds=preserve_fds,
@@ -163,12 +162,15 @@ def _make_state_dir(c: _Creating) -> None:
 
 
 def _cgroup_joiner(c: _Creating):
-    """``on_cgroups`` for spawn, or None when the config asks for no cgroups."""
+    """``on_cgroups`` for spawn, or None when a rootless runtime may write no cgroup.
+
+    A config with neither resources nor cgroupsPath gets cgroups too, as runc
+    gives it: <the runtime's own cgroup>/<id> (see cgroups.v1/v2), so that pause,
+    ps, kill --all and events have the container's processes, and only them.
+    """
     linux = c.config.get("linux") or {}
     resources = linux.get("resources")
     cgroups_path = linux.get("cgroupsPath")
-    if not (resources or cgroups_path or c.systemd):
-        return None
     from . import rootless
 
     is_rootless = not c.systemd and rootless.rootless()  # --systemd-cgroup: root's systemd

@@ -38,21 +38,6 @@ def warm_up() -> None:
     about_to_write.acquire()
 
 
-def warm_up_for(bundle: str) -> None:
-    """``warm_up`` if the bundle's config asks for cgroups; anything unreadable is left to create."""
-    from .. import jsonlite
-
-    try:
-        with open(f"{bundle}/config.json", "rb") as f:
-            config = jsonlite.loads(f.read())
-        linux = config.get("linux") or {}
-        wanted = bool(linux.get("resources") or linux.get("cgroupsPath"))
-    except Exception:  # best effort: create reads the config again and reports what is wrong
-        return
-    if wanted:
-        warm_up()
-
-
 def _write_self(fd: int, about_to_write) -> None:
     about_to_write.release()
     try:
