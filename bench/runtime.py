@@ -219,12 +219,15 @@ def main() -> int:
             "",
             "- Every figure includes GNU time's own fork and exec (~1.5 ms), the same for both "
             "tools: runc's `state` is ~2.7 ms without it.",
-            "- The floor of a Python runtime is the interpreter: `python -I -S -c pass` takes ~6 ms "
-            "here with Debian's static python3.11 (~7 ms with the venv's pyenv build, whose libpython "
-            "is shared), more than runc's whole `state`. The state, start, kill and delete paths add "
-            "~1.5 ms to it (ocibox.runtime.cli, container, jsonlite and _json; no os, no "
-            "ocibox.errors until an error, no __future__) and skip the interpreter's teardown "
-            "(~1.2 ms; cli.exit_fast): the 1.2x goal is out of reach for them with CPython; create "
+            "- The floor of a Python runtime is the interpreter: the line above times the "
+            "launcher's own interpreter (Debian's static python3.11 -I -S) running nothing, the "
+            "same way. It is more than 1.2x runc's whole `state`: in this VM each page fault costs "
+            "~3.5 us and the bare interpreter takes ~730 (313 of them copy-on-write faults on its "
+            "own .data, which it writes as it initialises its static objects; perf stat: 6.5 ms of "
+            "CPU). The state, start, kill and delete paths add ~0.3-1 ms to that floor "
+            "(ocibox.runtime.cli, container, jsonlite and _json; no os, no ocibox.errors until an "
+            "error, no __future__) and skip the interpreter's teardown (~1.2 ms; cli.exit_fast): "
+            "the 1.2x goal cannot be met for them by any CPython program on this machine; create "
             "and run, where runc does real work too, come closest.",
             "- `make venv` installs scripts/ocibox-runtime as .venv/bin/ocibox-runtime: `python -I -S` "
             "with the ocibox source directory written in by make (no site-packages or .pth reading), "
