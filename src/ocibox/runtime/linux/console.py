@@ -17,13 +17,14 @@ import termios
 from ...errors import BundleError
 
 
-def connect(path: str) -> socket.socket:
+def connect(path: str, flag: str = "--console-socket") -> socket.socket:
+    """Connect to the caller's unix socket (``flag`` names it in the error)."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
     except OSError as e:
         sock.close()
-        raise BundleError(f"--console-socket {path}: {e.strerror}") from None
+        raise BundleError(f"{flag} {path}: {e.strerror}") from None
     return sock
 
 

@@ -16,13 +16,9 @@ from ...errors import BundleError
 
 
 def connect(path: str) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(path)
-    except OSError as e:
-        sock.close()
-        raise BundleError(f"--pidfd-socket {path}: {e.strerror}") from None
-    return sock
+    from .console import connect
+
+    return connect(path, "--pidfd-socket")
 
 
 def send(sock: socket.socket, pid: int) -> None:
