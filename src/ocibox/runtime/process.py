@@ -625,6 +625,8 @@ def _read_line(fd: int) -> str:
 
 def _intermediate(ic: InitConfig, rfd: int, wfd: int) -> None:
     ns = ic.namespaces
+    if ns.new & sc.CLONE_NEWNET:
+        nsmod.prepare_loopback()  # before a user namespace is entered
     fds = nsmod.open_joins(ns)
     nsmod.join(fds)
     if ns.new & sc.CLONE_NEWUSER:
@@ -766,6 +768,8 @@ def _make_namespaces(st: _Init) -> None:
         os.close(ic.hold_fd)
     if ic.namespaces.new & _FOR_INIT:
         nsmod.unshare(ic.namespaces.new & _FOR_INIT)
+    if ic.namespaces.new & sc.CLONE_NEWNET:
+        nsmod.loopback_up()
     if ic.netdevs:
         # The runtime moves the interfaces in once our network namespace exists.
         os.write(st.wfd, b"netns\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ...errors import BundleError
+from ...errors import BundleError, OciboxError
 from . import syscalls as sc
 
 FLAGS = {
@@ -107,3 +107,34 @@ def unshare(flags: int) -> None:
     except OSError as e:
         names = [k for k, f in FLAGS.items() if flags & f]
         raise BundleError(f"cannot create namespaces {', '.join(names)}: {e.strerror}") from None
+
+
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+_IFREQ = "16sh22x"  # struct ifreq: the name, then ifr_flags in a 24-byte union
+
+
+def prepare_loopback() -> None:
+    """Import what loopback_up needs while the host's lib-dynload is in reach: in a
+    user namespace it may not be (a Python under /root, say)."""
+    import _socket  # noqa: F401 - the C module: socket imports enum and selectors (~14 ms)
+    import fcntl  # noqa: F401
+    import struct  # noqa: F401
+
+
+def loopback_up() -> None:
+    """Bring lo up in a new network namespace, as runc does (its "loopback" network):
+    podman's --network none and a pod's infra container count on localhost."""
+    import _socket  # imported already by prepare_loopback
+    import fcntl
+    import struct
+
+    try:
+        s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+        try:
+            got = fcntl.ioctl(s.fileno(), _SIOCGIFFLAGS, struct.pack(_IFREQ, b"lo", 0))
+            flags = struct.unpack(_IFREQ, got)[1]
+            fcntl.ioctl(s.fileno(), _SIOCSIFFLAGS, struct.pack(_IFREQ, b"lo", flags | _IFF_UP))
+        finally:
+            s.close()
+    except OSError as e:
+        raise OciboxError(f"cannot bring up lo in the new network namespace: {e.strerror}") from None
