@@ -16,7 +16,8 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
+
+from vm_guest_common import run_scenarios  # beside this script, on its sys.path
 
 REPO, OUT = sys.argv[1], sys.argv[2]
 sys.path.insert(0, os.path.join(REPO, "src"))
@@ -414,7 +415,7 @@ def main() -> None:
                                             if "cgroup" in line],
                        "root_subtree_control": cat(f"{CG}/cgroup.subtree_control"),
                        "vda": os.path.exists("/dev/vda")}  # fmt: skip
-    for scenario in (
+    run_scenarios((
         scenario_resources,
         scenario_foreign,
         scenario_oom,
@@ -423,19 +424,7 @@ def main() -> None:
         scenario_lifecycle,
         scenario_edges,
         scenario_cgroupns,
-    ):
-        if os.environ.get("VMT_ONLY", scenario.__name__) not in scenario.__name__:
-            continue  # by hand: VMT_ONLY=cgroupns runs that scenario alone
-        for name in RUNTIMES:
-            key = f"{scenario.__name__.removeprefix('scenario_')}/{name}"
-            t0 = time.monotonic()
-            try:
-                results[key] = scenario(name)
-            except Exception:
-                results[key] = {"error": traceback.format_exc()}
-            print(f"{key}: {time.monotonic() - t0:.1f} s", flush=True)
-            with open(OUT, "w") as f:
-                json.dump(results, f, indent=1)
+    ), RUNTIMES, results, OUT)
 
 
 if __name__ == "__main__":

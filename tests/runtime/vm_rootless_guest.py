@@ -25,8 +25,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import traceback
+
+from vm_guest_common import run_scenarios  # beside this script, on its sys.path
 
 REPO, OUT = sys.argv[1], sys.argv[2]
 CG = "/sys/fs/cgroup"
@@ -220,17 +221,7 @@ def main() -> None:
         results["host"] = setup()
     except Exception:
         results["host"] = {"error": traceback.format_exc()}
-    for scenario in (scenario_delegated, scenario_no_limits, scenario_refused):
-        for name in RUNTIMES:
-            key = f"{scenario.__name__.removeprefix('scenario_')}/{name}"
-            t0 = time.monotonic()
-            try:
-                results[key] = scenario(name)
-            except Exception:
-                results[key] = {"error": traceback.format_exc()}
-            print(f"{key}: {time.monotonic() - t0:.1f} s", flush=True)
-            with open(OUT, "w") as f:
-                json.dump(results, f, indent=1)
+    run_scenarios((scenario_delegated, scenario_no_limits, scenario_refused), RUNTIMES, results, OUT)
 
 
 if __name__ == "__main__":

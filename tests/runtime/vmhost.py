@@ -193,16 +193,18 @@ def require(*paths: str | os.PathLike) -> None:
         pytest.skip(reason)
 
 
-def run_driver(driver: Path, repo: Path, job: Path, **boot_args) -> dict:
-    """Boot and run ``driver`` (a guest-side Python script: DRIVER REPO OUT.json) with the
-    checkout's interpreter (else this one), and return the JSON it wrote. For a test
-    fixture, after require(repo): skips when the guest cannot see the interpreter, fails
-    when the driver wrote nothing or exited non-zero."""
+def run_driver(driver: Path, repo: Path, job: Path, python: Path | None = None,
+               **boot_args) -> dict:  # fmt: skip
+    """Boot and run ``driver`` (a guest-side Python script: DRIVER REPO OUT.json) with
+    ``python``, by default the checkout's interpreter (else this one), and return the JSON
+    it wrote. For a test fixture, after require(repo): skips when the guest cannot see the
+    interpreter, fails when the driver wrote nothing or exited non-zero."""
     import pytest
 
-    python = repo / ".venv" / "bin" / "python"
-    if not python.exists():
-        python = Path(sys.executable)
+    if python is None:
+        python = repo / ".venv" / "bin" / "python"
+        if not python.exists():
+            python = Path(sys.executable)
     require(python, driver)
     r = boot(f"{python} {driver} {repo} {JOB}/results.json", job=job, **boot_args)
     try:
