@@ -202,3 +202,14 @@ def test_pre_dump_then_dump_with_auto_dedup(vm, name):
     assert 0 < r["blocks_after"] < r["blocks_before"], r
     assert r["restore"]["rc"] == 0, r["restore"]
     assert r["resumed"]
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_restore_hooks_with_a_noexec_work_path(vm, name):
+    # ours has criu execute a script for the hooks: not from the noexec work path
+    r = vm[name]["noexec_work"]
+    assert r["mount"] == 0
+    assert r["checkpoint"]["rc"] == 0, r["checkpoint"]
+    assert r["restore"]["rc"] == 0, r["restore"]
+    assert r["hook_programs_restore"] == [["prestart", "criu"], ["createRuntime", "criu"]]
+    assert r["resumed"]

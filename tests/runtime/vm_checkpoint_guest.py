@@ -201,6 +201,7 @@ def scenario(name: str) -> dict:
     rec["foreground"] = foreground(name)
     rec["failing_hook"] = failing_hook(name)
     rec["pre_dump"] = pre_dump(name)
+    rec["noexec_work"] = noexec_work(name)
     rec["page_server"] = page_server(name)
     rec["lazy"] = lazy(name)
     return rec
@@ -242,6 +243,26 @@ def failing_hook(name: str) -> dict:
     rec["counting"] = count(f"{name}-fh") != n
     rec["cgroup_left"] = os.path.exists(f"/sys/fs/cgroup/ckpt/{name}/fh")
     rt(name, "delete", "-f", "fh")
+    return rec
+
+
+def noexec_work(name: str) -> dict:
+    """checkpoint and restore with --work-path on a noexec mount (a /tmp of that kind):
+    the hooks still run during the restore."""
+    b = bundle(name, "nx")
+    img, work = f"/tmp/img-{name}-nx", f"/tmp/noexec-{name}"
+    os.makedirs(work, exist_ok=True)
+    rec = {"mount": subprocess.run(["mount", "-t", "tmpfs", "-o", "noexec", "tmpfs", work]).returncode}
+    rec["run"] = detached(name, "run", "-d", "--bundle", b, "nx")
+    wait_count(f"{name}-nx", 1)
+    rec["checkpoint"] = rt(name, "checkpoint", "--image-path", img, "--work-path", work, "nx")
+    n = len(hooks(name, "nx"))
+    later = count(f"{name}-nx")
+    rec["restore"] = rt(name, "restore", "-d", "--image-path", img, "--work-path", work,
+                        "--bundle", b, "nx")  # fmt: skip
+    rec["hook_programs_restore"] = hook_programs(name, "nx")[n:]
+    rec["resumed"] = wait_count(f"{name}-nx", later, 30) > later
+    rt(name, "delete", "-f", "nx")
     return rec
 
 

@@ -459,11 +459,20 @@ class _SetupNamespacesHooks:
     process, waiting for criu, answers once the hooks have run ("ok") or failed.
     """
 
-    def __init__(self, work_path: str, cid: str, run) -> None:
+    def __init__(self, work_path: str, state_dir: str, cid: str, run) -> None:
         import shlex
 
         base = os.path.join(work_path, f"restore-{cid}")
-        self.paths = [f"{base}.hooks-req", f"{base}.hooks-rep", f"{base}.action.sh"]
+        # criu executes the script: not from a noexec mount (a work path on /tmp, say)
+        where = next((d for d in (work_path, state_dir)
+                      if not os.statvfs(d).f_flag & os.ST_NOEXEC), None)  # fmt: skip
+        if where is None:
+            raise OciboxError(f"restore runs the prestart and createRuntime hooks from a script "
+                              f"criu executes, and both {work_path} (--work-path) and "
+                              f"{state_dir} are on noexec mounts",
+                              hint="give a --work-path on a mount that allows execution")  # fmt: skip
+        script = os.path.join(where, f"restore-{cid}.action.sh")
+        self.paths = [f"{base}.hooks-req", f"{base}.hooks-rep", script]
         self._remove()
         req, rep, script = self.paths
         os.mkfifo(req, 0o600)
@@ -565,7 +574,7 @@ def _run_criu_restore(c: Container, criu: str, config: dict, rootfs: str, opts: 
     channel = None
     try:
         if hooks is not None:
-            channel = _SetupNamespacesHooks(opts.work_path, c.id, hooks)
+            channel = _SetupNamespacesHooks(opts.work_path, c.dir, c.id, hooks)
             args += channel.args()
         pid, paths, made = _criu_restore_in_cgroups(c, args, config, opts, keep, pidfile, channel)
         if sock is not None:
