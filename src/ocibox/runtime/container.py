@@ -363,12 +363,22 @@ class Container:
 
     def kill(self, sig: int, all_processes: bool = False) -> None:
         status = self.status()
-        if status not in (CREATED, RUNNING, PAUSED):
+        if status == STOPPED and all_processes:
+            # As runc 1.1: --all signals whatever is left in the cgroup (often nothing) and
+            # succeeds. containerd's shim sends it when an exited task is deleted (CRI's
+            # handling of every container's exit), and an error there left the pod's
+            # container RUNNING in kubelet's eyes. The init's pid may be reused: not used.
+            pids = _cgroup_pids(self.state.get("cgroupPaths") or {}) if self.state else []
+        elif status not in (CREATED, RUNNING, PAUSED):
             from ..errors import ContainerStateError
 
-            raise ContainerStateError(f"cannot kill container {self.id}: it is {status}",
-                                      hint="only a created or running container takes signals")  # fmt: skip
-        pids = self.processes() if all_processes else [self.pid]
+            # "container not running" is runc's words, which containerd's shim matches
+            # to tell an exited process from a failed kill.
+            raise ContainerStateError(
+                f"cannot kill container {self.id}: container not running (it is {status})",
+                hint="only a created or running container takes signals")  # fmt: skip
+        else:
+            pids = self.processes() if all_processes else [self.pid]
         for pid in pids:
             debug(f"container {self.id}: sending signal {sig} to process {pid}")
             try:
