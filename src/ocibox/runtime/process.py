@@ -1124,5 +1124,11 @@ def _lookup(name: str, env: list[str]) -> str:
         if os.path.isfile(c) and os.access(c, os.X_OK):
             return c
     if "/" in name:
-        raise BundleError(f"exec {name}: no such executable file in the container")
+        # runc's words (Go's exec.LookPath), which podman maps to exit codes 127 and 126
+        # and kubelet shows as the container's message
+        try:
+            os.stat(name)
+        except OSError as e:
+            raise BundleError(f'exec: "{name}": stat {name}: {e.strerror.lower()}') from None
+        raise BundleError(f'exec: "{name}": permission denied')
     raise BundleError(f'exec: "{name}": executable file not found in $PATH')
