@@ -34,7 +34,7 @@ from conftest import need
 
 pytestmark = [pytest.mark.peer, pytest.mark.root]
 
-NAMESPACES = ("net", "uts", "ipc", "pid", "mnt")
+NAMESPACES = ("user", "net", "uts", "ipc", "pid", "mnt")
 
 
 @pytest.fixture
@@ -71,12 +71,13 @@ def _inodes(pid: int) -> dict[str, int]:
 
 
 def _shared(of: dict[str, int], infra: dict[str, int]) -> str:
-    """Which of the container's namespaces are the infra's, e.g. 'net uts ipc'."""
-    return " ".join(n for n in NAMESPACES if of.get(n) == infra[n])
+    """Which of the container's namespaces are the infra's (not the host's), e.g. 'net uts ipc'."""
+    host = _inodes(os.getpid())
+    return " ".join(n for n in NAMESPACES if of.get(n) == infra[n] != host[n])
 
 
 # The inode numbers of a container's namespaces, as it sees them, one per line.
-NS_SCRIPT = 'for n in net uts ipc pid mnt; do echo "$n $(stat -L -c %i /proc/self/ns/$n)"; done'
+NS_SCRIPT = 'for n in user net uts ipc pid mnt; do echo "$n $(stat -L -c %i /proc/self/ns/$n)"; done'
 
 
 def _ns_lines(text: str) -> dict[str, int]:
@@ -230,7 +231,7 @@ KILL_SLEEP = "kill $(busybox ps -o pid,args | busybox awk '$2 == \"sleep\" && $3
 
 
 def _share_session(pm: Podman, img: str) -> list[str]:
-    """--share net alone; --share pid,net with busybox as the infra."""
+    """--share net alone; --share pid,net with busybox as the infra; a user namespace."""
     out: list[str] = []
     try:
         pm("pod", "create", "--name", "netonly", "--network", "none", "--share", "net")
@@ -260,6 +261,19 @@ def _share_session(pm: Podman, img: str) -> list[str]:
         out.append(f"b: {_shared(_ns_lines(b), infra_ns)}")
         out.append(pm("wait", a).stdout)  # sleep is not its namespace's init: TERM kills it
         pm("pod", "rm", "-f", "-t", "0", "pids")
+
+        # A user namespace for the pod: its containers join the infra's by path too.
+        pm("pod", "create", "--name", "userns", "--network", "none",
+           "--uidmap", "0:100000:65536", "--gidmap", "0:100000:65536")  # fmt: skip
+        a = pm("run", "-d", "--pod", "userns", "--name", "a3", img, "sh", "-c", SRV).stdout.strip()
+        _wait_for(pm, a, "serving")
+        script = (f"cat /proc/self/uid_map; id; {GET}; cat /dev/shm/srv; touch /dev/x && echo dev-rw; "
+                  f"stat -c %u:%g /bin/busybox; {NS_SCRIPT}")  # fmt: skip
+        b = pm("run", "--rm", "--pod", "userns", img, "sh", "-c", script).stdout
+        out.append("\n".join(" ".join(line.split()) for line in b.splitlines()[:-len(NAMESPACES)]))
+        infra_ns = _inodes(_pid(pm, _infra(pm, "userns")))
+        out.append(f"a3: {_shared(_inodes(_pid(pm, a)), infra_ns)}; b: {_shared(_ns_lines(b), infra_ns)}")
+        pm("pod", "rm", "-f", "-t", "0", "userns")
         out.append(pm("pod", "ps", "-q").stdout + pm("ps", "-aq").stdout)
     finally:
         pm("pod", "rm", "-f", "-t", "0", "-a", check=False)
@@ -271,8 +285,11 @@ def test_pod_share_variations(pods, image):  # noqa: F811 (fixtures)
     # --share net: b has its own hostname and /dev/shm, and a's page on localhost.
     assert mine[:2] == ["B\nhello-over-localhost\nno-shm", "a: net; b: net"]
     # --share pid,net: pid 1 is the infra's command, b sees a2's sleep and kills it.
-    assert mine[2:] == ["net pid", "sleep 1000000 \nsleep 1000\nsleep 1000000",
-                        "b: net pid", "143\n", ""]  # fmt: skip
+    assert mine[2:6] == ["net pid", "sleep 1000000 \nsleep 1000\nsleep 1000000", "b: net pid", "143\n"]
+    # --uidmap: root inside is 100000 outside; the page, /dev/shm and a writable /dev
+    # in the infra's user namespace (ours failed on /dev/pts with EOVERFLOW, as host root).
+    assert mine[6:] == ["0 100000 65536\nuid=0(root) gid=0(root)\nhello-over-localhost\nfrom-srv\n"
+                        "dev-rw\n0:0", "a3: user net uts ipc; b: user net uts ipc", ""]  # fmt: skip
 
 
 POD_YAML = """\
