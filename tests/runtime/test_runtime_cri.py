@@ -1,0 +1,635 @@
+"""Kubernetes' way in: containerd's CRI plugin runs pods with ocibox-runtime.
+
+kubelet drives a container runtime through the CRI (k8s.io/cri-api, gRPC
+service ``runtime.v1.RuntimeService``); containerd 1.6 serves it from its
+plugin ``io.containerd.grpc.v1.cri``. Here a private containerd (Debian's 1.6:
+its own config, root, state and sockets) runs with that plugin and two runtime
+handlers of type ``io.containerd.runc.v2``: ``ocibox``, the default, whose
+``BinaryName`` is ocibox-runtime, and ``runc``. Each has its own shim ``Root``
+(the runtime's --root is ``<Root>/k8s.io``), so the test can ask either runtime
+what it holds.
+
+No network is needed: the pods use the node's network (NamespaceOption network
+= NODE), and the CNI configuration directory is an empty one (the host's podman
+bridge is never read). The sandbox ("pause") image and the containers' image are
+busybox-static images made by the ocibox library, imported into the ``k8s.io``
+namespace with ``ctr images import``; ``sandbox_image`` names the pause one.
+
+The CRI messages are encoded and decoded here by hand (protobuf's wire format:
+varints and length-delimited fields; field numbers from cri-api's
+pkg/apis/runtime/v1/api.proto), and grpcio carries them as raw bytes.
+
+The same sessions run under both handlers and their transcripts, ids and times
+taken out, must be equal: a pod's sandbox, a container writing to stdout and
+stderr with an env and a read-only bind mount, ExecSync, the log file in the
+CRI format, the exit code and reason, StopContainer's SIGTERM, removal, and
+that neither runtime nor the cgroup hierarchies keep anything afterwards. A
+container whose command does not exist fails StartContainer with the
+runtime's reason under both.
+
+Two things these sessions needed of ocibox-runtime are also checked against
+runc directly: ``kill --all`` of a stopped container succeeds (the shim sends it
+when deleting every exited task; refused, the CRI plugin kept the container
+RUNNING), and the words for a command that cannot run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from test_runtime_containerd import _shims_of, _umount_under
+
+from ocibox.image.layout import Layout
+
+try:
+    import grpc
+except ImportError:  # a test dependency (pyproject's [test] extra)
+    grpc = None
+
+pytestmark = [pytest.mark.peer, pytest.mark.root]
+
+REPO = Path(__file__).resolve().parents[2]
+RUNTIME = Path(os.environ.get("OCIBOX_TEST_RUNTIME") or REPO / ".venv" / "bin" / "ocibox-runtime")
+PAUSE = "localhost/ocibox-cri-pause:v1"
+BUSYBOX = "localhost/ocibox-cri-busybox:v1"
+HANDLERS = ("runc", "ocibox")
+
+
+def need(program: str) -> str:
+    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
+    if path is None:
+        pytest.skip(f"peer program {program!r} is not installed (make peers installs it)")
+    return path
+
+RUNTIMES = "/runtime.v1.RuntimeService/"
+IMAGES = "/runtime.v1.ImageService/"
+
+# --- protobuf's wire format, the little the CRI messages here need ---------------------------
+
+
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1  # negative int32/int64: ten bytes of two's complement
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def pb(*fields: tuple[int, object]) -> bytes:
+    """A message from (number, value) pairs.
+
+    str and int/bool: proto3 scalars (left out when zero); bytes: an embedded
+    message, always written (its presence may matter); list: a repeated field;
+    dict: a map<string, string>.
+    """
+    out = bytearray()
+    for num, value in fields:
+        if isinstance(value, list):
+            out += pb(*((num, v) for v in value))
+        elif isinstance(value, dict):
+            out += pb(*((num, pb((1, k), (2, v))) for k, v in value.items()))
+        elif isinstance(value, bool | int):
+            if value:
+                out += _varint(num << 3) + _varint(int(value))
+        elif isinstance(value, str | bytes):
+            data = value.encode() if isinstance(value, str) else value
+            if data or isinstance(value, bytes):
+                out += _varint(num << 3 | 2) + _varint(len(data)) + data
+        else:
+            raise TypeError(f"field {num}: {type(value).__name__}")
+    return bytes(out)
+
+
+class Msg:
+    """A decoded message: each field number's values, as varints (int) or bytes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.fields: dict[int, list[int | bytes]] = {}
+        i = 0
+        while i < len(data):
+            key, i = self._read_varint(data, i)
+            num, kind = key >> 3, key & 7
+            if kind == 0:
+                value, i = self._read_varint(data, i)
+            elif kind == 2:
+                size, i = self._read_varint(data, i)
+                value, i = data[i : i + size], i + size
+            elif kind in (1, 5):  # fixed64, fixed32: none in these messages, skipped
+                width = 8 if kind == 1 else 4
+                value, i = int.from_bytes(data[i : i + width], "little"), i + width
+            else:
+                raise ValueError(f"wire type {kind} of field {num}")
+            self.fields.setdefault(num, []).append(value)
+
+    @staticmethod
+    def _read_varint(data: bytes, i: int) -> tuple[int, int]:
+        n = shift = 0
+        while True:
+            byte = data[i]
+            n |= (byte & 0x7F) << shift
+            i += 1
+            if not byte & 0x80:
+                return n, i
+            shift += 7
+
+    def int(self, num: int) -> int:
+        n = self.fields.get(num, [0])[-1]
+        return n - (1 << 64) if n >= 1 << 63 else n
+
+    def str(self, num: int) -> str:
+        return self.fields.get(num, [b""])[-1].decode()
+
+    def bytes(self, num: int) -> bytes:
+        return self.fields.get(num, [b""])[-1]
+
+    def msg(self, num: int) -> Msg:
+        return Msg(self.bytes(num))
+
+    def msgs(self, num: int) -> list[Msg]:
+        return [Msg(v) for v in self.fields.get(num, [])]
+
+    def map(self, num: int) -> dict[str, str]:
+        return {m.str(1): m.str(2) for m in self.msgs(num)}
+
+
+# CRI enums (api.proto)
+NODE, CONTAINER = 2, 1  # NamespaceMode
+SANDBOX_READY, SANDBOX_NOTREADY = 0, 1
+STATES = {0: "CREATED", 1: "RUNNING", 2: "EXITED", 3: "UNKNOWN"}
+
+
+class Cri:
+    """runtime.v1.RuntimeService over containerd's socket, raw bytes both ways."""
+
+    def __init__(self, sock: str) -> None:
+        self.channel = grpc.insecure_channel(f"unix://{sock}")
+
+    def __call__(self, method: str, request: bytes, timeout: float = 30,
+                 service: str = RUNTIMES) -> Msg:  # fmt: skip
+        call = self.channel.unary_unary(service + method)  # no (de)serializers: bytes
+        return Msg(call(request, timeout=timeout))
+
+    def error(self, method: str, request: bytes) -> grpc.RpcError:
+        with pytest.raises(grpc.RpcError) as info:
+            self(method, request)
+        return info.value
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+# --- the private containerd -------------------------------------------------------------------
+
+
+def _config(short: str, root: str) -> str:
+    runtimes = ""
+    for handler, binary in (("ocibox", str(RUNTIME)), ("runc", need("runc"))):
+        runtimes += f"""
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}.options]
+        BinaryName = "{binary}"
+        Root = "{short}/{handler}"
+"""
+    return f"""version = 2
+root = "{root}"
+state = "{short}/state"
+[grpc]
+  address = "{short}/c.sock"
+[ttrpc]
+  address = "{short}/t.sock"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{PAUSE}"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  # a sandbox's oom_score_adj is -998, and lowering it needs CAP_SYS_RESOURCE (often
+  # missing, as on these machines): capped at containerd's own, as when it runs rootless
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{short}/cni-bin"
+    conf_dir = "{short}/cni-conf"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "ocibox"
+    snapshotter = "overlayfs"
+{runtimes}"""
+
+
+def _rootfs(at: Path) -> Path:
+    busybox = Path("/bin/busybox")
+    if not busybox.exists():
+        pytest.skip("busybox-static is not installed (make peers installs it)")
+    (at / "bin").mkdir(parents=True)
+    shutil.copy2(busybox, at / "bin" / "busybox")
+    for applet in ("sh", "cat", "echo", "sleep", "touch", "test", "[", "id", "true"):
+        (at / "bin" / applet).symlink_to("busybox")
+    (at / "etc").mkdir()
+    (at / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (at / "etc" / "group").write_text("root:x:0:\n")
+    for d in ("tmp", "root", "proc", "sys", "dev"):
+        (at / d).mkdir()
+    (at / "tmp").chmod(0o1777)
+    return at
+
+
+def _import_images(ctr: list[str], work: Path) -> None:
+    from ocibox.image.mutate import ConfigEdit, edit_config, import_rootfs
+
+    layout = work / "layout"
+    lay = Layout.init(str(layout))
+    import_rootfs(lay, "v1", str(_rootfs(work / "rootfs")))
+    edit_config(lay, "v1", ConfigEdit(cmd=["/bin/sh"], env=["PATH=/bin"]))
+    # the sandbox's process: sleeps until StopPodSandbox kills it, as pause does
+    edit_config(lay, "v1", ConfigEdit(cmd=["/bin/sleep", "2147483647"]), new_tag="pause")
+    for tag, name in (("v1", BUSYBOX), ("pause", PAUSE)):
+        archive = work / f"{tag}.tar"
+        proc = subprocess.run([sys.executable, "-m", "ocibox.cli", "copy", f"oci:{layout}:{tag}",
+                               f"oci-archive:{archive}:v1"], capture_output=True, text=True)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        proc = subprocess.run([*ctr, "images", "import", "--base-name", name.rsplit(":", 1)[0],
+                               str(archive)], capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+
+
+class Node:
+    """What a session needs: the CRI client, and where things are on the host."""
+
+    def __init__(self, cri: Cri, short: str, work: Path) -> None:
+        self.cri = cri
+        self.short = short
+        self.work = work
+        self.cgroup_parents: list[str] = []
+
+    def runtime(self, handler: str, *args: str) -> subprocess.CompletedProcess:
+        """The handler's runtime program, with the --root its shim gives it."""
+        binary = str(RUNTIME) if handler == "ocibox" else need("runc")
+        return subprocess.run([binary, "--root", f"{self.short}/{handler}/k8s.io", *args],
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+
+    def held(self, handler: str) -> list[str]:
+        proc = self.runtime(handler, "list", "--quiet")
+        assert proc.returncode == 0, proc.stderr
+        return sorted(proc.stdout.split())
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    if grpc is None:
+        pytest.skip("grpcio is not installed (the [test] extra: pip install -e '.[test]')")
+    containerd = need("containerd")
+    ctr = need("ctr")
+    need("containerd-shim-runc-v2")
+    need("runc")
+    if not os.access(RUNTIME, os.X_OK):
+        pytest.skip(f"{RUNTIME} is not installed (make venv installs it)")
+    work = tmp_path_factory.mktemp("cri")
+    short = tempfile.mkdtemp(prefix="ocibox-cri-")  # sockets need short paths
+    os.chmod(short, 0o755)
+    for d in ("cni-bin", "cni-conf"):
+        os.mkdir(f"{short}/{d}")
+    root = str(work / "containerd-root")
+    conf = work / "containerd.toml"
+    conf.write_text(_config(short, root))
+    log = open(work / "containerd.log", "wb")
+    daemon = subprocess.Popen([containerd, "--config", str(conf)], stdout=log, stderr=log)
+    sock = f"{short}/c.sock"
+    cri = made = None
+    try:
+        argv = [ctr, "-a", sock, "-n", "k8s.io"]
+        deadline = time.monotonic() + 20
+        while subprocess.run([*argv, "version"], capture_output=True).returncode != 0:
+            assert daemon.poll() is None, (work / "containerd.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "containerd did not come up"
+            time.sleep(0.1)
+        _import_images(argv, work)
+        cri = Cri(sock)
+        deadline = time.monotonic() + 10
+        for image in (PAUSE, BUSYBOX):  # the CRI plugin learns of them from containerd's events
+            while not cri("ImageStatus", pb((1, pb((1, image)))), service=IMAGES).fields:
+                assert time.monotonic() < deadline, f"the CRI plugin never saw {image}"
+                time.sleep(0.1)
+        made = Node(cri, short, work)
+        yield made
+    finally:
+        if cri is not None:
+            _remove_all(cri)
+            cri.close()
+        daemon.terminate()
+        try:
+            daemon.wait(10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+        log.close()
+        for pid in _shims_of(sock):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for parent in made.cgroup_parents if made else []:
+            _kill_cgroup(parent)  # a failed stop leaves the processes with no shim
+            _cgroups_left(parent)
+        _umount_under(root, short)
+        shutil.rmtree(short, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _kill_cgroup(parent: str) -> None:
+    pids = Path("/sys/fs/cgroup/pids") / parent.lstrip("/")
+    for procs in pids.glob("*/cgroup.procs"):
+        for pid in procs.read_text().split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    deadline = time.monotonic() + 5
+    while any(p.read_text() for p in pids.glob("*/cgroup.procs")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _remove_all(cri: Cri) -> None:
+    """Whatever a failed test left: every sandbox stopped and removed (containers with it)."""
+    try:
+        for sandbox in cri("ListPodSandbox", b"").msgs(1):
+            sid = sandbox.str(1)
+            cri("StopPodSandbox", pb((1, sid)))
+            cri("RemovePodSandbox", pb((1, sid)))
+    except grpc.RpcError:
+        pass
+
+
+# --- CRI requests -------------------------------------------------------------------------------
+
+
+def _sandbox_config(name: str, log_dir: str, cgroup_parent: str) -> bytes:
+    metadata = pb((1, name), (2, uuid.uuid4().hex), (3, "ocibox-test"), (4, 0))
+    namespaces = pb((1, NODE), (2, CONTAINER))  # the node's network, a pid namespace of its own
+    linux = pb((1, cgroup_parent), (2, pb((1, namespaces))))
+    return pb((1, metadata), (3, log_dir), (6, {"app": name}),
+              (7, {"ocibox.test/note": "a pod"}), (8, linux))  # fmt: skip
+
+
+def _container_config(name: str, command: list[str], *, envs: dict[str, str] | None = None,
+                      mounts: list[bytes] | None = None) -> bytes:  # fmt: skip
+    namespaces = pb((1, NODE), (2, CONTAINER))
+    return pb(
+        (1, pb((1, name))),
+        (2, pb((1, BUSYBOX))),
+        (3, command),
+        (6, [pb((1, k), (2, v)) for k, v in (envs or {}).items()]),
+        (7, mounts or []),
+        (9, {"container": name}),
+        (10, {"ocibox.test/role": name}),
+        (11, f"{name}/0.log"),
+        (15, pb((2, pb((3, namespaces))))),
+    )
+
+
+def _run_pod(node: Node, handler: str, name: str) -> tuple[str, bytes, str]:
+    """RunPodSandbox under ``handler``: the sandbox's id, its config and its cgroup parent."""
+    parent = f"/ocibox-cri-{uuid.uuid4().hex[:8]}"
+    node.cgroup_parents.append(parent)
+    log_dir = node.work / f"pods-{handler}-{name}"
+    log_dir.mkdir()
+    config = _sandbox_config(name, str(log_dir), parent)
+    sid = node.cri("RunPodSandbox", pb((1, config), (2, handler))).str(1)
+    assert sid
+    return sid, config, parent
+
+
+def _create(node: Node, sid: str, sandbox: bytes, config: bytes) -> str:
+    cid = node.cri("CreateContainer", pb((1, sid), (2, config), (3, sandbox))).str(1)
+    assert cid
+    return cid
+
+
+def _status(node: Node, cid: str, verbose: bool = False) -> tuple[Msg, dict]:
+    resp = node.cri("ContainerStatus", pb((1, cid), (2, verbose)))
+    info = json.loads(resp.map(2).get("info", "{}"))
+    return resp.msg(1), info
+
+
+def _wait_exited(node: Node, cid: str) -> Msg:
+    deadline = time.monotonic() + 15
+    while True:
+        status, _ = _status(node, cid)
+        if STATES[status.int(3)] == "EXITED":
+            return status
+        assert time.monotonic() < deadline, f"{cid} did not exit"
+        time.sleep(0.05)
+
+
+def _summary(status: Msg) -> str:
+    """A ContainerStatus without ids and times: what must be the same under both handlers."""
+    mounts = [f"{m.str(1)}<-{Path(m.str(2)).name}:{'ro' if m.int(3) else 'rw'}"
+              for m in status.msgs(14)]  # fmt: skip
+    return (f"{STATES[status.int(3)]} exit={status.int(7)} reason={status.str(10)!r} "
+            f"started={status.int(5) > 0} finished={status.int(6) > 0} "
+            f"labels={status.map(12)} annotations={status.map(13)} mounts={mounts} "
+            f"log={Path(status.str(15)).relative_to(Path(status.str(15)).parents[1])}")  # fmt: skip
+
+
+def _log(path: str) -> list[str]:
+    """The CRI log file: '<RFC 3339 time> <stream> <F|P> <text>' lines, as (stream, tag, text).
+
+    stdout and stderr are copied by separate goroutines, so the two streams'
+    lines are kept apart (their interleaving is not the container's).
+    """
+    lines = Path(path).read_text().splitlines()
+    for line in lines:
+        stamp = line.split(" ", 1)[0]
+        assert stamp[:4].isdigit() and "T" in stamp and stamp.endswith("Z"), line
+    split = [line.split(" ", 3)[1:] for line in lines]
+    return [" ".join(s) for s in split if s[0] == "stdout"] + [
+        " ".join(s) for s in split if s[0] == "stderr"
+    ]
+
+
+def _cgroups_left(parent: str) -> list[str]:
+    """Directories under the pod's cgroup parent, in every hierarchy; then all of it goes.
+
+    The parent itself is made by the runtime (kubelet would have made it) and
+    stays, under runc as under ours.
+    """
+    left = []
+    for hierarchy in sorted(Path("/sys/fs/cgroup").iterdir()):
+        d = hierarchy / parent.lstrip("/")
+        if d.is_dir() and not d.is_symlink():
+            children = [c for c in d.iterdir() if c.is_dir()]
+            left += [f"{hierarchy.name}/{c.name}" for c in children]
+            for c in [*children, d]:
+                try:
+                    c.rmdir()
+                except OSError:
+                    pass
+    return left
+
+
+# --- the sessions -------------------------------------------------------------------------------
+
+
+def _pod_session(node: Node, handler: str) -> list[str]:
+    out = []
+    sid, sandbox, parent = _run_pod(node, handler, "web")
+    resp = node.cri("PodSandboxStatus", pb((1, sid), (2, True)))
+    st = resp.msg(1)
+    out.append(f"sandbox {st.int(3) == SANDBOX_READY} {st.map(7)} {st.map(8)} "
+               f"{st.msg(2).str(1)} {st.msg(2).str(3)}")  # fmt: skip
+    info = json.loads(resp.map(2)["info"])
+    assert info["runtimeHandler"] == handler
+    assert info["runtimeOptions"]["binary_name"] == str(RUNTIME if handler == "ocibox" else need("runc"))
+    # the sandbox's container is the runtime's, under the shim's --root
+    state = json.loads(node.runtime(handler, "state", sid).stdout)
+    assert (state["status"], state["pid"]) == ("running", info["pid"])
+    out.append(f"held {node.held(handler) == [sid]}")
+
+    data = node.work / handler / "data"
+    data.mkdir(parents=True)
+    (data / "msg").write_text("the host")
+    script = ('echo "$GREETING from $(cat /data/msg)"; echo to-stderr >&2; '
+              "touch /data/x 2>/dev/null || echo read-only; "
+              "while [ ! -e /tmp/go ]; do sleep 0.05; done; echo bye; exit 3")  # fmt: skip
+    mount = pb((1, "/data"), (2, str(data)), (3, True))
+    app = _create(node, sid, sandbox, _container_config(
+        "app", ["sh", "-c", script], envs={"GREETING": "hello"}, mounts=[mount]))  # fmt: skip
+    status, _ = _status(node, app)
+    out.append(f"created {STATES[status.int(3)]}")
+    node.cri("StartContainer", pb((1, app)))
+    status, info = _status(node, app, verbose=True)
+    out.append(f"started {STATES[status.int(3)]}")
+    state = json.loads(node.runtime(handler, "state", app).stdout)
+    assert (state["status"], state["pid"]) == ("running", info["pid"])
+    assert state["bundle"].endswith(app)
+
+    exec_script = "echo exec-out; echo exec-err >&2; id -u; touch /tmp/go; exit 5"
+    resp = node.cri("ExecSync", pb((1, app), (2, ["sh", "-c", exec_script]), (3, 10)))
+    out.append(f"exec {resp.bytes(1)!r} {resp.bytes(2)!r} {resp.int(3)}")
+    status = _wait_exited(node, app)
+    out.append(f"app {_summary(status)}")
+    out += _log(status.str(15))
+    node.cri("StopContainer", pb((1, app), (2, 10)))  # idempotent: it has exited
+    out.append(f"stopped again {STATES[_status(node, app)[0].int(3)]}")
+
+    # StopContainer: SIGTERM, trapped, within the grace period
+    script = "trap 'echo got TERM; exit 9' TERM; while true; do sleep 0.05; done"
+    sleeper = _create(node, sid, sandbox, _container_config("sleeper", ["sh", "-c", script]))
+    node.cri("StartContainer", pb((1, sleeper)))
+    out.append(f"sleeper {STATES[_status(node, sleeper)[0].int(3)]}")
+    out.append(f"held {node.held(handler) == sorted([sid, sleeper])}")
+    node.cri("StopContainer", pb((1, sleeper), (2, 10)))
+    status, _ = _status(node, sleeper)
+    out.append(f"sleeper {_summary(status)}")
+    out += _log(status.str(15))
+
+    for cid in (app, sleeper):
+        node.cri("RemoveContainer", pb((1, cid)))
+        err = node.cri.error("ContainerStatus", pb((1, cid)))
+        out.append(f"removed {err.code().name}")
+    out.append(f"held {node.held(handler) == [sid]}")
+    node.cri("StopPodSandbox", pb((1, sid)))
+    st = node.cri("PodSandboxStatus", pb((1, sid))).msg(1)
+    out.append(f"sandbox stopped {st.int(3) == SANDBOX_NOTREADY} held {node.held(handler)}")
+    node.cri("RemovePodSandbox", pb((1, sid)))
+    out.append(f"sandbox removed {node.cri.error('PodSandboxStatus', pb((1, sid))).code().name}")
+    out.append(f"held {node.held(handler)} cgroups {_cgroups_left(parent)}")
+    return out
+
+
+def _both(session) -> list[str]:
+    theirs = session("runc")
+    mine = session("ocibox")
+    assert mine == theirs
+    return mine
+
+
+def test_cri_version_status(node):
+    resp = node.cri("Version", pb((1, "v1")))
+    assert (resp.str(1), resp.str(2), resp.str(4)) == ("0.1.0", "containerd", "v1")
+    assert resp.str(3).startswith("1.6")
+    conditions = node.cri("Status", b"").msg(1).msgs(1)
+    # no CNI configuration: the node may run host-network pods only
+    assert {c.str(1): bool(c.int(2)) for c in conditions} == {
+        "RuntimeReady": True, "NetworkReady": False}  # fmt: skip
+
+
+def test_cri_pod_lifecycle(node):
+    out = _both(lambda handler: _pod_session(node, handler))
+    assert out[:5] == [
+        "sandbox True {'app': 'web'} {'ocibox.test/note': 'a pod'} web ocibox-test",
+        "held True", "created CREATED", "started RUNNING",
+        "exec b'exec-out\\n0\\n' b'exec-err\\n' 5",
+    ]  # fmt: skip
+    assert out[5].startswith("app EXITED exit=3 reason='Error' started=True finished=True ")
+    assert out[5].endswith(" mounts=['/data<-data:ro'] log=app/0.log")
+    assert out[6:11] == ["stdout F hello from the host", "stdout F read-only", "stdout F bye",
+                         "stderr F to-stderr", "stopped again EXITED"]  # fmt: skip
+    assert out[11:13] == ["sleeper RUNNING", "held True"]
+    assert out[13].startswith("sleeper EXITED exit=9 reason='Error' ")
+    assert out[14:] == [
+        "stdout F got TERM", "removed NOT_FOUND", "removed NOT_FOUND", "held True",
+        "sandbox stopped True held []", "sandbox removed NOT_FOUND", "held [] cgroups []",
+    ]  # fmt: skip
+
+
+def _start_error_session(node: Node, handler: str) -> list[str]:
+    """A container whose command does not exist: StartContainer fails with the runtime's reason."""
+    out = []
+    sid, sandbox, parent = _run_pod(node, handler, "broken")
+    cid = _create(node, sid, sandbox, _container_config("missing", ["/no/such/program", "x"]))
+    err = node.cri.error("StartContainer", pb((1, cid)))
+    out.append(f"start {err.code().name}")
+    for message in (err.details(), _status(node, cid)[0].str(11)):
+        assert "/no/such/program" in message and "no such file or directory" in message, message
+    out.append(f"missing {_summary(_status(node, cid)[0])}")
+    out += _log(_status(node, cid)[0].str(15))
+    out.append(f"held {node.held(handler) == [sid]}")
+    node.cri("RemoveContainer", pb((1, cid)))
+    node.cri("StopPodSandbox", pb((1, sid)))
+    node.cri("RemovePodSandbox", pb((1, sid)))
+    out.append(f"held {node.held(handler)} cgroups {_cgroups_left(parent)}")
+    return out
+
+
+def test_cri_start_error(node):
+    out = _both(lambda handler: _start_error_session(node, handler))
+    assert out[0] == "start UNKNOWN"
+    assert out[1].startswith("missing EXITED exit=128 reason='StartError' started=False ")
+    assert out[2:] == ["held True", "held [] cgroups []"]
+
+
+# --- what the CRI sessions needed of the runtime, checked against runc directly ---------------
+
+
+def test_kill_all_of_stopped_container(both, bundle):
+    """containerd's shim deletes an exited task with `kill --all ID 9` first: runc succeeds."""
+    cid = both.new_id()
+    both("run", "-d", "--bundle", bundle.write(["true"]), cid)
+    assert both.wait_status(cid, "stopped")["status"] == "stopped"
+    both("kill", "--all", cid, "KILL")
+    proc = both("kill", cid, "KILL", check=False)  # one process: refused, in words the shim knows
+    assert proc.returncode != 0 and "container not running" in proc.stderr
+    both("delete", cid)
+
+
+@pytest.mark.parametrize(("program", "words"), [
+    ("/no/such/program", 'exec: "/no/such/program": stat /no/such/program: no such file or directory'),
+    ("/tmp", 'exec: "/tmp": permission denied'),
+    ("/etc/passwd", 'exec: "/etc/passwd": permission denied'),
+])  # fmt: skip
+def test_missing_program_words(both, bundle, program, words):
+    """runc's reasons for a command that cannot run: kubelet shows them, podman maps them."""
+    proc = both("create", "--bundle", bundle.write([program]), both.new_id(), check=False)
+    assert proc.returncode != 0 and words in proc.stderr.replace('\\"', '"')  # runc's logfmt
