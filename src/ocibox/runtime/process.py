@@ -636,6 +636,8 @@ def _intermediate(ic: InitConfig, rfd: int, wfd: int) -> None:
             raise OciboxError("user namespace was not mapped")
         os.setresgid(0, 0, 0)
         os.setresuid(0, 0, 0)
+    elif ns.has("user") and "user" not in ns.host:
+        _root_of_joined_userns()
     # Only what takes effect in children is made here; the init makes the rest
     # itself, so that the parent learns its pid (and starts on the cgroups) sooner.
     if ns.new & _FOR_CHILDREN:
@@ -657,6 +659,18 @@ def _intermediate(ic: InitConfig, rfd: int, wfd: int) -> None:
     os.write(wfd, f"pid {pid}\n".encode())
     if ic.hold_fd >= 0:
         os.read(ic.hold_fd, 1)  # EOF once the parent has moved us into the cgroups
+
+
+def _root_of_joined_userns() -> None:
+    """Become root of a user namespace joined by path (a pod's), as runc's init does:
+    our host ids are not mapped there, and a file made on a mount of that namespace
+    (the /dev tmpfs) fails with EOVERFLOW."""
+    try:
+        os.setresgid(0, 0, 0)
+        os.setresuid(0, 0, 0)
+    except OSError as e:
+        raise BundleError(f"cannot become root in the joined user namespace: {e.strerror}",
+                          hint="its uid and gid maps must map 0") from None  # fmt: skip
 
 
 # Namespaces that unshare gives to the caller's children, not to the caller.
