@@ -22,7 +22,9 @@ pkg/apis/runtime/v1/api.proto), and grpcio carries them as raw bytes.
 The same sessions run under both handlers and their transcripts, ids and times
 taken out, must be equal: a pod's sandbox, a container writing to stdout and
 stderr with an env and a read-only bind mount, ExecSync, the log file in the
-CRI format, the exit code and reason, StopContainer's SIGTERM, removal, and
+CRI format, the exit code and reason, limits set at creation and changed by
+UpdateContainerResources (the runtime's ``update``), ContainerStats read from
+the cgroups the runtime made, StopContainer's SIGTERM, removal, and
 that neither runtime nor the cgroup hierarchies keep anything afterwards. A
 container whose command does not exist fails StartContainer with the
 runtime's reason under both.
@@ -256,11 +258,13 @@ def _import_images(ctr: list[str], work: Path) -> None:
     edit_config(lay, "v1", ConfigEdit(cmd=["/bin/sleep", "2147483647"]), new_tag="pause")
     for tag, name in (("v1", BUSYBOX), ("pause", PAUSE)):
         archive = work / f"{tag}.tar"
-        proc = subprocess.run([sys.executable, "-m", "ocibox.cli", "copy", f"oci:{layout}:{tag}",
-                               f"oci-archive:{archive}:v1"], capture_output=True, text=True)  # fmt: skip
+        copy = [sys.executable, "-m", "ocibox.cli", "copy", f"oci:{layout}:{tag}",
+                f"oci-archive:{archive}:v1"]  # fmt: skip
+        proc = subprocess.run(copy, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
-        proc = subprocess.run([*ctr, "images", "import", "--base-name", name.rsplit(":", 1)[0],
-                               str(archive)], capture_output=True, text=True, timeout=60)  # fmt: skip
+        base = name.rsplit(":", 1)[0]
+        proc = subprocess.run([*ctr, "images", "import", "--base-name", base, str(archive)],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
         assert proc.returncode == 0, proc.stderr
 
 
@@ -383,7 +387,8 @@ def _sandbox_config(name: str, log_dir: str, cgroup_parent: str) -> bytes:
 
 
 def _container_config(name: str, command: list[str], *, envs: dict[str, str] | None = None,
-                      mounts: list[bytes] | None = None) -> bytes:  # fmt: skip
+                      mounts: list[bytes] | None = None,
+                      resources: bytes = b"") -> bytes:  # fmt: skip
     namespaces = pb((1, NODE), (2, CONTAINER))
     return pb(
         (1, pb((1, name))),
@@ -394,8 +399,21 @@ def _container_config(name: str, command: list[str], *, envs: dict[str, str] | N
         (9, {"container": name}),
         (10, {"ocibox.test/role": name}),
         (11, f"{name}/0.log"),
-        (15, pb((2, pb((3, namespaces))))),
+        (15, pb((1, resources), (2, pb((3, namespaces))))),
     )
+
+
+def _resources(cpu_quota: int, memory: int) -> bytes:
+    """LinuxContainerResources: a CFS quota over a 100 ms period, a memory limit."""
+    return pb((1, 100000), (2, cpu_quota), (4, memory))
+
+
+def _limits(parent: str, cid: str) -> str:
+    """The container's v1 cgroup files the runtime wrote the limits to."""
+    place = f"{parent.lstrip('/')}/{cid}"
+    memory = Path(f"/sys/fs/cgroup/memory/{place}/memory.limit_in_bytes").read_text().strip()
+    quota = Path(f"/sys/fs/cgroup/cpu/{place}/cpu.cfs_quota_us").read_text().strip()
+    return f"memory {int(memory) >> 20} MiB, quota {quota}"
 
 
 def _run_pod(node: Node, handler: str, name: str) -> tuple[str, bytes, str]:
@@ -490,7 +508,8 @@ def _pod_session(node: Node, handler: str) -> list[str]:
                f"{st.msg(2).str(1)} {st.msg(2).str(3)}")  # fmt: skip
     info = json.loads(resp.map(2)["info"])
     assert info["runtimeHandler"] == handler
-    assert info["runtimeOptions"]["binary_name"] == str(RUNTIME if handler == "ocibox" else need("runc"))
+    binary = str(RUNTIME) if handler == "ocibox" else need("runc")
+    assert info["runtimeOptions"]["binary_name"] == binary
     # the sandbox's container is the runtime's, under the shim's --root
     state = json.loads(node.runtime(handler, "state", sid).stdout)
     assert (state["status"], state["pid"]) == ("running", info["pid"])
@@ -525,10 +544,19 @@ def _pod_session(node: Node, handler: str) -> list[str]:
 
     # StopContainer: SIGTERM, trapped, within the grace period
     script = "trap 'echo got TERM; exit 9' TERM; while true; do sleep 0.05; done"
-    sleeper = _create(node, sid, sandbox, _container_config("sleeper", ["sh", "-c", script]))
+    sleeper = _create(node, sid, sandbox, _container_config(
+        "sleeper", ["sh", "-c", script], resources=_resources(50000, 128 << 20)))  # fmt: skip
     node.cri("StartContainer", pb((1, sleeper)))
     out.append(f"sleeper {STATES[_status(node, sleeper)[0].int(3)]}")
     out.append(f"held {node.held(handler) == sorted([sid, sleeper])}")
+    # UpdateContainerResources: the shim's `update --resources -`
+    out.append(f"limits {_limits(parent, sleeper)}")
+    node.cri("UpdateContainerResources", pb((1, sleeper), (2, _resources(25000, 64 << 20))))
+    out.append(f"updated {_limits(parent, sleeper)}")
+    # ContainerStats: the shim reads the cgroups the runtime placed the container in
+    stats = node.cri("ContainerStats", pb((1, sleeper))).msg(1)
+    cpu, memory = stats.msg(2).msg(2).int(1), stats.msg(3).msg(2).int(1)
+    out.append(f"stats {stats.msg(1).str(1) == sleeper} cpu {cpu > 0} memory {memory > 0}")
     node.cri("StopContainer", pb((1, sleeper), (2, 10)))
     status, _ = _status(node, sleeper)
     out.append(f"sleeper {_summary(status)}")
@@ -576,9 +604,10 @@ def test_cri_pod_lifecycle(node):
     assert out[5].endswith(" mounts=['/data<-data:ro'] log=app/0.log")
     assert out[6:11] == ["stdout F hello from the host", "stdout F read-only", "stdout F bye",
                          "stderr F to-stderr", "stopped again EXITED"]  # fmt: skip
-    assert out[11:13] == ["sleeper RUNNING", "held True"]
-    assert out[13].startswith("sleeper EXITED exit=9 reason='Error' ")
-    assert out[14:] == [
+    assert out[11:16] == ["sleeper RUNNING", "held True", "limits memory 128 MiB, quota 50000",
+                          "updated memory 64 MiB, quota 25000", "stats True cpu True memory True"]
+    assert out[16].startswith("sleeper EXITED exit=9 reason='Error' ")
+    assert out[17:] == [
         "stdout F got TERM", "removed NOT_FOUND", "removed NOT_FOUND", "held True",
         "sandbox stopped True held []", "sandbox removed NOT_FOUND", "held [] cgroups []",
     ]  # fmt: skip
@@ -625,7 +654,8 @@ def test_kill_all_of_stopped_container(both, bundle):
 
 
 @pytest.mark.parametrize(("program", "words"), [
-    ("/no/such/program", 'exec: "/no/such/program": stat /no/such/program: no such file or directory'),
+    ("/no/such/program",
+     'exec: "/no/such/program": stat /no/such/program: no such file or directory'),
     ("/tmp", 'exec: "/tmp": permission denied'),
     ("/etc/passwd", 'exec: "/etc/passwd": permission denied'),
 ])  # fmt: skip
