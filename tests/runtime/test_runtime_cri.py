@@ -27,7 +27,8 @@ UpdateContainerResources (the runtime's ``update``), ContainerStats read from
 the cgroups the runtime made, StopContainer's SIGTERM, removal, and
 that neither runtime nor the cgroup hierarchies keep anything afterwards. A
 container whose command does not exist fails StartContainer with the
-runtime's reason under both.
+runtime's reason under both. In a pod sharing one pid namespace, what a
+container's main process leaves behind is killed when it exits.
 
 Two things these sessions needed of ocibox-runtime are also checked against
 runc directly: ``kill --all`` of a stopped container succeeds (the shim sends it
@@ -169,7 +170,7 @@ class Msg:
 
 
 # CRI enums (api.proto)
-NODE, CONTAINER = 2, 1  # NamespaceMode
+POD, CONTAINER, NODE = 0, 1, 2  # NamespaceMode
 SANDBOX_READY, SANDBOX_NOTREADY = 0, 1
 STATES = {0: "CREATED", 1: "RUNNING", 2: "EXITED", 3: "UNKNOWN"}
 
@@ -378,18 +379,18 @@ def _remove_all(cri: Cri) -> None:
 # --- CRI requests -------------------------------------------------------------------------------
 
 
-def _sandbox_config(name: str, log_dir: str, cgroup_parent: str) -> bytes:
+def _sandbox_config(name: str, log_dir: str, cgroup_parent: str, pid: int) -> bytes:
     metadata = pb((1, name), (2, uuid.uuid4().hex), (3, "ocibox-test"), (4, 0))
-    namespaces = pb((1, NODE), (2, CONTAINER))  # the node's network, a pid namespace of its own
+    namespaces = pb((1, NODE), (2, pid))  # the node's network
     linux = pb((1, cgroup_parent), (2, pb((1, namespaces))))
     return pb((1, metadata), (3, log_dir), (6, {"app": name}),
               (7, {"ocibox.test/note": "a pod"}), (8, linux))  # fmt: skip
 
 
 def _container_config(name: str, command: list[str], *, envs: dict[str, str] | None = None,
-                      mounts: list[bytes] | None = None,
-                      resources: bytes = b"") -> bytes:  # fmt: skip
-    namespaces = pb((1, NODE), (2, CONTAINER))
+                      mounts: list[bytes] | None = None, resources: bytes = b"",
+                      pid: int = CONTAINER) -> bytes:  # fmt: skip
+    namespaces = pb((1, NODE), (2, pid))
     return pb(
         (1, pb((1, name))),
         (2, pb((1, BUSYBOX))),
@@ -416,13 +417,13 @@ def _limits(parent: str, cid: str) -> str:
     return f"memory {int(memory) >> 20} MiB, quota {quota}"
 
 
-def _run_pod(node: Node, handler: str, name: str) -> tuple[str, bytes, str]:
+def _run_pod(node: Node, handler: str, name: str, pid: int = CONTAINER) -> tuple[str, bytes, str]:
     """RunPodSandbox under ``handler``: the sandbox's id, its config and its cgroup parent."""
     parent = f"/ocibox-cri-{uuid.uuid4().hex[:8]}"
     node.cgroup_parents.append(parent)
     log_dir = node.work / f"pods-{handler}-{name}"
     log_dir.mkdir()
-    config = _sandbox_config(name, str(log_dir), parent)
+    config = _sandbox_config(name, str(log_dir), parent, pid)
     sid = node.cri("RunPodSandbox", pb((1, config), (2, handler))).str(1)
     assert sid
     return sid, config, parent
@@ -637,6 +638,40 @@ def test_cri_start_error(node):
     assert out[0] == "start UNKNOWN"
     assert out[1].startswith("missing EXITED exit=128 reason='StartError' started=False ")
     assert out[2:] == ["held True", "held [] cgroups []"]
+
+
+def _shared_pid_session(node: Node, handler: str) -> list[str]:
+    """A pod sharing one pid namespace (shareProcessNamespace): the container joins the
+    sandbox's by path, and when its main process exits the shim kills what it left
+    behind with `kill --all` of the stopped container."""
+    out = []
+    sid, sandbox, parent = _run_pod(node, handler, "shared", pid=POD)
+    script = "sleep 1000 & while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 2"
+    cid = _create(node, sid, sandbox, _container_config("main", ["sh", "-c", script], pid=POD))
+    node.cri("StartContainer", pb((1, cid)))
+    resp = node.cri("ExecSync", pb((1, cid), (2, ["cat", "/proc/1/cmdline"]), (3, 10)))
+    out.append(f"pid 1 {resp.bytes(1)!r} {resp.int(3)}")
+    procs = Path(f"/sys/fs/cgroup/pids/{parent.lstrip('/')}/{cid}/cgroup.procs")
+    out.append(f"processes {len(procs.read_text().split()) >= 2}")  # sh, sleep 1000 (, sleep 0.05)
+    node.cri("ExecSync", pb((1, cid), (2, ["touch", "/tmp/go"]), (3, 10)))
+    status = _wait_exited(node, cid)
+    out.append(f"main {STATES[status.int(3)]} exit={status.int(7)}")
+    deadline = time.monotonic() + 10
+    while procs.exists() and procs.read_text().split() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    out.append(f"left behind {procs.read_text().split() if procs.exists() else []}")
+    node.cri("RemoveContainer", pb((1, cid)))
+    node.cri("StopPodSandbox", pb((1, sid)))
+    node.cri("RemovePodSandbox", pb((1, sid)))
+    out.append(f"held {node.held(handler)} cgroups {_cgroups_left(parent)}")
+    return out
+
+
+def test_cri_shared_pid_namespace(node):
+    out = _both(lambda handler: _shared_pid_session(node, handler))
+    assert out[0] == "pid 1 b'/bin/sleep\\x002147483647\\x00' 0"
+    assert out[1:] == ["processes True", "main EXITED exit=2", "left behind []",
+                      "held [] cgroups []"]
 
 
 # --- what the CRI sessions needed of the runtime, checked against runc directly ---------------
