@@ -24,7 +24,9 @@ taken out, must be equal: a pod's sandbox, a container writing to stdout and
 stderr with an env and a read-only bind mount, ExecSync, the log file in the
 CRI format, the exit code and reason, limits set at creation and changed by
 UpdateContainerResources (the runtime's ``update``), ContainerStats read from
-the cgroups the runtime made, StopContainer's SIGTERM, removal, and
+the cgroups the runtime made, StopContainer's SIGTERM, removal, a
+securityContext (user, read-only root, capabilities, no_new_privs,
+RuntimeDefault seccomp, a sandbox sysctl), and
 that neither runtime nor the cgroup hierarchies keep anything afterwards. A
 container whose command does not exist fails StartContainer with the
 runtime's reason under both. In a pod sharing one pid namespace, what a
@@ -237,7 +239,7 @@ def _rootfs(at: Path) -> Path:
         pytest.skip("busybox-static is not installed (make peers installs it)")
     (at / "bin").mkdir(parents=True)
     shutil.copy2(busybox, at / "bin" / "busybox")
-    for applet in ("sh", "cat", "echo", "sleep", "touch", "test", "[", "id", "true"):
+    for applet in ("sh", "cat", "echo", "sleep", "touch", "test", "[", "id", "true", "grep"):
         (at / "bin" / applet).symlink_to("busybox")
     (at / "etc").mkdir()
     (at / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
@@ -379,17 +381,18 @@ def _remove_all(cri: Cri) -> None:
 # --- CRI requests -------------------------------------------------------------------------------
 
 
-def _sandbox_config(name: str, log_dir: str, cgroup_parent: str, pid: int) -> bytes:
+def _sandbox_config(name: str, log_dir: str, cgroup_parent: str, pid: int,
+                    sysctls: dict[str, str]) -> bytes:  # fmt: skip
     metadata = pb((1, name), (2, uuid.uuid4().hex), (3, "ocibox-test"), (4, 0))
     namespaces = pb((1, NODE), (2, pid))  # the node's network
-    linux = pb((1, cgroup_parent), (2, pb((1, namespaces))))
+    linux = pb((1, cgroup_parent), (2, pb((1, namespaces))), (3, sysctls))
     return pb((1, metadata), (3, log_dir), (6, {"app": name}),
               (7, {"ocibox.test/note": "a pod"}), (8, linux))  # fmt: skip
 
 
 def _container_config(name: str, command: list[str], *, envs: dict[str, str] | None = None,
                       mounts: list[bytes] | None = None, resources: bytes = b"",
-                      pid: int = CONTAINER) -> bytes:  # fmt: skip
+                      pid: int = CONTAINER, security: tuple = ()) -> bytes:  # fmt: skip
     namespaces = pb((1, NODE), (2, pid))
     return pb(
         (1, pb((1, name))),
@@ -400,7 +403,7 @@ def _container_config(name: str, command: list[str], *, envs: dict[str, str] | N
         (9, {"container": name}),
         (10, {"ocibox.test/role": name}),
         (11, f"{name}/0.log"),
-        (15, pb((1, resources), (2, pb((3, namespaces))))),
+        (15, pb((1, resources), (2, pb((3, namespaces), *security)))),
     )
 
 
@@ -417,13 +420,14 @@ def _limits(parent: str, cid: str) -> str:
     return f"memory {int(memory) >> 20} MiB, quota {quota}"
 
 
-def _run_pod(node: Node, handler: str, name: str, pid: int = CONTAINER) -> tuple[str, bytes, str]:
+def _run_pod(node: Node, handler: str, name: str, pid: int = CONTAINER,
+             sysctls: dict[str, str] | None = None) -> tuple[str, bytes, str]:  # fmt: skip
     """RunPodSandbox under ``handler``: the sandbox's id, its config and its cgroup parent."""
     parent = f"/ocibox-cri-{uuid.uuid4().hex[:8]}"
     node.cgroup_parents.append(parent)
     log_dir = node.work / f"pods-{handler}-{name}"
     log_dir.mkdir()
-    config = _sandbox_config(name, str(log_dir), parent, pid)
+    config = _sandbox_config(name, str(log_dir), parent, pid, sysctls or {})
     sid = node.cri("RunPodSandbox", pb((1, config), (2, handler))).str(1)
     assert sid
     return sid, config, parent
@@ -672,6 +676,45 @@ def test_cri_shared_pid_namespace(node):
     assert out[0] == "pid 1 b'/bin/sleep\\x002147483647\\x00' 0"
     assert out[1:] == ["processes True", "main EXITED exit=2", "left behind []",
                       "held [] cgroups []"]
+
+
+def _security_session(node: Node, handler: str) -> list[str]:
+    """A pod's securityContext as kubelet passes it: user and group, a read-only root,
+    capabilities dropped but one, no_new_privs, the runtime's default seccomp profile
+    (containerd's), and a namespaced sysctl set on the sandbox."""
+    sid, sandbox, parent = _run_pod(node, handler, "secure",
+                                    sysctls={"kernel.shm_rmid_forced": "1"})  # fmt: skip
+    security = (
+        (1, pb((1, ["NET_BIND_SERVICE"]), (2, ["ALL"]))),  # capabilities: add, drop
+        (5, pb((1, 1000))), (12, pb((1, 1000))),  # run_as_user, run_as_group
+        (7, True), (11, True),  # readonly_rootfs, no_new_privs
+        (15, pb()),  # seccomp: RuntimeDefault (0), present
+    )  # fmt: skip
+    script = ("id; touch /x 2>/dev/null || echo read-only root; "
+              "grep -E '^(Cap(Prm|Eff|Bnd)|NoNewPrivs|Seccomp):' /proc/self/status; "
+              "cat /proc/sys/kernel/shm_rmid_forced")  # fmt: skip
+    cid = _create(node, sid, sandbox, _container_config(
+        "secure", ["sh", "-c", script], security=security))  # fmt: skip
+    node.cri("StartContainer", pb((1, cid)))
+    status = _wait_exited(node, cid)
+    out = [f"secure {STATES[status.int(3)]} exit={status.int(7)}", *_log(status.str(15))]
+    node.cri("RemoveContainer", pb((1, cid)))
+    node.cri("StopPodSandbox", pb((1, sid)))
+    node.cri("RemovePodSandbox", pb((1, sid)))
+    out.append(f"held {node.held(handler)} cgroups {_cgroups_left(parent)}")
+    return out
+
+
+def test_cri_security_context(node):
+    out = _both(lambda handler: _security_session(node, handler))
+    assert out == [
+        "secure EXITED exit=0", "stdout F uid=1000 gid=1000 groups=1000",
+        "stdout F read-only root", "stdout F CapPrm:\t0000000000000000",
+        "stdout F CapEff:\t0000000000000000",
+        f"stdout F CapBnd:\t{1 << 10:016x}",  # CAP_NET_BIND_SERVICE alone
+        "stdout F NoNewPrivs:\t1", "stdout F Seccomp:\t2",  # a filter: containerd's profile
+        "stdout F 1", "held [] cgroups []",
+    ]  # fmt: skip
 
 
 # --- what the CRI sessions needed of the runtime, checked against runc directly ---------------
