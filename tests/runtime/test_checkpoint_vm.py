@@ -154,6 +154,15 @@ def test_restore_with_a_terminal_sends_a_new_one_to_the_console_socket(vm, name)
 
 
 @pytest.mark.parametrize("name", RUNTIMES)
+def test_a_restored_terminal_is_checkpointed_and_restored_again(vm, name):
+    r = vm[f"{name} terminal"]
+    assert r["checkpoint2"]["rc"] == 0, r["checkpoint2"]
+    assert r["restore2"]["rc"] == 0, r["restore2"]
+    assert r["ticked_after2"]
+    assert min(r["ticks_after2"]) == r["last_before2"] + 1
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
 def test_foreground_restore_with_a_terminal_joins_it_to_stdio(vm, name):
     r = vm[f"{name} terminal"]["foreground"]
     assert r["ticked"] and r["checkpoint"]["rc"] == 0, r["checkpoint"]

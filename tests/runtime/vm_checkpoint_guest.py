@@ -467,6 +467,16 @@ def terminal(name: str) -> dict:
         rec["echoed"] = c2.read_until(r"got:ping")
         rec["ticks_after"] = c2.ticks()
         rec["output_after"] = c2.text()[-300:]
+        # Once more: the restored container's terminal is dumped and replaced in turn.
+        rec["checkpoint2"] = rt(name, "checkpoint", "--image-path", f"{img}-2", "tty")
+        c2.read_until("$^", timeout=5)
+        rec["last_before2"] = max(c2.ticks(), default=-1)
+        c3 = Console(f"/tmp/console-{name}-3.sock")
+        rec["restore2"] = rt(name, "restore", "-d", "--console-socket", c3.path,
+                             "--image-path", f"{img}-2", "--bundle", b, "tty")  # fmt: skip
+        rec["ticked_after2"] = c3.wait_master(30) and c3.read_until(
+            rf"tick {rec['last_before2'] + 1}\b")
+        rec["ticks_after2"] = c3.ticks()
     rt(name, "kill", "tty", "KILL")
     time.sleep(0.5)
     rt(name, "delete", "-f", "tty")
