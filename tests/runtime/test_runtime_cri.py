@@ -26,8 +26,9 @@ CRI format, the exit code and reason, limits set at creation and changed by
 UpdateContainerResources (the runtime's ``update``), ContainerStats read from
 the cgroups the runtime made, StopContainer's SIGTERM, removal, a
 securityContext (user, read-only root, capabilities, no_new_privs,
-RuntimeDefault seccomp, a sandbox sysctl), and
-that neither runtime nor the cgroup hierarchies keep anything afterwards. A
+RuntimeDefault seccomp, a sandbox sysctl), a privileged container, the grace
+period's SIGKILL, OOMKilled, and that neither runtime nor the cgroup
+hierarchies keep anything afterwards. A
 container whose command does not exist fails StartContainer with the
 runtime's reason under both. In a pod sharing one pid namespace, what a
 container's main process leaves behind is killed when it exits.
@@ -239,7 +240,8 @@ def _rootfs(at: Path) -> Path:
         pytest.skip("busybox-static is not installed (make peers installs it)")
     (at / "bin").mkdir(parents=True)
     shutil.copy2(busybox, at / "bin" / "busybox")
-    for applet in ("sh", "cat", "echo", "sleep", "touch", "test", "[", "id", "true", "grep"):
+    for applet in ("sh", "cat", "echo", "sleep", "touch", "test", "[", "id", "true", "grep",
+                   "yes", "head", "ls"):
         (at / "bin" / applet).symlink_to("busybox")
     (at / "etc").mkdir()
     (at / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
@@ -382,10 +384,11 @@ def _remove_all(cri: Cri) -> None:
 
 
 def _sandbox_config(name: str, log_dir: str, cgroup_parent: str, pid: int,
-                    sysctls: dict[str, str]) -> bytes:  # fmt: skip
+                    sysctls: dict[str, str], privileged: bool) -> bytes:  # fmt: skip
     metadata = pb((1, name), (2, uuid.uuid4().hex), (3, "ocibox-test"), (4, 0))
     namespaces = pb((1, NODE), (2, pid))  # the node's network
-    linux = pb((1, cgroup_parent), (2, pb((1, namespaces))), (3, sysctls))
+    security = pb((1, namespaces), (6, privileged))
+    linux = pb((1, cgroup_parent), (2, security), (3, sysctls))
     return pb((1, metadata), (3, log_dir), (6, {"app": name}),
               (7, {"ocibox.test/note": "a pod"}), (8, linux))  # fmt: skip
 
@@ -421,13 +424,14 @@ def _limits(parent: str, cid: str) -> str:
 
 
 def _run_pod(node: Node, handler: str, name: str, pid: int = CONTAINER,
-             sysctls: dict[str, str] | None = None) -> tuple[str, bytes, str]:  # fmt: skip
+             sysctls: dict[str, str] | None = None,
+             privileged: bool = False) -> tuple[str, bytes, str]:  # fmt: skip
     """RunPodSandbox under ``handler``: the sandbox's id, its config and its cgroup parent."""
     parent = f"/ocibox-cri-{uuid.uuid4().hex[:8]}"
     node.cgroup_parents.append(parent)
     log_dir = node.work / f"pods-{handler}-{name}"
     log_dir.mkdir()
-    config = _sandbox_config(name, str(log_dir), parent, pid, sysctls or {})
+    config = _sandbox_config(name, str(log_dir), parent, pid, sysctls or {}, privileged)
     sid = node.cri("RunPodSandbox", pb((1, config), (2, handler))).str(1)
     assert sid
     return sid, config, parent
@@ -715,6 +719,68 @@ def test_cri_security_context(node):
         "stdout F NoNewPrivs:\t1", "stdout F Seccomp:\t2",  # a filter: containerd's profile
         "stdout F 1", "held [] cgroups []",
     ]  # fmt: skip
+
+
+def _kill_session(node: Node, handler: str) -> list[str]:
+    """Ends kubelet reports: a container ignoring SIGTERM killed after its grace
+    period, one killed by the memory cgroup (OOMKilled, from the shim's OOM events
+    on the cgroup the runtime made), and a privileged one's view of the host."""
+    out = []
+    sid, sandbox, parent = _run_pod(node, handler, "ends")
+    stubborn = _create(node, sid, sandbox, _container_config(
+        "stubborn", ["sh", "-c", "trap '' TERM; while true; do sleep 0.05; done"]))  # fmt: skip
+    hog = _create(node, sid, sandbox, _container_config(
+        "hog", ["sh", "-c", "a=$(yes | head -c 100000000); echo survived"],
+        resources=_resources(0, 16 << 20)))  # fmt: skip
+    for cid in (stubborn, hog):
+        node.cri("StartContainer", pb((1, cid)))
+    node.cri("StopContainer", pb((1, stubborn), (2, 1)))  # TERM, then KILL after 1 s
+    status = _wait_exited(node, stubborn)
+    out.append(f"stubborn {STATES[status.int(3)]} exit={status.int(7)} {status.str(10)}")
+    status = _wait_exited(node, hog)
+    out.append(f"hog {STATES[status.int(3)]} exit={status.int(7)} {status.str(10)}")
+    out += _log(status.str(15))
+    for cid in (stubborn, hog):
+        node.cri("RemoveContainer", pb((1, cid)))
+    node.cri("StopPodSandbox", pb((1, sid)))
+    node.cri("RemovePodSandbox", pb((1, sid)))
+    out.append(f"held {node.held(handler)} cgroups {_cgroups_left(parent)}")
+    return out
+
+
+def test_cri_grace_period_and_oom(node):
+    out = _both(lambda handler: _kill_session(node, handler))
+    assert out == ["stubborn EXITED exit=137 Error", "hog EXITED exit=137 OOMKilled",
+                   "held [] cgroups []"]  # fmt: skip
+
+
+def _privileged_session(node: Node, handler: str) -> list[str]:
+    """A privileged container: every capability, no seccomp, the host's devices."""
+    sid, sandbox, parent = _run_pod(node, handler, "priv", privileged=True)
+    script = ("grep -E '^(CapEff|Seccomp):' /proc/self/status; "
+              "grep -E '^sysfs /sys ' /proc/mounts; ls /dev")  # fmt: skip
+    cid = _create(node, sid, sandbox, _container_config(
+        "priv", ["sh", "-c", script], security=((2, True),)))  # fmt: skip
+    node.cri("StartContainer", pb((1, cid)))
+    status = _wait_exited(node, cid)
+    out = [f"priv {STATES[status.int(3)]} exit={status.int(7)}", *_log(status.str(15))]
+    node.cri("RemoveContainer", pb((1, cid)))
+    node.cri("StopPodSandbox", pb((1, sid)))
+    node.cri("RemovePodSandbox", pb((1, sid)))
+    out.append(f"held {node.held(handler)} cgroups {_cgroups_left(parent)}")
+    return out
+
+
+def test_cri_privileged(node):
+    out = _both(lambda handler: _privileged_session(node, handler))
+    caps = Path("/proc/self/status").read_text().split("CapBnd:\t")[1][:16]  # all we have
+    assert out[:3] == ["priv EXITED exit=0", f"stdout F CapEff:\t{caps}", "stdout F Seccomp:\t0"]
+    assert out[3].startswith("stdout F sysfs /sys sysfs rw,")
+    devices = {line.removeprefix("stdout F ") for line in out[4:-1]}
+    # the host's devices (kmsg: never in an unprivileged container) with the usual ones;
+    # runc's and ours' lists are equal
+    assert devices >= {"kmsg", "null", "pts", "shm", "mqueue"}
+    assert out[-1] == "held [] cgroups []"
 
 
 # --- what the CRI sessions needed of the runtime, checked against runc directly ---------------
