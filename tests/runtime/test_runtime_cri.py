@@ -27,7 +27,8 @@ UpdateContainerResources (the runtime's ``update``), ContainerStats read from
 the cgroups the runtime made, StopContainer's SIGTERM, removal, a
 securityContext (user, read-only root, capabilities, no_new_privs,
 RuntimeDefault seccomp, a sandbox sysctl), a privileged container, the grace
-period's SIGKILL, OOMKilled, and that neither runtime nor the cgroup
+period's SIGKILL, OOMKilled, a terminal, a pod stopped with a container
+running, and that neither runtime nor the cgroup
 hierarchies keep anything afterwards. A
 container whose command does not exist fails StartContainer with the
 runtime's reason under both. In a pod sharing one pid namespace, what a
@@ -395,7 +396,8 @@ def _sandbox_config(name: str, log_dir: str, cgroup_parent: str, pid: int,
 
 def _container_config(name: str, command: list[str], *, envs: dict[str, str] | None = None,
                       mounts: list[bytes] | None = None, resources: bytes = b"",
-                      pid: int = CONTAINER, security: tuple = ()) -> bytes:  # fmt: skip
+                      pid: int = CONTAINER, security: tuple = (),
+                      tty: bool = False) -> bytes:  # fmt: skip
     namespaces = pb((1, NODE), (2, pid))
     return pb(
         (1, pb((1, name))),
@@ -406,6 +408,7 @@ def _container_config(name: str, command: list[str], *, envs: dict[str, str] | N
         (9, {"container": name}),
         (10, {"ocibox.test/role": name}),
         (11, f"{name}/0.log"),
+        (14, tty),
         (15, pb((1, resources), (2, pb((3, namespaces), *security)))),
     )
 
@@ -724,9 +727,18 @@ def test_cri_security_context(node):
 def _kill_session(node: Node, handler: str) -> list[str]:
     """Ends kubelet reports: a container ignoring SIGTERM killed after its grace
     period, one killed by the memory cgroup (OOMKilled, from the shim's OOM events
-    on the cgroup the runtime made), and a privileged one's view of the host."""
+    on the cgroup the runtime made), one with a terminal (the runtime's
+    --console-socket), and one still running when its pod is stopped."""
     out = []
     sid, sandbox, parent = _run_pod(node, handler, "ends")
+    lingering = _create(node, sid, sandbox, _container_config("lingering", ["sleep", "1000"]))
+    node.cri("StartContainer", pb((1, lingering)))
+    terminal = _create(node, sid, sandbox, _container_config(
+        "terminal", ["sh", "-c", "tty; echo on-a-tty"], tty=True))  # fmt: skip
+    node.cri("StartContainer", pb((1, terminal)))
+    status = _wait_exited(node, terminal)
+    out.append(f"terminal {STATES[status.int(3)]} exit={status.int(7)}")
+    out += _log(status.str(15))
     stubborn = _create(node, sid, sandbox, _container_config(
         "stubborn", ["sh", "-c", "trap '' TERM; while true; do sleep 0.05; done"]))  # fmt: skip
     hog = _create(node, sid, sandbox, _container_config(
@@ -740,18 +752,21 @@ def _kill_session(node: Node, handler: str) -> list[str]:
     status = _wait_exited(node, hog)
     out.append(f"hog {STATES[status.int(3)]} exit={status.int(7)} {status.str(10)}")
     out += _log(status.str(15))
-    for cid in (stubborn, hog):
-        node.cri("RemoveContainer", pb((1, cid)))
-    node.cri("StopPodSandbox", pb((1, sid)))
-    node.cri("RemovePodSandbox", pb((1, sid)))
+    node.cri("StopPodSandbox", pb((1, sid)))  # kills what still runs
+    status, _ = _status(node, lingering)
+    out.append(f"lingering {STATES[status.int(3)]} exit={status.int(7)} {status.str(10)}")
+    node.cri("RemovePodSandbox", pb((1, sid)))  # removes the containers with it
     out.append(f"held {node.held(handler)} cgroups {_cgroups_left(parent)}")
     return out
 
 
-def test_cri_grace_period_and_oom(node):
+def test_cri_ends_and_terminal(node):
     out = _both(lambda handler: _kill_session(node, handler))
-    assert out == ["stubborn EXITED exit=137 Error", "hog EXITED exit=137 OOMKilled",
-                   "held [] cgroups []"]  # fmt: skip
+    assert out == [
+        "terminal EXITED exit=0", "stdout F /dev/pts/0", "stdout F on-a-tty",
+        "stubborn EXITED exit=137 Error", "hog EXITED exit=137 OOMKilled",
+        "lingering EXITED exit=137 Error", "held [] cgroups []",
+    ]  # fmt: skip
 
 
 def _privileged_session(node: Node, handler: str) -> list[str]:
