@@ -24,15 +24,15 @@ taken out, must be equal: a pod's sandbox, a container writing to stdout and
 stderr with an env and a read-only bind mount, ExecSync, the log file in the
 CRI format, the exit code and reason, limits set at creation and changed by
 UpdateContainerResources (the runtime's ``update``), ContainerStats read from
-the cgroups the runtime made, StopContainer's SIGTERM, removal, a
-securityContext (user, read-only root, capabilities, no_new_privs,
-RuntimeDefault seccomp, a sandbox sysctl), a privileged container, the grace
-period's SIGKILL, OOMKilled, a terminal, a pod stopped with a container
-running, and that neither runtime nor the cgroup
-hierarchies keep anything afterwards. A
-container whose command does not exist fails StartContainer with the
-runtime's reason under both. In a pod sharing one pid namespace, what a
-container's main process leaves behind is killed when it exits.
+the cgroups the runtime made, StopContainer's SIGTERM and, past the grace
+period, SIGKILL; OOMKilled; a securityContext (user, read-only root,
+capabilities, no_new_privs, RuntimeDefault seccomp, a sandbox sysctl); a
+privileged container; a terminal; a pod sharing one pid namespace, where what a
+container's main process leaves behind is killed when it exits; a pod stopped
+with a container running; containerd restarted under a running pod; a
+container whose command does not exist (StartContainer fails with the
+runtime's reason); and every time, that neither runtime nor the cgroup
+hierarchies keep anything afterwards.
 
 Two things these sessions needed of ocibox-runtime are also checked against
 runc directly: ``kill --all`` of a stopped container succeeds (the shim sends it
@@ -274,14 +274,58 @@ def _import_images(ctr: list[str], work: Path) -> None:
         assert proc.returncode == 0, proc.stderr
 
 
-class Node:
-    """What a session needs: the CRI client, and where things are on the host."""
+class Containerd:
+    """The private containerd; a test may stop and start it again (its shims live on)."""
 
-    def __init__(self, cri: Cri, short: str, work: Path) -> None:
+    def __init__(self, program: str, conf: Path, log: Path, ctr: list[str]) -> None:
+        self.argv = [program, "--config", str(conf)]
+        self.log_path = log
+        self.ctr = ctr
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log)
+        deadline = time.monotonic() + 20
+        while subprocess.run([*self.ctr, "version"], capture_output=True).returncode != 0:
+            assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
+            assert time.monotonic() < deadline, "containerd did not come up"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+class Node:
+    """What a session needs: the CRI client, containerd, and where things are on the host."""
+
+    def __init__(self, cri: Cri, daemon: Containerd, short: str, work: Path) -> None:
         self.cri = cri
+        self.daemon = daemon
         self.short = short
         self.work = work
         self.cgroup_parents: list[str] = []
+
+    def restart(self) -> None:
+        """containerd stopped and started: the CRI plugin recovers its pods from the shims."""
+        self.daemon.stop()
+        self.daemon.start()
+        deadline = time.monotonic() + 20
+        while True:  # "server is not initialized yet" until its recovery is done
+            try:
+                self.cri("Status", b"")
+                return
+            except grpc.RpcError:
+                assert time.monotonic() < deadline, "the CRI plugin did not come back"
+                time.sleep(0.1)
 
     def runtime(self, handler: str, *args: str) -> subprocess.CompletedProcess:
         """The handler's runtime program, with the --root its shim gives it."""
@@ -313,17 +357,12 @@ def node(tmp_path_factory):
     root = str(work / "containerd-root")
     conf = work / "containerd.toml"
     conf.write_text(_config(short, root))
-    log = open(work / "containerd.log", "wb")
-    daemon = subprocess.Popen([containerd, "--config", str(conf)], stdout=log, stderr=log)
     sock = f"{short}/c.sock"
+    argv = [ctr, "-a", sock, "-n", "k8s.io"]
+    daemon = Containerd(containerd, conf, work / "containerd.log", argv)
     cri = made = None
     try:
-        argv = [ctr, "-a", sock, "-n", "k8s.io"]
-        deadline = time.monotonic() + 20
-        while subprocess.run([*argv, "version"], capture_output=True).returncode != 0:
-            assert daemon.poll() is None, (work / "containerd.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "containerd did not come up"
-            time.sleep(0.1)
+        daemon.start()
         _import_images(argv, work)
         cri = Cri(sock)
         deadline = time.monotonic() + 10
@@ -331,19 +370,14 @@ def node(tmp_path_factory):
             while not cri("ImageStatus", pb((1, pb((1, image)))), service=IMAGES).fields:
                 assert time.monotonic() < deadline, f"the CRI plugin never saw {image}"
                 time.sleep(0.1)
-        made = Node(cri, short, work)
+        made = Node(cri, daemon, short, work)
         yield made
     finally:
         if cri is not None:
-            _remove_all(cri)
+            if daemon.proc is not None:
+                _remove_all(cri)
             cri.close()
-        daemon.terminate()
-        try:
-            daemon.wait(10)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait()
-        log.close()
+        daemon.stop()
         for pid in _shims_of(sock):
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -796,6 +830,35 @@ def test_cri_privileged(node):
     # runc's and ours' lists are equal
     assert devices >= {"kmsg", "null", "pts", "shm", "mqueue"}
     assert out[-1] == "held [] cgroups []"
+
+
+def _restart_session(node: Node, handler: str) -> list[str]:
+    """containerd restarted under a running pod (an upgrade): the CRI plugin finds the
+    sandbox and container again through the shim, which asks the runtime their state."""
+    out = []
+    sid, sandbox, parent = _run_pod(node, handler, "lasting")
+    script = "while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 4"
+    cid = _create(node, sid, sandbox, _container_config("survivor", ["sh", "-c", script]))
+    node.cri("StartContainer", pb((1, cid)))
+    node.restart()
+    st = node.cri("PodSandboxStatus", pb((1, sid))).msg(1)
+    out.append(f"sandbox ready {st.int(3) == SANDBOX_READY}")
+    out.append(f"survivor {STATES[_status(node, cid)[0].int(3)]}")
+    resp = node.cri("ExecSync", pb((1, cid), (2, ["touch", "/tmp/go"]), (3, 10)))
+    out.append(f"exec {resp.int(3)}")
+    status = _wait_exited(node, cid)
+    out.append(f"survivor {STATES[status.int(3)]} exit={status.int(7)}")
+    node.cri("RemoveContainer", pb((1, cid)))
+    node.cri("StopPodSandbox", pb((1, sid)))
+    node.cri("RemovePodSandbox", pb((1, sid)))
+    out.append(f"held {node.held(handler)} cgroups {_cgroups_left(parent)}")
+    return out
+
+
+def test_cri_containerd_restart(node):
+    out = _both(lambda handler: _restart_session(node, handler))
+    assert out == ["sandbox ready True", "survivor RUNNING", "exec 0", "survivor EXITED exit=4",
+                   "held [] cgroups []"]  # fmt: skip
 
 
 # --- what the CRI sessions needed of the runtime, checked against runc directly ---------------
