@@ -197,3 +197,12 @@ def test_lazy_pages_status_fd_must_be_ours_and_writable(ours, bundle, tmp_path):
         os.close(r)
         os.close(w)
     assert ours.state(cid)["status"] == "running"
+
+
+def test_restore_refuses_a_bad_tty_info(ours, bundle, tmp_path):
+    cid = ours.new_id()
+    p = ours("restore", "--image-path", _images(tmp_path / "img", "tty[1:2] --evil"),
+             "--bundle", bundle.write(["sh"], _terminal), cid, check=False)  # fmt: skip
+    assert p.returncode != 0
+    assert f"{tmp_path / 'img' / 'tty.info'}: 'tty[1:2] --evil' is not a terminal's key" in p.stderr
+    assert ours("state", cid, check=False).returncode != 0

@@ -366,8 +366,8 @@ def restore(root: str, cid: str, bundle: str, opts: Options, *, detach: bool = F
 
 def _check_terminal(config: dict, image_path: str, console_socket: str | None,
                     detach: bool) -> str | None:  # fmt: skip
-    """The dumped terminal's key when the container has one (and a console socket to
-    send the new one to); the mismatches between config, images and flags refused."""
+    """The dumped terminal's key when the container has one; the mismatches between
+    config, images and flags refused."""
     terminal = bool((config.get("process") or {}).get("terminal"))
     if console_socket and not terminal:
         raise BundleError("--console-socket is only for a process with terminal: true")
@@ -389,6 +389,11 @@ def _check_terminal(config: dict, image_path: str, console_socket: str | None,
     if not tty:
         raise BundleError("config.json: process.terminal is true, and the checkpoint's process "
                           "had no terminal")  # fmt: skip
+    import re
+
+    if not re.fullmatch(r"tty\[[0-9a-f]+:[0-9a-f]+\]", tty):
+        raise BundleError(f"{os.path.join(image_path, TTY_INFO)}: {tty[:40]!r} is not a "
+                          f"terminal's key (tty[RDEV:DEV])")  # fmt: skip
     if detach and not console_socket:
         raise UsageError("restore -d of a container with a terminal needs --console-socket",
                          hint="pass --console-socket, as to create -d; or restore in the "
