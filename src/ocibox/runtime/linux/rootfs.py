@@ -58,12 +58,21 @@ def prepare(
     global _root_propagation
     if propagation not in _ROOT_PROPAGATION:
         raise BundleError(f"config.json: linux.rootfsPropagation: unknown value {propagation!r}")
-    # Whatever the container asks for, the copy of the host's tree is made a
-    # slave first: a shared / would send the container's mounts to the host
-    # (and make pivot_root fail), an unbindable one could not be bound. The
-    # requested propagation goes on the container's own / after pivot_root.
-    sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC)
     _root_propagation = _ROOT_PROPAGATION[propagation]
+    if _root_propagation & sc.MS_SHARED:
+        # As runc: a shared rootfsPropagation (containerd's for a Bidirectional mount,
+        # Kubernetes' mountPropagation) keeps the copies of the host's shared mounts
+        # their peers, so that a bind of one sends what the container mounts there
+        # to the host. Only the mount holding the rootfs becomes a slave: nothing
+        # mounted in the rootfs reaches the host, and pivot_root accepts it.
+        sc.mount(None, "/", None, _root_propagation)
+        sc.mount(None, _mount_point(rootfs), None, sc.MS_SLAVE)
+    else:
+        # Otherwise the copy of the host's tree is made a slave first: a shared /
+        # would send the container's mounts to the host (and make pivot_root fail),
+        # an unbindable one could not be bound. The requested propagation goes on
+        # the container's own / after pivot_root.
+        sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC)
     # pivot_root needs the new root to be a mount point whose parent is not
     # shared: after rslave, nothing is. The bind stays a slave, so that the
     # host's later mounts under the rootfs reach the container (the spec's
@@ -87,6 +96,20 @@ def prepare(
             _dev_symlinks(rootfs)
         finally:
             os.umask(old)
+
+
+def _mount_point(path: str) -> str:
+    """Where the mount holding ``path`` is mounted (the longest mount point above it)."""
+    path = os.path.realpath(path)
+    best = "/"
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split()[4]
+            for code, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+                point = point.replace(code, char)
+            if len(point) > len(best) and (path == point or path.startswith(point + "/")):
+                best = point
+    return best
 
 
 def _device_list(devices: list[dict]) -> list[dict]:
