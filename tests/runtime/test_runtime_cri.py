@@ -242,7 +242,7 @@ def _rootfs(at: Path) -> Path:
     (at / "bin").mkdir(parents=True)
     shutil.copy2(busybox, at / "bin" / "busybox")
     for applet in ("sh", "cat", "echo", "sleep", "touch", "test", "[", "id", "true", "grep",
-                   "yes", "head", "ls"):
+                   "yes", "head", "ls", "mkdir", "mount"):
         (at / "bin" / applet).symlink_to("busybox")
     (at / "etc").mkdir()
     (at / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
@@ -625,6 +625,7 @@ def _pod_session(node: Node, handler: str) -> list[str]:
 def _both(session) -> list[str]:
     theirs = session("runc")
     mine = session("ocibox")
+    print(theirs, mine)
     assert mine == theirs
     return mine
 
@@ -861,6 +862,54 @@ def test_cri_containerd_restart(node):
                    "held [] cgroups []"]  # fmt: skip
 
 
+def _propagation_session(node: Node, handler: str) -> list[str]:
+    """Mount propagation as a pod asks it: HostToContainer (rslave: a mount the host
+    makes later shows inside) and Bidirectional (rshared, privileged: a mount made
+    inside shows on the host, as CSI drivers need). containerd wants the host paths
+    on a shared mount: a bind of the test's directory onto itself, made shared."""
+    base = node.work / handler / "prop"
+    (base / "in").mkdir(parents=True)
+    (base / "out").mkdir()
+    out = []
+    try:
+        for argv in (["mount", "--bind", base, base], ["mount", "--make-shared", base]):
+            subprocess.run(argv, check=True)
+        sid, sandbox, parent = _run_pod(node, handler, "prop", privileged=True)
+        script = ("while [ ! -e /in/sub/file ]; do sleep 0.05; done; cat /in/sub/file; "
+                  "mkdir /out/sub && mount -t tmpfs tmpfs /out/sub && "
+                  "echo from-container > /out/sub/file; sleep 1000")  # fmt: skip
+        mounts = [pb((1, "/in"), (2, str(base / "in")), (5, 1)),  # HOST_TO_CONTAINER
+                  pb((1, "/out"), (2, str(base / "out")), (5, 2))]  # BIDIRECTIONAL  # fmt: skip
+        cid = _create(node, sid, sandbox, _container_config(
+            "prop", ["sh", "-c", script], mounts=mounts, security=((2, True),)))  # fmt: skip
+        node.cri("StartContainer", pb((1, cid)))
+        (base / "in" / "sub").mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", base / "in" / "sub"], check=True)
+        (base / "in" / "sub" / "file").write_text("from-host\n")
+        seen, deadline = base / "out" / "sub" / "file", time.monotonic() + 10
+        while not seen.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        out.append(f"host sees {seen.read_text() if seen.exists() else None!r}")
+        node.cri("StopContainer", pb((1, cid)))
+        status = _wait_exited(node, cid)
+        out.append(f"prop {STATES[status.int(3)]} exit={status.int(7)}")
+        out += _log(status.str(15))
+        node.cri("RemoveContainer", pb((1, cid)))
+        node.cri("StopPodSandbox", pb((1, sid)))
+        node.cri("RemovePodSandbox", pb((1, sid)))
+        out.append(f"held {node.held(handler)} cgroups {_cgroups_left(parent)}")
+    finally:
+        _umount_under(str(base))
+    return out
+
+
+def test_cri_mount_propagation(node):
+    out = _both(lambda handler: _propagation_session(node, handler))
+
+    assert out == ["host sees 'from-container\\n'", "prop EXITED exit=137",
+                   "stdout F from-host", "held [] cgroups []"]  # fmt: skip
+
+
 # --- what the CRI sessions needed of the runtime, checked against runc directly ---------------
 
 
@@ -885,3 +934,30 @@ def test_missing_program_words(both, bundle, program, words):
     """runc's reasons for a command that cannot run: kubelet shows them, podman maps them."""
     proc = both("create", "--bundle", bundle.write([program]), both.new_id(), check=False)
     assert proc.returncode != 0 and words in proc.stderr.replace('\\"', '"')  # runc's logfmt
+
+
+def test_bidirectional_bind_reaches_host(both, bundle, tmp_path):
+    """containerd's Bidirectional mount: rootfsPropagation rshared and an rshared bind of
+    a shared host mount; a mount made there in the container shows on the host."""
+    source = tmp_path / "shared"
+    source.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", source], check=True)
+    try:
+        subprocess.run(["mount", "--make-shared", source], check=True)
+        (source / "sub").mkdir()
+        for applet in ("mount", "grep"):
+            (bundle.rootfs / "bin" / applet).unlink(missing_ok=True)
+            (bundle.rootfs / "bin" / applet).symlink_to("busybox")
+
+        def edit(cfg):
+            cfg["process"]["capabilities"] = {k: ["CAP_SYS_ADMIN"] for k in
+                                              ("bounding", "effective", "permitted")}  # fmt: skip
+            cfg["linux"]["rootfsPropagation"] = "rshared"
+            cfg["mounts"].append({"destination": "/b", "type": "bind", "source": str(source),
+                                  "options": ["rbind", "rshared"]})  # fmt: skip
+
+        script = "mount -t tmpfs from-container /b/sub && echo made > /b/sub/file"
+        both("run", "--bundle", bundle.write(["sh", "-c", script], edit), both.new_id())
+        assert (source / "sub" / "file").read_text() == "made\n"
+    finally:
+        _umount_under(str(source))
