@@ -29,15 +29,17 @@ period, SIGKILL; OOMKilled; a securityContext (user, read-only root,
 capabilities, no_new_privs, RuntimeDefault seccomp, a sandbox sysctl); a
 privileged container; a terminal; a pod sharing one pid namespace, where what a
 container's main process leaves behind is killed when it exits; a pod stopped
-with a container running; containerd restarted under a running pod; a
+with a container running; containerd restarted under a running pod; mount
+propagation HostToContainer and Bidirectional; a
 container whose command does not exist (StartContainer fails with the
 runtime's reason); and every time, that neither runtime nor the cgroup
 hierarchies keep anything afterwards.
 
-Two things these sessions needed of ocibox-runtime are also checked against
-runc directly: ``kill --all`` of a stopped container succeeds (the shim sends it
-when deleting every exited task; refused, the CRI plugin kept the container
-RUNNING), and the words for a command that cannot run.
+What these sessions needed of ocibox-runtime is also checked against runc
+directly: ``kill --all`` of a stopped container succeeds (the shim sends it when
+deleting every exited task; refused, the CRI plugin kept the container
+RUNNING), the words for a command that cannot run, and an rshared bind under
+rootfsPropagation rshared sending the container's mounts to the host.
 """
 
 from __future__ import annotations
@@ -625,7 +627,6 @@ def _pod_session(node: Node, handler: str) -> list[str]:
 def _both(session) -> list[str]:
     theirs = session("runc")
     mine = session("ocibox")
-    print(theirs, mine)
     assert mine == theirs
     return mine
 
