@@ -21,7 +21,8 @@ pkg/apis/runtime/v1/api.proto), and grpcio carries them as raw bytes.
 
 The same sessions run under both handlers and their transcripts, ids and times
 taken out, must be equal: a pod's sandbox, a container writing to stdout and
-stderr with an env and a read-only bind mount, ExecSync, the log file in the
+stderr with an env and a read-only bind mount, the pod's IPC namespace and
+/dev/shm shared with another container, ExecSync, the log file in the
 CRI format, the exit code and reason, limits set at creation and changed by
 UpdateContainerResources (the runtime's ``update``), ContainerStats read from
 the cgroups the runtime made, StopContainer's SIGTERM and, past the grace
@@ -244,7 +245,7 @@ def _rootfs(at: Path) -> Path:
     (at / "bin").mkdir(parents=True)
     shutil.copy2(busybox, at / "bin" / "busybox")
     for applet in ("sh", "cat", "echo", "sleep", "touch", "test", "[", "id", "true", "grep",
-                   "yes", "head", "ls", "mkdir", "mount"):
+                   "yes", "head", "ls", "mkdir", "mount", "readlink"):
         (at / "bin" / applet).symlink_to("busybox")
     (at / "etc").mkdir()
     (at / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
@@ -562,12 +563,13 @@ def _pod_session(node: Node, handler: str) -> list[str]:
     state = json.loads(node.runtime(handler, "state", sid).stdout)
     assert (state["status"], state["pid"]) == ("running", info["pid"])
     out.append(f"held {node.held(handler) == [sid]}")
+    pod_ipc = os.readlink(f"/proc/{info['pid']}/ns/ipc")
 
     data = node.work / handler / "data"
     data.mkdir(parents=True)
     (data / "msg").write_text("the host")
     script = ('echo "$GREETING from $(cat /data/msg)"; echo to-stderr >&2; '
-              "touch /data/x 2>/dev/null || echo read-only; "
+              "touch /data/x 2>/dev/null || echo read-only; echo in-the-pod > /dev/shm/note; "
               "while [ ! -e /tmp/go ]; do sleep 0.05; done; echo bye; exit 3")  # fmt: skip
     mount = pb((1, "/data"), (2, str(data)), (3, True))
     app = _create(node, sid, sandbox, _container_config(
@@ -601,6 +603,10 @@ def _pod_session(node: Node, handler: str) -> list[str]:
     out.append(f"limits {_limits(parent, sleeper)}")
     node.cri("UpdateContainerResources", pb((1, sleeper), (2, _resources(25000, 64 << 20))))
     out.append(f"updated {_limits(parent, sleeper)}")
+    # the pod's IPC namespace and /dev/shm, joined by path: what app left there
+    resp = node.cri("ExecSync", pb((1, sleeper), (2, ["cat", "/dev/shm/note"]), (3, 10)))
+    ipc = node.cri("ExecSync", pb((1, sleeper), (2, ["readlink", "/proc/self/ns/ipc"]), (3, 10)))
+    out.append(f"shm {resp.bytes(1)!r} same ipc {ipc.bytes(1).decode().strip() == pod_ipc}")
     # ContainerStats: the shim reads the cgroups the runtime placed the container in
     stats = node.cri("ContainerStats", pb((1, sleeper))).msg(1)
     cpu, memory = stats.msg(2).msg(2).int(1), stats.msg(3).msg(2).int(1)
@@ -652,10 +658,11 @@ def test_cri_pod_lifecycle(node):
     assert out[5].endswith(" mounts=['/data<-data:ro'] log=app/0.log")
     assert out[6:11] == ["stdout F hello from the host", "stdout F read-only", "stdout F bye",
                          "stderr F to-stderr", "stopped again EXITED"]  # fmt: skip
-    assert out[11:16] == ["sleeper RUNNING", "held True", "limits memory 128 MiB, quota 50000",
-                          "updated memory 64 MiB, quota 25000", "stats True cpu True memory True"]
-    assert out[16].startswith("sleeper EXITED exit=9 reason='Error' ")
-    assert out[17:] == [
+    assert out[11:17] == ["sleeper RUNNING", "held True", "limits memory 128 MiB, quota 50000",
+                          "updated memory 64 MiB, quota 25000",
+                          "shm b'in-the-pod\\n' same ipc True", "stats True cpu True memory True"]
+    assert out[17].startswith("sleeper EXITED exit=9 reason='Error' ")
+    assert out[18:] == [
         "stdout F got TERM", "removed NOT_FOUND", "removed NOT_FOUND", "held True",
         "sandbox stopped True held []", "sandbox removed NOT_FOUND", "held [] cgroups []",
     ]  # fmt: skip
