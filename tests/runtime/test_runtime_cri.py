@@ -545,6 +545,15 @@ def _cgroups_left(parent: str) -> list[str]:
     return left
 
 
+def _teardown(node: Node, handler: str, sid: str, parent: str, *cids: str) -> str:
+    """Remove the containers and the pod, as kubelet does; say what is left of them."""
+    for cid in cids:
+        node.cri("RemoveContainer", pb((1, cid)))
+    node.cri("StopPodSandbox", pb((1, sid)))
+    node.cri("RemovePodSandbox", pb((1, sid)))
+    return f"held {node.held(handler)} cgroups {_cgroups_left(parent)}"
+
+
 # --- the sessions -------------------------------------------------------------------------------
 
 
@@ -680,10 +689,7 @@ def _start_error_session(node: Node, handler: str) -> list[str]:
     out.append(f"missing {_summary(_status(node, cid)[0])}")
     out += _log(_status(node, cid)[0].str(15))
     out.append(f"held {node.held(handler) == [sid]}")
-    node.cri("RemoveContainer", pb((1, cid)))
-    node.cri("StopPodSandbox", pb((1, sid)))
-    node.cri("RemovePodSandbox", pb((1, sid)))
-    out.append(f"held {node.held(handler)} cgroups {_cgroups_left(parent)}")
+    out.append(_teardown(node, handler, sid, parent, cid))
     return out
 
 
@@ -714,10 +720,7 @@ def _shared_pid_session(node: Node, handler: str) -> list[str]:
     while procs.exists() and procs.read_text().split() and time.monotonic() < deadline:
         time.sleep(0.05)
     out.append(f"left behind {procs.read_text().split() if procs.exists() else []}")
-    node.cri("RemoveContainer", pb((1, cid)))
-    node.cri("StopPodSandbox", pb((1, sid)))
-    node.cri("RemovePodSandbox", pb((1, sid)))
-    out.append(f"held {node.held(handler)} cgroups {_cgroups_left(parent)}")
+    out.append(_teardown(node, handler, sid, parent, cid))
     return out
 
 
@@ -748,10 +751,7 @@ def _security_session(node: Node, handler: str) -> list[str]:
     node.cri("StartContainer", pb((1, cid)))
     status = _wait_exited(node, cid)
     out = [f"secure {STATES[status.int(3)]} exit={status.int(7)}", *_log(status.str(15))]
-    node.cri("RemoveContainer", pb((1, cid)))
-    node.cri("StopPodSandbox", pb((1, sid)))
-    node.cri("RemovePodSandbox", pb((1, sid)))
-    out.append(f"held {node.held(handler)} cgroups {_cgroups_left(parent)}")
+    out.append(_teardown(node, handler, sid, parent, cid))
     return out
 
 
@@ -822,10 +822,7 @@ def _privileged_session(node: Node, handler: str) -> list[str]:
     node.cri("StartContainer", pb((1, cid)))
     status = _wait_exited(node, cid)
     out = [f"priv {STATES[status.int(3)]} exit={status.int(7)}", *_log(status.str(15))]
-    node.cri("RemoveContainer", pb((1, cid)))
-    node.cri("StopPodSandbox", pb((1, sid)))
-    node.cri("RemovePodSandbox", pb((1, sid)))
-    out.append(f"held {node.held(handler)} cgroups {_cgroups_left(parent)}")
+    out.append(_teardown(node, handler, sid, parent, cid))
     return out
 
 
@@ -857,10 +854,7 @@ def _restart_session(node: Node, handler: str) -> list[str]:
     out.append(f"exec {resp.int(3)}")
     status = _wait_exited(node, cid)
     out.append(f"survivor {STATES[status.int(3)]} exit={status.int(7)}")
-    node.cri("RemoveContainer", pb((1, cid)))
-    node.cri("StopPodSandbox", pb((1, sid)))
-    node.cri("RemovePodSandbox", pb((1, sid)))
-    out.append(f"held {node.held(handler)} cgroups {_cgroups_left(parent)}")
+    out.append(_teardown(node, handler, sid, parent, cid))
     return out
 
 
@@ -902,10 +896,7 @@ def _propagation_session(node: Node, handler: str) -> list[str]:
         status = _wait_exited(node, cid)
         out.append(f"prop {STATES[status.int(3)]} exit={status.int(7)}")
         out += _log(status.str(15))
-        node.cri("RemoveContainer", pb((1, cid)))
-        node.cri("StopPodSandbox", pb((1, sid)))
-        node.cri("RemovePodSandbox", pb((1, sid)))
-        out.append(f"held {node.held(handler)} cgroups {_cgroups_left(parent)}")
+        out.append(_teardown(node, handler, sid, parent, cid))
     finally:
         _umount_under(str(base))
     return out
