@@ -8,7 +8,6 @@ and records what they did; the tests below compare the records.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -24,9 +23,7 @@ RUNTIMES = ("runc", "ours")
 
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory) -> dict:
-    vmhost.require(REPO)
-    if shutil.which("runc") is None and shutil.which("runc", path="/usr/sbin") is None:
-        pytest.skip("peer program 'runc' is not installed (make peers installs it)")
+    vmhost.require(REPO, programs=("runc",))
     job = tmp_path_factory.mktemp("vmjob")
     results = vmhost.run_driver(HERE / "vm_cgroup2_guest.py", REPO, job, disk_mb=16, timeout=900)
     for key, value in results.items():

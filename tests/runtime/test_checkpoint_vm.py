@@ -8,7 +8,6 @@ and records what happened; the tests below compare the records.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,10 +22,7 @@ RUNTIMES = ("runc", "ours")
 
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory) -> dict:
-    vmhost.require(REPO)
-    for peer in ("runc", "criu"):
-        if shutil.which(peer) is None and shutil.which(peer, path="/usr/sbin") is None:
-            pytest.skip(f"peer program {peer!r} is not installed (make peers installs it)")
+    vmhost.require(REPO, programs=("runc", "criu"))
     job = tmp_path_factory.mktemp("vmjob")
     results = vmhost.run_driver(HERE / "vm_checkpoint_guest.py", REPO, job, timeout=900)
     for name in RUNTIMES:

@@ -9,7 +9,6 @@ from a cgroup of that subtree and records what they did; the tests compare.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -24,10 +23,7 @@ MIB = 1 << 20
 
 @pytest.fixture(scope="module")
 def vm(tmp_path_factory) -> dict:
-    vmhost.require(REPO)
-    for program in ("runc", "setpriv"):
-        if shutil.which(program) is None and shutil.which(program, path="/usr/sbin") is None:
-            pytest.skip(f"peer program {program!r} is not installed (make peers installs it)")
+    vmhost.require(REPO, programs=("runc", "setpriv"))
     job = tmp_path_factory.mktemp("vmjob")
     # the system's interpreter: the user the runtimes run as must be able to run it too
     python = Path("/usr/bin/python3") if os.access("/usr/bin/python3", os.X_OK) else None

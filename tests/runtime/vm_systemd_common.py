@@ -103,11 +103,9 @@ def boot_systemd(tmp_path_factory, text: str, records: tuple[str, ...] = ("runc"
     be done here); return its records, {RT: {WHAT: [VALUE...]}} for each RT in ``records``
     (other lines are left out), and the whole output. The job directory is kept, to read,
     when the output matches ``keep`` (a regular expression: what a failure prints)."""
-    vmhost.require(SRC, sys.executable)
+    vmhost.require(SRC, sys.executable, programs=("runc",))
     if not os.path.exists("/lib/systemd/systemd"):
         pytest.skip("systemd is not installed (apt-get install systemd)")
-    if not os.path.exists("/usr/sbin/runc") and not os.path.exists("/usr/bin/runc"):
-        pytest.skip("runc is not installed")
     r = vmhost.boot(text, init=["/lib/systemd/systemd", "--unit=vmhost.service"],
                     root_files=vmhost.SYSTEMD_UNIT, timeout=600, hybrid=hybrid,
                     job=tmp_path_factory.mktemp("vmjob"))  # fmt: skip

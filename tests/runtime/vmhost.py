@@ -183,10 +183,14 @@ def hidden(path: str | os.PathLike) -> str | None:
     return None
 
 
-def require(*paths: str | os.PathLike) -> None:
-    """pytest.skip with the reason when no VM can be booted here, or when the guest
-    cannot see one of ``paths`` (what it must run: the checkout, an interpreter)."""
-    reason = skip_reason() or next(filter(None, map(hidden, paths)), None)
+def require(*paths: str | os.PathLike, programs: tuple[str, ...] = ()) -> None:
+    """pytest.skip with the reason when no VM can be booted here, when the guest cannot
+    see one of ``paths`` (what it must run: the checkout, an interpreter), or when one
+    of ``programs`` (the peers the guest runs: runc, criu...) is not installed."""
+    missing = [p for p in programs
+               if shutil.which(p) is None and shutil.which(p, path="/usr/sbin") is None]  # fmt: skip
+    reason = (skip_reason() or next(filter(None, map(hidden, paths)), None)
+              or missing and f"peer program {missing[0]!r} is not installed (make peers installs it)")  # fmt: skip
     if reason:
         import pytest
 
