@@ -523,6 +523,14 @@ def test_own_delegated_v1_cgroup_takes_the_limits(place: Place, delegated) -> No
             assert f.read().strip() == "50", which
         with open(os.path.join(deleg.dirs["memory"], cid, "memory.limit_in_bytes")) as f:
             assert f.read().strip() == str(200 * (1 << 20)), which
+        # blkio is not delegated: the container has no blkio cgroup to change
+        p = side("update", "--blkio-weight", "300", "--pids-limit", "60", cid)
+        assert p.returncode != 0, which
+        if which == "ours":  # runc sets pids first, then fails on blkio
+            assert "linux.resources.blockIO: it has no blkio cgroup of its own" in p.stderr, (
+                p.stderr)
+            with open(os.path.join(deleg.dirs["pids"], cid, "pids.max")) as f:
+                assert f.read().strip() == "50", "a refused update changes nothing"
         side.ok("delete", "--force", cid)
         assert deleg.left() == [], which
     assert seen["ours"] == seen["runc"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import NotImplementedYet, UsageError
+from ..errors import BundleError, NotImplementedYet, UsageError
 from .container import STOPPED, Container, ContainerStateError
 from .linux.cgroups.fs import read as _read
 
@@ -31,14 +31,35 @@ def update(container: Container, resources: dict) -> None:
     if not paths:
         raise NotImplementedYet(f"container {container.id} has no cgroups to update",
                                 hint="create it with linux.resources or linux.cgroupsPath")  # fmt: skip
-    from .linux.cgroups import set_resources
+    from .linux.cgroups import is_unified, set_resources
 
+    if not is_unified(paths):
+        _check_placed(container.id, paths, resources)
     unit = (container.state or {}).get("systemdUnit")
     if unit:  # --systemd-cgroup: the unit's properties first, as runc
         from .linux.cgroups.systemd import set_unit_resources
 
         set_unit_resources(unit, paths, resources)
     set_resources(paths, resources)
+
+
+def _check_placed(cid: str, paths: dict[str, str], resources: dict) -> None:
+    """cgroup v1: a limit for a hierarchy the container has no cgroup of its own in (made
+    rootless, it stays in the runtime's cgroup where its user may not write) is refused
+    by name, before any other limit is changed."""
+    from .linux.cgroups import hierarchies
+    from .rootless import _needs
+
+    host = hierarchies()
+    for key, ctrls in _needs(resources).items():
+        for ctrl in ctrls:
+            if ctrl not in paths and ctrl in host:
+                raise BundleError(
+                    f"cannot update container {cid}: linux.resources.{key}: it has no {ctrl} "
+                    f"cgroup of its own (it was created rootless, and its user may not write "
+                    f"{ctrl} cgroups here)",
+                    hint=f"delegate a {ctrl} cgroup to the user and create the container "
+                    "again, or leave this limit out")  # fmt: skip
 
 
 def _int(text: str) -> int:
