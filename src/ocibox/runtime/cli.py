@@ -549,7 +549,7 @@ def _cmd_ps(root: str, flags: dict, args: list[str], log: _Log) -> int:
 
 
 def _cmd_exec(root: str, flags: dict, args: list[str], log: _Log) -> int:
-    from ..errors import NotImplementedYet, UsageError
+    from ..errors import NotImplementedYet, OciboxError, UsageError
     from .container import Container
     from .exec import build_process, exec_process
 
@@ -561,28 +561,34 @@ def _cmd_exec(root: str, flags: dict, args: list[str], log: _Log) -> int:
     fds = str(flags.get("--preserve-fds", "0"))
     if not fds.isdigit():
         raise UsageError(f"--preserve-fds: not a number: {fds!r}")
-    c = Container.load(root, args[0])
-    process = build_process(
-        c,
-        process_file=flags.get("--process") or None,
-        args=args[1:],
-        env=flags.get("--env", []),
-        cwd=flags.get("--cwd") or None,
-        user=flags.get("--user") or None,
-        caps_add=flags.get("--cap", []),
-        no_new_privs=bool(flags.get("--no-new-privs")),
-        additional_gids=flags.get("--additional-gids", []),
-        tty=bool(flags.get("--tty")),
-    )
-    # As runc: the terminal may come from --process ("terminal": true, as containerd's shim
-    # gives it, with --console-socket and no --tty); a console socket needs one.
-    if flags.get("--console-socket") and not process.get("terminal"):
-        raise UsageError("exec --console-socket: the process has no terminal (--tty or --process)")
-    return exec_process(c, process, detach=bool(flags.get("--detach")),
-                        pid_file=flags.get("--pid-file") or None, preserve_fds=int(fds),
-                        console_socket=flags.get("--console-socket") or None,
-                        pidfd_socket=flags.get("--pidfd-socket") or None,
-                        cgroups=flags.get("--cgroup", []), warn=log.warn)  # fmt: skip
+    try:
+        c = Container.load(root, args[0])
+        process = build_process(
+            c,
+            process_file=flags.get("--process") or None,
+            args=args[1:],
+            env=flags.get("--env", []),
+            cwd=flags.get("--cwd") or None,
+            user=flags.get("--user") or None,
+            caps_add=flags.get("--cap", []),
+            no_new_privs=bool(flags.get("--no-new-privs")),
+            additional_gids=flags.get("--additional-gids", []),
+            tty=bool(flags.get("--tty")),
+        )
+        # As runc: the terminal may come from --process ("terminal": true, as containerd's
+        # shim gives it, with --console-socket and no --tty); a console socket needs one.
+        if flags.get("--console-socket") and not process.get("terminal"):
+            raise UsageError("exec --console-socket: the process has no terminal (--tty or --process)")
+        return exec_process(c, process, detach=bool(flags.get("--detach")),
+                            pid_file=flags.get("--pid-file") or None, preserve_fds=int(fds),
+                            console_socket=flags.get("--console-socket") or None,
+                            pidfd_socket=flags.get("--pidfd-socket") or None,
+                            cgroups=flags.get("--cgroup", []), warn=log.warn)  # fmt: skip
+    except OciboxError as e:
+        # runc's: an exec that fails says so and exits 255, which no command's own exit
+        # status can be mistaken for (the containerd shim logs the words as given)
+        e.message, e.exit_code = f"exec failed: {e.message}", 255
+        raise
 
 
 # update's flags: flag -> (section, key, parser name)

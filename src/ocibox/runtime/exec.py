@@ -154,7 +154,9 @@ def exec_process(container: Container, process: dict, *, detach: bool = False,
         debug(f"exec in container {container.id} failed: {error}")
         if target and not detach:
             proc._reap(target)
-        raise BundleError(error)
+        # runc's words for what failed once the process was forked (its parent.start()):
+        # the shim passes them on, and kubectl shows them for an exec that cannot run
+        raise BundleError(f"unable to start container process: {error}")
     debug(f"exec in container {container.id}: process {target} runs {process['args'][0]}")
     if not target:
         raise OciboxError(f"exec in container {container.id}: the process did not start")

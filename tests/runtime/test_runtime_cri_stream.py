@@ -1,0 +1,339 @@
+"""kubelet's streaming calls through containerd's CRI plugin: Exec, Attach, PortForward.
+
+``Exec``, ``Attach`` and ``PortForward`` (runtime.v1.RuntimeService) do not
+carry the streams themselves: they return a URL on the CRI plugin's streaming
+server (``stream_server_address`` 127.0.0.1, a free port, no TLS), which the
+client then upgrades to a WebSocket speaking ``v4.channel.k8s.io`` (see
+cri_stream.py, a client on the standard library). The private containerd, its
+two handlers (``runc`` and ``ocibox``) and the CRI client are
+test_runtime_cri.py's; the same sessions run under both handlers and their
+transcripts, ids and ports taken out, must be equal:
+
+- exec without a terminal: lines sent on stdin come back on stdout and stderr,
+  kept apart, and the non-zero exit reaches the error channel as a
+  metav1.Status (reason NonZeroExitCode, cause ExitCode); an exec that
+  succeeds (Status Success); the pre-v4 protocol (the error as plain text); a
+  command that does not exist (the runtime's words in the Status message).
+- exec with a terminal: the output through the pty (its echo, CR LF), a resize
+  message changing what ``stty size`` prints inside and sending SIGWINCH, the
+  terminal's name and the exit code.
+- attach to a container made with stdin and a terminal: input echoed and
+  answered, the container's exit ending the stream (Status Success); attach to
+  one with stdin_once and no terminal: closing the connection closes the
+  container's stdin.
+- port-forward: the pods use the node's network, and containerd 1.6 dials
+  ``localhost:PORT`` from its own (the host's) network namespace for them, so
+  a busybox httpd in the pod on the host's loopback is reached through the
+  stream; a port nobody listens on reports the dial's error on the error
+  channel. The runtime takes no part in it beyond running the httpd.
+
+attach has a race of containerd's making: the stdin of the attach is copied to
+the container before its stdout is registered, so an answer written within
+that instant would be lost (kubectl has it too); the session waits for each
+answer before sending more, and a lost one would show as a timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import struct
+import time
+
+import pytest
+import test_runtime_cri
+from cri_stream import ERROR, RESIZE, STDERR, STDIN, STDOUT, Channels
+from test_runtime_cri import (
+    Node,
+    _both,
+    _container_config,
+    _create,
+    _log,
+    _run_pod,
+    _teardown,
+    _wait_exited,
+    pb,
+)
+
+pytestmark = [pytest.mark.peer, pytest.mark.root]
+
+# the private containerd: test_runtime_cri's fixture, made again for this module (0.4 s)
+node = test_runtime_cri.node
+
+assert RESIZE == 4  # the resize channel is Channels.resize's
+
+
+def _scrub(text: str, *ids: str) -> str:
+    """Ids, exec ids and ports out of a message."""
+    for i in ids:
+        text = text.replace(i, "<id>")
+    return re.sub(r"\b[0-9a-f]{64}\b", "<id>", text)
+
+
+def _status(data: bytes, *ids: str) -> str:
+    """The v4 error channel: a metav1.Status, as (status, reason, causes, message)."""
+    if not data:
+        return "no status"
+    st = json.loads(data)
+    causes = [(c.get("reason"), _scrub(c.get("message", ""), *ids))  # a cause's type
+              for c in st.get("details", {}).get("causes", [])]  # fmt: skip
+    return (f"{st['status']} reason={st.get('reason', '')} causes={causes} "
+            f"message={_scrub(st.get('message', ''), *ids)!r}")  # fmt: skip
+
+
+def _exec(node: Node, cid: str, cmd: list[str], *, tty: bool = False, stdin: bool = False,
+          stderr: bool = True, protocol: str = "v4.channel.k8s.io") -> Channels:  # fmt: skip
+    request = pb((1, cid), (2, cmd), (3, tty), (4, stdin), (5, True), (6, stderr))
+    url = node.cri("Exec", request).str(1)
+    assert url.startswith("http://127.0.0.1:") and "/exec/" in url, url
+    return Channels(url, protocol)
+
+
+def _first(ch: Channels) -> str:
+    """The server's first message: an empty one on the lowest channel it writes."""
+    channel, data = ch.recv()
+    return f"ready on {channel} {data!r}"
+
+
+def _exec_session(node: Node, handler: str) -> list[str]:
+    out = []
+    sid, sandbox, parent = _run_pod(node, handler, "exec")
+    cid = _create(node, sid, sandbox, _container_config("shell", ["sleep", "1000"]))
+    node.cri("StartContainer", pb((1, cid)))
+
+    script = 'while read l; do [ "$l" = end ] && exit 3; echo "$l"; echo "err $l" >&2; done'
+    ch = _exec(node, cid, ["sh", "-c", script], stdin=True)
+    out.append(f"protocol {ch.ws.protocol} {_first(ch)}")
+    for line in (b"one", b"two"):  # each answered before the next: cat, line by line
+        ch.send(STDIN, line + b"\n")
+        ch.until(STDOUT, line + b"\n")
+        ch.until(STDERR, b"err " + line + b"\n")
+    ch.send(STDIN, b"end\n")
+    got = ch.rest()
+    out.append(f"stdout {got.get(STDOUT)!r} stderr {got.get(STDERR)!r}")
+    out.append(f"exit {_status(got.get(ERROR, b''), cid)}")
+
+    ch = _exec(node, cid, ["sh", "-c", "echo out; echo err >&2"])
+    out.append(_first(ch))
+    got = ch.rest()
+    out.append(f"stdout {got.get(STDOUT)!r} stderr {got.get(STDERR)!r} "
+               f"{_status(got.get(ERROR, b''), cid)}")  # fmt: skip
+
+    ch = _exec(node, cid, ["sh", "-c", "echo old; exit 2"], protocol="channel.k8s.io")
+    got = ch.rest()  # before v4: only an error's text
+    out.append(f"pre-v4 {ch.ws.protocol} stdout {got.get(STDOUT)!r} "
+               f"error {_scrub(got.get(ERROR, b'').decode(), cid)!r}")  # fmt: skip
+
+    ch = _exec(node, cid, ["/no/such/program", "x"], stderr=False)
+    got = ch.rest()
+    out.append(f"missing stdout {got.get(STDOUT)!r} {_status(got.get(ERROR, b''), cid)}")
+
+    listing = 'for p in /proc/[0-9]*; do [ $p = /proc/$$ ] || { cat $p/cmdline; echo; }; done'
+    resp = node.cri("ExecSync", pb((1, cid), (2, ["sh", "-c", listing]), (3, 10)))
+    out.append(f"processes left {resp.bytes(1)!r}")  # the sleep alone: no exec remains
+    out.append(_teardown(node, handler, sid, parent, cid))
+    return out
+
+
+def test_cri_exec_stream(node):
+    out = _both(lambda handler: _exec_session(node, handler))
+    assert out[:3] == [
+        "protocol v4.channel.k8s.io ready on 1 b''",
+        "stdout b'one\\ntwo\\n' stderr b'err one\\nerr two\\n'",
+        "exit Failure reason=NonZeroExitCode causes=[('ExitCode', '3')] message="
+        "'command terminated with non-zero exit code: error executing command "
+        "[sh -c while read l; do [ \"$l\" = end ] && exit 3; echo \"$l\"; echo \"err $l\" >&2; "
+        "done], exit code 3'",
+    ]
+    assert out[3:5] == ["ready on 1 b''", "stdout b'out\\n' stderr b'err\\n' Success reason= "
+                        "causes=[] message=''"]  # fmt: skip
+    assert out[5] == ("pre-v4 channel.k8s.io stdout b'old\\n' error 'command terminated with "
+                      "non-zero exit code: error executing command [sh -c echo old; exit 2], "
+                      "exit code 2'")  # fmt: skip
+    # the runtime's words, as the shim read them from its --log: runc's, which ours
+    # lacked (exec: "..." alone)
+    assert out[6].startswith("missing stdout b'' Failure reason=InternalError")
+    assert ('OCI runtime exec failed: exec failed: unable to start container process: exec: '
+            '"/no/such/program": stat /no/such/program: no such file or directory: unknown'
+            in out[6])  # fmt: skip
+    assert out[7:] == ["processes left b'sleep\\x001000\\x00\\n'", "held [] cgroups []"]
+
+
+def _tty_exec_session(node: Node, handler: str) -> list[str]:
+    out = []
+    sid, sandbox, parent = _run_pod(node, handler, "tty")
+    cid = _create(node, sid, sandbox, _container_config("shell", ["sleep", "1000"]))
+    node.cri("StartContainer", pb((1, cid)))
+    script = ("trap 'echo winch >> /tmp/winch' WINCH; echo \"before $(busybox stty size)\"; "
+              "read want; i=0; while [ \"$(busybox stty size)\" != \"$want\" ] && "
+              "[ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; "
+              "echo \"after $(busybox stty size)\"; cat /tmp/winch; "
+              "busybox tty; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo all three; exit 7")
+    ch = _exec(node, cid, ["sh", "-c", script], tty=True, stdin=True, stderr=False)
+    out.append(_first(ch))
+    ch.until(STDOUT, b"\n")  # the size before: the trap is set
+    ch.resize(100, 30)
+    ch.send(STDIN, b"30 100\n")
+    got = ch.rest()
+    out += [f"tty {line!r}" for line in got.get(STDOUT, b"").split(b"\n")]
+    out.append(f"stderr {got.get(STDERR)!r} exit {_status(got.get(ERROR, b''), cid)}")
+    out.append(_teardown(node, handler, sid, parent, cid))
+    return out
+
+
+def test_cri_exec_terminal_stream(node):
+    out = _both(lambda handler: _tty_exec_session(node, handler))
+    assert out[:9] == [
+        "ready on 1 b''",
+        "tty b'stty: standard input\\r'",  # no size yet (0x0): busybox's stty fails, on the tty
+        "tty b'before \\r'", "tty b'30 100\\r'",  # the line sent, echoed
+        "tty b'after 30 100\\r'", "tty b'winch\\r'", "tty b'/dev/pts/0\\r'",
+        "tty b'all three\\r'", "tty b''",
+    ]  # fmt: skip
+    assert out[9].startswith("stderr None exit Failure reason=NonZeroExitCode causes=[('ExitCode', "
+                             "'7')] message='command terminated with non-zero exit code: ")
+    assert out[9].endswith("exit 7], exit code 7'")
+    assert out[10:] == ["held [] cgroups []"]
+
+
+def _attach_session(node: Node, handler: str) -> list[str]:
+    out = []
+    sid, sandbox, parent = _run_pod(node, handler, "attach")
+    script = 'echo started; while read l; do echo "got $l"; [ "$l" = bye ] && exit 6; done'
+    talker = _create(node, sid, sandbox, _container_config(
+        "talker", ["sh", "-c", script], tty=True) + pb((12, True)))  # stdin  # fmt: skip
+    script = ('while read l; do echo "got $l"; echo "err $l" >&2; done; echo stdin closed; '
+              "exit 4")  # fmt: skip
+    once = _create(node, sid, sandbox, _container_config(
+        "once", ["sh", "-c", script]) + pb((12, True), (13, True)))  # stdin, stdin_once  # fmt: skip
+    for cid in (talker, once):
+        node.cri("StartContainer", pb((1, cid)))
+
+    url = node.cri("Attach", pb((1, talker), (2, True), (3, True), (4, True))).str(1)
+    assert "/attach/" in url, url
+    ch = Channels(url)
+    out.append(_first(ch))
+    ch.send(STDIN, b"hello\n")
+    ch.until(STDOUT, b"got hello\r\n")
+    ch.send(STDIN, b"bye\n")
+    got = ch.rest()  # the container's exit ends the attach
+    out.append(f"talker attach {got.get(STDOUT)!r} {_status(got.get(ERROR, b''), talker)}")
+    status = _wait_exited(node, talker)
+    out.append(f"talker EXITED exit={status.int(7)}")
+    out += _log(status.str(15))
+
+    url = node.cri("Attach", pb((1, once), (2, True), (4, True), (5, True))).str(1)
+    ch = Channels(url)
+    out.append(_first(ch))
+    ch.send(STDIN, b"x\n")
+    ch.until(STDOUT, b"got x\n")
+    ch.until(STDERR, b"err x\n")
+    ch.close()  # stdin_once: the container's stdin is closed with the stream
+    status = _wait_exited(node, once)
+    out.append(f"once {ch.received.get(STDOUT)!r} {ch.received.get(STDERR)!r} "
+               f"EXITED exit={status.int(7)}")  # fmt: skip
+    out += _log(status.str(15))
+    out.append(_teardown(node, handler, sid, parent, talker, once))
+    return out
+
+
+def test_cri_attach_stream(node):
+    out = _both(lambda handler: _attach_session(node, handler))
+    assert out == [
+        "ready on 1 b''",
+        "talker attach b'hello\\r\\ngot hello\\r\\nbye\\r\\ngot bye\\r\\n' Success reason= "
+        "causes=[] message=''",
+        "talker EXITED exit=6", "stdout F started", "stdout F hello", "stdout F got hello",
+        "stdout F bye", "stdout F got bye",
+        "ready on 1 b''", "once b'got x\\n' b'err x\\n' EXITED exit=4",
+        "stdout F got x", "stdout F stdin closed", "stderr F err x",
+        "held [] cgroups []",
+    ]  # fmt: skip
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_listening(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert time.monotonic() < deadline, f"nothing listens on {port}"
+        time.sleep(0.05)
+
+
+def _forward(node: Node, sid: str, port: int, request: bytes) -> dict[int, bytes]:
+    url = node.cri("PortForward", pb((1, sid), (2, [port]))).str(1)
+    assert "/portforward/" in url, url
+    ch = Channels(url)
+    for channel in (0, 1):  # data, error: each first carries the port
+        got, data = ch.recv()
+        assert (got, data) == (channel, struct.pack("<H", port))
+    ch.received.clear()
+    if request:
+        ch.send(0, request)
+    return ch.rest()
+
+
+def _port_forward_session(node: Node, handler: str) -> list[str]:
+    out = []
+    sid, sandbox, parent = _run_pod(node, handler, "forward")
+    port, closed = _free_port(), _free_port()
+    script = (f"mkdir /www && echo served by the pod > /www/index.html && "
+              f"exec busybox httpd -f -p 127.0.0.1:{port} -h /www")  # fmt: skip
+    cid = _create(node, sid, sandbox, _container_config("web", ["sh", "-c", script]))
+    node.cri("StartContainer", pb((1, cid)))
+    _wait_listening(port)
+
+    got = _forward(node, sid, port, b"GET /index.html HTTP/1.0\r\n\r\n")
+    head, _, body = got.get(0, b"").partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    kept = [h for h in lines[1:] if h.split(b":")[0] in (b"Content-Type", b"Content-Length")]
+    out.append(f"forwarded {lines[0]!r} {kept} {body!r} error {got.get(1)!r}")
+    got = _forward(node, sid, closed, b"")
+    error = got.get(1, b"").decode().replace(str(closed), "<port>")
+    out.append(f"refused data {got.get(0)!r} error {_scrub(error, sid)!r}")
+    out.append(_teardown(node, handler, sid, parent, cid))
+    return out
+
+
+def test_cri_port_forward_stream(node):
+    out = _both(lambda handler: _port_forward_session(node, handler))
+    assert out[0] == ("forwarded b'HTTP/1.1 200 OK' [b'Content-Length: 18'] "
+                      "b'served by the pod\\n' error None")  # fmt: skip
+    assert out[1].startswith("refused data None error 'error forwarding port <port> to pod <id>")
+    assert "connection refused" in out[1]
+    assert out[2:] == ["held [] cgroups []"]
+
+
+# --- what the sessions needed of the runtime, checked against runc directly -------------------
+
+
+@pytest.mark.parametrize(("command", "words"), [
+    ("/no/such/program", 'exec failed: unable to start container process: exec: '
+                         '"/no/such/program": stat /no/such/program: no such file or directory'),
+    ("no-such-program", 'exec failed: unable to start container process: exec: '
+                        '"no-such-program": executable file not found in $PATH'),
+])  # fmt: skip
+def test_exec_failure_words(both, bundle, tmp_path, command, words):
+    """An exec whose command cannot run: runc's words (the last error of its --log, which
+    containerd's shim shows, and kubectl after it) and exit status 255, which no
+    command's own status can be mistaken for."""
+    cid = both.new_id()
+    both("run", "-d", "--bundle", bundle.write(["sleep", "100"]), cid)
+    log = tmp_path / f"{both.name}.log"
+    for detach in ([], ["-d"]):
+        proc = both("--log", str(log), "--log-format", "json", "exec", *detach, cid, command,
+                    check=False)  # fmt: skip
+        assert proc.returncode == 255 and words in proc.stderr.replace('\\"', '"'), proc.stderr
+        last = [json.loads(line) for line in log.read_text().splitlines()][-1]
+        assert (last["level"], last["msg"]) == ("error", words)
+    proc = both("exec", "no-such-container", "true", check=False)
+    assert proc.returncode == 255 and "exec failed: " in proc.stderr
+    both("delete", "--force", cid)
