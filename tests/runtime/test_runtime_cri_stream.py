@@ -16,11 +16,14 @@ transcripts, ids and ports taken out, must be equal:
   command that does not exist (the runtime's words in the Status message).
 - exec with a terminal: the output through the pty (its echo, CR LF), a resize
   message changing what ``stty size`` prints inside and sending SIGWINCH, the
-  terminal's name and the exit code.
+  terminal's name (the container's own devpts) and the exit code; ``cat`` ended
+  by ^D; ^C interrupting the foreground process group, which needs the exec'd
+  process to lead a session whose controlling terminal the pty is.
 - attach to a container made with stdin and a terminal: input echoed and
-  answered, the container's exit ending the stream (Status Success); attach to
-  one with stdin_once and no terminal: closing the connection closes the
-  container's stdin.
+  answered, a resize (the shim's, on the console the runtime handed it at
+  create) seen inside with its SIGWINCH, the container's exit ending the stream
+  (Status Success); attach to one with stdin_once and no terminal: closing the
+  connection closes the container's stdin.
 - port-forward: the pods use the node's network, and containerd 1.6 dials
   ``localhost:PORT`` from its own (the host's) network namespace for them, so
   a busybox httpd in the pod on the host's loopback is reached through the
@@ -165,19 +168,39 @@ def _tty_exec_session(node: Node, handler: str) -> list[str]:
     sid, sandbox, parent = _run_pod(node, handler, "tty")
     cid = _create(node, sid, sandbox, _container_config("shell", ["sleep", "1000"]))
     node.cri("StartContainer", pb((1, cid)))
+    # the size asked on stdin awaited (the resize and the line travel apart); a SIGWINCH
+    # may end busybox sh's read with nothing, so it reads again
     script = ("trap 'echo winch >> /tmp/winch' WINCH; echo \"before $(busybox stty size)\"; "
-              "read want; i=0; while [ \"$(busybox stty size)\" != \"$want\" ] && "
-              "[ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done; "
-              "echo \"after $(busybox stty size)\"; cat /tmp/winch; "
+              "want=; while [ -z \"$want\" ]; do read want; done; "
+              "i=0; while [ \"$(busybox stty size)\" != \"$want\" ] && [ $i -lt 200 ]; do "
+              "sleep 0.05; i=$((i+1)); done; echo \"after $(busybox stty size)\"; cat /tmp/winch; "
               "busybox tty; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo all three; exit 7")
     ch = _exec(node, cid, ["sh", "-c", script], tty=True, stdin=True, stderr=False)
     out.append(_first(ch))
-    ch.until(STDOUT, b"\n")  # the size before: the trap is set
+    ch.until(STDOUT, b"before")  # the trap is set
     ch.resize(100, 30)
     ch.send(STDIN, b"30 100\n")
     got = ch.rest()
     out += [f"tty {line!r}" for line in got.get(STDOUT, b"").split(b"\n")]
     out.append(f"stderr {got.get(STDERR)!r} exit {_status(got.get(ERROR, b''), cid)}")
+
+    # the terminal's line discipline: ^D ends cat's input, ^C interrupts the foreground
+    # process group (the exec'd process must lead a session whose controlling terminal
+    # this is)
+    ch = _exec(node, cid, ["cat"], tty=True, stdin=True, stderr=False)
+    _first(ch)
+    ch.send(STDIN, b"hello\n")
+    ch.until(STDOUT, b"hello\r\nhello\r\n")  # echoed, then cat's
+    ch.send(STDIN, b"\x04")
+    got = ch.rest()
+    out.append(f"cat {got.get(STDOUT)!r} {_status(got.get(ERROR, b''), cid)}")
+    script = "trap 'echo interrupted; exit 9' INT; echo ready; while true; do sleep 1; done"
+    ch = _exec(node, cid, ["sh", "-c", script], tty=True, stdin=True, stderr=False)
+    _first(ch)
+    ch.until(STDOUT, b"ready\r\n")
+    ch.send(STDIN, b"\x03")
+    got = ch.rest()
+    out.append(f"interrupted {got.get(STDOUT)!r} {_status(got.get(ERROR, b''), cid).split(' message=')[0]}")
     out.append(_teardown(node, handler, sid, parent, cid))
     return out
 
@@ -194,13 +217,24 @@ def test_cri_exec_terminal_stream(node):
     assert out[9].startswith("stderr None exit Failure reason=NonZeroExitCode causes=[('ExitCode', "
                              "'7')] message='command terminated with non-zero exit code: ")
     assert out[9].endswith("exit 7], exit code 7'")
-    assert out[10:] == ["held [] cgroups []"]
+    assert out[10:] == [
+        "cat b'hello\\r\\nhello\\r\\n' Success reason= causes=[] message=''",
+        "interrupted b'ready\\r\\n^Cinterrupted\\r\\n' Failure reason=NonZeroExitCode "
+        "causes=[('ExitCode', '9')]",
+        "held [] cgroups []",
+    ]  # fmt: skip
 
 
 def _attach_session(node: Node, handler: str) -> list[str]:
     out = []
     sid, sandbox, parent = _run_pod(node, handler, "attach")
-    script = 'echo started; while read l; do echo "got $l"; [ "$l" = bye ] && exit 6; done'
+    # read is not a loop's condition: a SIGWINCH may end it with nothing (busybox sh)
+    script = ("trap 'echo winch >> /tmp/winch' WINCH; echo started; while true; do "
+              "a=; read a b c; if [ \"$a\" = size ]; then i=0; "
+              "while [ \"$(busybox stty size)\" != \"$b $c\" ] && [ $i -lt 200 ]; do "
+              "sleep 0.05; i=$((i+1)); done; echo \"size $(busybox stty size)\"; cat /tmp/winch; "
+              "elif [ \"$a\" = bye ]; then exit 6; elif [ -n \"$a\" ]; then echo \"got $a\"; "
+              "fi; done")  # fmt: skip
     talker = _create(node, sid, sandbox, _container_config(
         "talker", ["sh", "-c", script], tty=True) + pb((12, True)))  # stdin  # fmt: skip
     script = ('while read l; do echo "got $l"; echo "err $l" >&2; done; echo stdin closed; '
@@ -216,6 +250,9 @@ def _attach_session(node: Node, handler: str) -> list[str]:
     out.append(_first(ch))
     ch.send(STDIN, b"hello\n")
     ch.until(STDOUT, b"got hello\r\n")
+    ch.resize(120, 40)  # the shim resizes the console the runtime gave it at create
+    ch.send(STDIN, b"size 40 120\n")
+    ch.until(STDOUT, b"winch\r\n")
     ch.send(STDIN, b"bye\n")
     got = ch.rest()  # the container's exit ends the attach
     out.append(f"talker attach {got.get(STDOUT)!r} {_status(got.get(ERROR, b''), talker)}")
@@ -242,10 +279,10 @@ def test_cri_attach_stream(node):
     out = _both(lambda handler: _attach_session(node, handler))
     assert out == [
         "ready on 1 b''",
-        "talker attach b'hello\\r\\ngot hello\\r\\nbye\\r\\ngot bye\\r\\n' Success reason= "
-        "causes=[] message=''",
+        "talker attach b'hello\\r\\ngot hello\\r\\nsize 40 120\\r\\nsize 40 120\\r\\n"
+        "winch\\r\\nbye\\r\\n' Success reason= causes=[] message=''",
         "talker EXITED exit=6", "stdout F started", "stdout F hello", "stdout F got hello",
-        "stdout F bye", "stdout F got bye",
+        "stdout F size 40 120", "stdout F size 40 120", "stdout F winch", "stdout F bye",
         "ready on 1 b''", "once b'got x\\n' b'err x\\n' EXITED exit=4",
         "stdout F got x", "stdout F stdin closed", "stderr F err x",
         "held [] cgroups []",
