@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from vm_guest_common import run_scenarios  # beside this script, on its sys.path
+from vm_guest_common import cat, run_scenarios  # beside this script, on its sys.path
 
 REPO, OUT = sys.argv[1], sys.argv[2]
 sys.path.insert(0, os.path.join(REPO, "src"))
@@ -52,14 +52,6 @@ def rt(name: str, *args: str, stdin: str | None = None, timeout: float = 120) ->
         err.seek(0)
         return {"rc": p.returncode, "out": out.read().decode(errors="replace"),
                 "err": err.read().decode(errors="replace")}  # fmt: skip
-
-
-def cat(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError as e:
-        return f"<{e.strerror}>" if e.errno != 2 else None
 
 
 def files(path: str) -> dict:

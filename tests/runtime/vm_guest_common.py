@@ -9,6 +9,15 @@ import time
 import traceback
 
 
+def cat(path: str) -> str | None:
+    """A file's text, stripped; None when it does not exist, "<error>" when it cannot be read."""
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError as e:
+        return f"<{e.strerror}>" if e.errno != 2 else None
+
+
 def run_scenarios(scenarios, runtimes, results: dict, out: str) -> None:
     """Each scenario under each runtime: results["<scenario>/<runtime>"] is what it returned
     (or its traceback), and ``out`` is rewritten after each, so a guest that dies part way

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import traceback
 
-from vm_guest_common import run_scenarios  # beside this script, on its sys.path
+from vm_guest_common import cat, run_scenarios  # beside this script, on its sys.path
 
 REPO, OUT = sys.argv[1], sys.argv[2]
 CG = "/sys/fs/cgroup"
@@ -44,14 +44,6 @@ RUNTIMES = {"runc": [shutil.which("runc") or "/usr/sbin/runc"], "ours": OURS}
 FILES = ("memory.max", "pids.max", "cgroup.controllers", "cgroup.subtree_control", "cgroup.freeze")
 WORK = "/tmp/rl"
 results: dict = {}
-
-
-def cat(path: str) -> str | None:
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError as e:
-        return f"<{e.strerror}>" if e.errno != 2 else None
 
 
 def put(path: str, text: str) -> None:

@@ -197,12 +197,14 @@ def require(*paths: str | os.PathLike, programs: tuple[str, ...] = ()) -> None:
         pytest.skip(reason)
 
 
-def run_driver(driver: Path, repo: Path, job: Path, python: Path | None = None,
-               **boot_args) -> dict:  # fmt: skip
+def run_driver(driver: Path, repo: Path, job: Path, python: Path | None = None, *,
+               any_error: bool = False, **boot_args) -> dict:  # fmt: skip
     """Boot and run ``driver`` (a guest-side Python script: DRIVER REPO OUT.json) with
     ``python``, by default the checkout's interpreter (else this one), and return the JSON
     it wrote. For a test fixture, after require(repo): skips when the guest cannot see the
-    interpreter, fails when the driver wrote nothing or exited non-zero."""
+    interpreter, fails when the driver wrote nothing or exited non-zero, and with
+    ``any_error`` when it recorded an "error" for any scenario (else each test looks at its
+    own)."""
     import pytest
 
     if python is None:
@@ -218,6 +220,8 @@ def run_driver(driver: Path, repo: Path, job: Path, python: Path | None = None,
             f"the guest wrote no results (exit {r.returncode}):\n{r.output}\n{r.console[-4000:]}"
         )
     assert r.returncode == 0, f"the guest's driver failed:\n{r.output}"
+    for key, value in results.items() if any_error else ():  # see run_scenarios
+        assert not isinstance(value, dict) or "error" not in value, f"{key}:\n{value['error']}"
     return results
 
 
