@@ -42,6 +42,7 @@ class WebSocket:
 
     def __init__(self, url: str, protocols: tuple[str, ...] = ("v4.channel.k8s.io",),
                  timeout: float = 30) -> None:  # fmt: skip
+        self.url = url
         parts = urlsplit(url)
         if parts.scheme != "http":
             raise WebSocketError(f"{url}: only plain http is spoken here")
@@ -58,8 +59,9 @@ class WebSocket:
         self.sock.sendall(request.encode() + b"\r\n")
         status, headers = self._response_head()
         if not status.startswith("HTTP/1.1 101"):
-            body = self.buf + self._drain()
-            raise WebSocketError(f"{url}: upgrade refused: {status}: {body[:500]!r}")
+            body = self._read(min(int(headers.get("content-length", 0)), 500))
+            self.sock.close()
+            raise WebSocketError(f"{url}: upgrade refused: {status}: {body!r}", status)
         accept = base64.b64encode(hashlib.sha1((key + GUID).encode()).digest()).decode()
         if headers.get("sec-websocket-accept") != accept:
             raise WebSocketError(f"{url}: wrong Sec-WebSocket-Accept {headers}")
@@ -78,15 +80,6 @@ class WebSocket:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
         return status, headers
-
-    def _drain(self) -> bytes:
-        out = b""
-        try:
-            while data := self.sock.recv(4096):
-                out += data
-        except OSError:
-            pass
-        return out
 
     def _read(self, n: int) -> bytes:
         while len(self.buf) < n:

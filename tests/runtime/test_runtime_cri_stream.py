@@ -46,7 +46,7 @@ import time
 
 import pytest
 import test_runtime_cri
-from cri_stream import ERROR, RESIZE, STDERR, STDIN, STDOUT, Channels
+from cri_stream import ERROR, RESIZE, STDERR, STDIN, STDOUT, Channels, WebSocketError
 from test_runtime_cri import (
     Node,
     _both,
@@ -122,6 +122,24 @@ def _exec_session(node: Node, handler: str) -> list[str]:
     got = ch.rest()
     out.append(f"stdout {got.get(STDOUT)!r} stderr {got.get(STDERR)!r} "
                f"{_status(got.get(ERROR, b''), cid)}")  # fmt: skip
+    try:  # a URL serves one stream
+        Channels(ch.ws.url)
+        out.append("url used twice")
+    except WebSocketError as e:
+        out.append(f"url used twice: {e.args[1]}")
+
+    # the connection closed under a reading exec: its stdin ends (containerd closes the
+    # shim's end, and nothing else may hold one open)
+    script = "cat > /tmp/in; echo $? > /tmp/done"
+    ch = _exec(node, cid, ["sh", "-c", script], stdin=True)
+    _first(ch)
+    ch.send(STDIN, b"sent before closing\n")
+    ch.close()
+    deadline, done = time.monotonic() + 10, b""
+    while not done and time.monotonic() < deadline:
+        done = node.cri("ExecSync", pb((1, cid), (2, ["cat", "/tmp/done"]), (3, 10))).bytes(1)
+    resp = node.cri("ExecSync", pb((1, cid), (2, ["cat", "/tmp/in"]), (3, 10)))
+    out.append(f"closed: cat ended {done!r}, read {resp.bytes(1)!r}")
 
     ch = _exec(node, cid, ["sh", "-c", "echo old; exit 2"], protocol="channel.k8s.io")
     got = ch.rest()  # before v4: only an error's text
@@ -149,18 +167,21 @@ def test_cri_exec_stream(node):
         "[sh -c while read l; do [ \"$l\" = end ] && exit 3; echo \"$l\"; echo \"err $l\" >&2; "
         "done], exit code 3'",
     ]
-    assert out[3:5] == ["ready on 1 b''", "stdout b'out\\n' stderr b'err\\n' Success reason= "
-                        "causes=[] message=''"]  # fmt: skip
-    assert out[5] == ("pre-v4 channel.k8s.io stdout b'old\\n' error 'command terminated with "
+    assert out[3:7] == [
+        "ready on 1 b''", "stdout b'out\\n' stderr b'err\\n' Success reason= causes=[] message=''",
+        "url used twice: HTTP/1.1 404 Not Found",
+        "closed: cat ended b'0\\n', read b'sent before closing\\n'",
+    ]  # fmt: skip
+    assert out[7] == ("pre-v4 channel.k8s.io stdout b'old\\n' error 'command terminated with "
                       "non-zero exit code: error executing command [sh -c echo old; exit 2], "
                       "exit code 2'")  # fmt: skip
     # the runtime's words, as the shim read them from its --log: runc's, which ours
     # lacked (exec: "..." alone)
-    assert out[6].startswith("missing stdout b'' Failure reason=InternalError")
+    assert out[8].startswith("missing stdout b'' Failure reason=InternalError")
     assert ('OCI runtime exec failed: exec failed: unable to start container process: exec: '
             '"/no/such/program": stat /no/such/program: no such file or directory: unknown'
-            in out[6])  # fmt: skip
-    assert out[7:] == ["processes left b'sleep\\x001000\\x00\\n'", "held [] cgroups []"]
+            in out[8])  # fmt: skip
+    assert out[9:] == ["processes left b'sleep\\x001000\\x00\\n'", "held [] cgroups []"]
 
 
 def _tty_exec_session(node: Node, handler: str) -> list[str]:
