@@ -19,6 +19,8 @@ transcripts, ids and ports taken out, must be equal:
   terminal's name (the container's own devpts) and the exit code; ``cat`` ended
   by ^D; ^C interrupting the foreground process group, which needs the exec'd
   process to lead a session whose controlling terminal the pty is.
+- execs as the container's user (1000:1000): the pty (its owner, the tty group,
+  mode 620; the user may set its size) and the stdio pipes are the user's.
 - attach to a container made with stdin and a terminal: input echoed and
   answered, a resize (the shim's, on the console the runtime handed it at
   create) seen inside with its SIGWINCH, the container's exit ending the stream
@@ -242,6 +244,42 @@ def test_cri_exec_terminal_stream(node):
         "cat b'hello\\r\\nhello\\r\\n' Success reason= causes=[] message=''",
         "interrupted b'ready\\r\\n^Cinterrupted\\r\\n' Failure reason=NonZeroExitCode "
         "causes=[('ExitCode', '9')]",
+        "held [] cgroups []",
+    ]  # fmt: skip
+
+
+def _user_exec_session(node: Node, handler: str) -> list[str]:
+    """Execs in a container running as 1000:1000: the pty and the pipes the exec'd process
+    gets are its user's (the runtime's chown of the stdio before dropping root)."""
+    out = []
+    sid, sandbox, parent = _run_pod(node, handler, "user")
+    security = ((5, pb((1, 1000))), (12, pb((1, 1000))))  # run_as_user, run_as_group
+    cid = _create(node, sid, sandbox, _container_config(
+        "user", ["sleep", "1000"], security=security))  # fmt: skip
+    node.cri("StartContainer", pb((1, cid)))
+    script = ('id; t=$(busybox tty); echo "$t $(busybox stat -c \'%u %g %a\' $t)"; '
+              "busybox stty cols 90 rows 20 && busybox stty size")  # fmt: skip
+    ch = _exec(node, cid, ["sh", "-c", script], tty=True, stdin=True, stderr=False)
+    _first(ch)
+    got = ch.rest()
+    out.append(f"tty {got.get(STDOUT)!r} {_status(got.get(ERROR, b''), cid)}")
+    script = ("id -u; for fd in 0 1 2; do busybox stat -L -c '%u %F' /proc/self/fd/$fd; done; "
+              "echo to-stderr >&2")  # fmt: skip
+    ch = _exec(node, cid, ["sh", "-c", script], stdin=True)
+    _first(ch)
+    got = ch.rest()
+    out.append(f"pipes {got.get(STDOUT)!r} {got.get(STDERR)!r} {_status(got.get(ERROR, b''), cid)}")
+    out.append(_teardown(node, handler, sid, parent, cid))
+    return out
+
+
+def test_cri_exec_stream_as_user(node):
+    out = _both(lambda handler: _user_exec_session(node, handler))
+    assert out == [
+        "tty b'uid=1000 gid=1000 groups=1000\\r\\n/dev/pts/0 1000 5 620\\r\\n"
+        "20 90\\r\\n' Success reason= causes=[] message=''",  # the user may set its size
+        "pipes b'1000\\n1000 fifo\\n1000 fifo\\n1000 fifo\\n' b'to-stderr\\n' "
+        "Success reason= causes=[] message=''",
         "held [] cgroups []",
     ]  # fmt: skip
 
