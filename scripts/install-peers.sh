@@ -2,7 +2,8 @@
 # Installs the Debian packages that the tests and the demo drive, when missing.
 set -euo pipefail
 packages=(skopeo umoci oci-image-tool busybox-static runc attr docker-registry podman wrk containerd
-          qemu-system-x86 linux-image-amd64 uidmap systemd dbus catatonit criu)
+          qemu-system-x86 linux-image-amd64 uidmap systemd dbus catatonit criu
+          containernetworking-plugins iproute2)
 
 # podman's default ulimits (nofile 1048576) are above these machines' hard limits, and
 # raising a hard limit needs CAP_SYS_RESOURCE, which is missing: every `podman run` then

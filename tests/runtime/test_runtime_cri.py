@@ -422,9 +422,10 @@ def _remove_all(cri: Cri) -> None:
 
 
 def _sandbox_config(name: str, log_dir: str, cgroup_parent: str, pid: int,
-                    sysctls: dict[str, str], privileged: bool) -> bytes:  # fmt: skip
+                    sysctls: dict[str, str], privileged: bool,
+                    network: int = NODE) -> bytes:  # fmt: skip
     metadata = pb((1, name), (2, uuid.uuid4().hex), (3, "ocibox-test"), (4, 0))
-    namespaces = pb((1, NODE), (2, pid))  # the node's network
+    namespaces = pb((1, network), (2, pid))  # the node's network, or the pod's own (CNI)
     security = pb((1, namespaces), (6, privileged))
     linux = pb((1, cgroup_parent), (2, security), (3, sysctls))
     return pb((1, metadata), (3, log_dir), (6, {"app": name}),
@@ -433,9 +434,9 @@ def _sandbox_config(name: str, log_dir: str, cgroup_parent: str, pid: int,
 
 def _container_config(name: str, command: list[str], *, envs: dict[str, str] | None = None,
                       mounts: list[bytes] | None = None, resources: bytes = b"",
-                      pid: int = CONTAINER, security: tuple = (),
-                      tty: bool = False) -> bytes:  # fmt: skip
-    namespaces = pb((1, NODE), (2, pid))
+                      pid: int = CONTAINER, security: tuple = (), tty: bool = False,
+                      network: int = NODE) -> bytes:  # fmt: skip
+    namespaces = pb((1, network), (2, pid))
     return pb(
         (1, pb((1, name))),
         (2, pb((1, BUSYBOX))),
@@ -464,14 +465,14 @@ def _limits(parent: str, cid: str) -> str:
 
 
 def _run_pod(node: Node, handler: str, name: str, pid: int = CONTAINER,
-             sysctls: dict[str, str] | None = None,
-             privileged: bool = False) -> tuple[str, bytes, str]:  # fmt: skip
+             sysctls: dict[str, str] | None = None, privileged: bool = False,
+             network: int = NODE) -> tuple[str, bytes, str]:  # fmt: skip
     """RunPodSandbox under ``handler``: the sandbox's id, its config and its cgroup parent."""
     parent = f"/ocibox-cri-{uuid.uuid4().hex[:8]}"
     node.cgroup_parents.append(parent)
     log_dir = node.work / f"pods-{handler}-{name}"
     log_dir.mkdir()
-    config = _sandbox_config(name, str(log_dir), parent, pid, sysctls or {}, privileged)
+    config = _sandbox_config(name, str(log_dir), parent, pid, sysctls or {}, privileged, network)
     sid = node.cri("RunPodSandbox", pb((1, config), (2, handler))).str(1)
     assert sid
     return sid, config, parent
