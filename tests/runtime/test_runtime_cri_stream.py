@@ -32,6 +32,15 @@ transcripts, ids and ports taken out, must be equal:
   stream; a port nobody listens on reports the dial's error on the error
   channel. The runtime takes no part in it beyond running the httpd.
 
+The v4 protocols cannot close stdin alone (v5's CLOSE came after containerd
+1.6), so the sessions' commands read lines and stop on one of them, or ^D ends
+a terminal's input; closing the whole connection ends stdin too.
+
+What the exec sessions needed of ocibox-runtime is also checked against runc
+directly: an exec that cannot start fails in runc's words (``exec failed:
+unable to start container process: ...``, the last error of the --log that
+containerd's shim puts in the CRI's answer) and with runc's status 255.
+
 attach has a race of containerd's making: the stdin of the attach is copied to
 the container before its stdout is registered, so an answer written within
 that instant would be lost (kubectl has it too); the session waits for each
@@ -48,7 +57,7 @@ import time
 
 import pytest
 import test_runtime_cri
-from cri_stream import ERROR, RESIZE, STDERR, STDIN, STDOUT, Channels, WebSocketError
+from cri_stream import ERROR, STDERR, STDIN, STDOUT, Channels, WebSocketError
 from test_runtime_cri import (
     Node,
     _both,
@@ -66,11 +75,9 @@ pytestmark = [pytest.mark.peer, pytest.mark.root]
 # the private containerd: test_runtime_cri's fixture, made again for this module (0.4 s)
 node = test_runtime_cri.node
 
-assert RESIZE == 4  # the resize channel is Channels.resize's
-
 
 def _scrub(text: str, *ids: str) -> str:
-    """Ids, exec ids and ports out of a message."""
+    """The given ids, and any other 64-hex id (an exec's), out of a message."""
     for i in ids:
         text = text.replace(i, "<id>")
     return re.sub(r"\b[0-9a-f]{64}\b", "<id>", text)
