@@ -110,7 +110,9 @@ def _settle(pm: Podman) -> None:
 def _pod_rm(pm: Podman, pod: str) -> None:
     """pod rm, once more if podman found the infra's /dev/shm busy: that happened now
     and then (about 1 in 8) with a --uidmap pod under runc as under ours, on a loaded
-    machine, and never when its own mounts were looked at; a podman race, not a runtime's."""
+    machine, and never when its own mounts were looked at; a podman race, not a runtime's
+    (podman's own CI knows it as the unlinkat/EBUSY flake, containers/podman#11594, seen in
+    its "--uidmap" and "pod rm" tests)."""
     proc = pm("pod", "rm", pod, check=False)
     if proc.returncode and "userdata/shm: device or resource busy" in proc.stderr:
         time.sleep(1)
