@@ -1,9 +1,10 @@
-"""exec --cgroup (runc 1.2's): the exec'd process joins an existing sub-cgroup of the container's.
+"""exec --cgroup (runc 1.1's): the exec'd process joins an existing sub-cgroup of the container's.
 
-runc 1.1.5, the peer here, does not have the flag. These tests check the process
-lands where asked (its /proc/<pid>/cgroup), per controller on cgroup v1, and that
-a missing sub-cgroup, a path leaving the container's cgroup or an unknown
-controller is refused before anything runs.
+These tests check the process lands where asked (its /proc/<pid>/cgroup), per
+controller on cgroup v1, and that a missing sub-cgroup, a path leaving the
+container's cgroup or an unknown controller is refused before anything runs; the
+forms of the flag runc refuses (more than one ':', a path without controllers
+next to another --cgroup) are refused by both.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def test_exec_joins_the_sub_cgroup_in_every_hierarchy(ours, running, tmp_path):
     ("nosuch", "does not exist"),
     ("../../escape", "must stay inside the container's cgroup"),
     ("memory,nosuchctl:sub", "no such controller in the container's cgroups: nosuchctl"),
+    (",memory:sub", "an empty controller name before the ':'"),
 ])  # fmt: skip
 def test_bad_sub_cgroups_are_refused_before_anything_runs(ours, running, tmp_path, spec, error):
     cid, _, paths, _ = running
@@ -99,3 +101,19 @@ def test_bad_sub_cgroups_are_refused_before_anything_runs(ours, running, tmp_pat
     rootfs = Path(ours.state(cid)["rootfs"])
     assert not (rootfs / "ran").exists()
     assert len(ours("ps", "--format", "json", cid).stdout.strip("[]\n").split(",")) == 1
+
+
+@pytest.mark.parametrize("specs, error", [
+    (["memory:sub:x"], "use [CONTROLLER[,CONTROLLER...]:]PATH"),
+    (["sub", "memory:sub"], "a path without controllers is for every hierarchy, and then the only"),
+])  # fmt: skip
+def test_forms_runc_refuses_are_refused(both, bundle, specs, error):
+    cid = both.new_id()
+    both("run", "-d", "--bundle", bundle.write(["sleep", "100"]), cid)
+    flags = [f for spec in specs for f in ("--cgroup", spec)]
+    p = both("exec", *flags, cid, "touch", "/ran", check=False)
+    # runc: invalid --cgroup argument: memory:sub:x, sub (missing <controller>: prefix)
+    assert p.returncode == 255, p.stderr
+    assert ("invalid --cgroup argument" if both.name == "runc" else error) in p.stderr, p.stderr
+    assert not (bundle.rootfs / "ran").exists()
+    both("delete", "--force", cid)

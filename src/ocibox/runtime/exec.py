@@ -172,15 +172,26 @@ def exec_process(container: Container, process: dict, *, detach: bool = False,
 
 
 def sub_cgroups(paths: dict[str, str], specs: list[str]) -> dict[str, str]:
-    """exec --cgroup (runc 1.2's): the process joins sub-cgroups of the container's.
+    """exec --cgroup (runc 1.1's): the process joins sub-cgroups of the container's.
 
-    Each spec is ``path`` (every hierarchy) or ``controller[,controller...]:path``
-    (cgroup v1 only; repeatable, one path per controller). The sub-cgroups must
-    exist, inside the container's: nothing is made here.
+    Each spec is ``path`` (every hierarchy; then the only spec, as runc's) or
+    ``controller[,controller...]:path`` (cgroup v1 only; repeatable, one path per
+    controller). The sub-cgroups must exist, inside the container's: nothing is
+    made here.
     """
     out = dict(paths)
     for spec in specs:
-        names, colon, sub = spec.rpartition(":")
+        names, colon, sub = spec.partition(":")
+        if ":" in sub:
+            raise UsageError(f"exec --cgroup {spec}: use [CONTROLLER[,CONTROLLER...]:]PATH")
+        if not colon:
+            sub = spec
+            if len(specs) > 1:
+                raise UsageError(f"exec --cgroup {spec}: a path without controllers is for "
+                                 "every hierarchy, and then the only --cgroup",
+                                 hint="name the controllers (memory,pids:PATH) of each")  # fmt: skip
+        elif "" in names.split(","):
+            raise UsageError(f"exec --cgroup {spec}: an empty controller name before the ':'")
         parts = [p for p in sub.split("/") if p not in ("", ".")]
         if ".." in parts:
             raise UsageError(f"exec --cgroup {spec}: the path must stay inside the container's cgroup")
