@@ -83,6 +83,13 @@ def test_memory_cpu_pids_properties():
     assert p["AllowedMemoryNodes"] == ("ay", b"\x01")
 
 
+def test_no_swap_is_no_property():
+    """memory+swap equal to memory (containerd's on v2, for a limit alone): runc sets no
+    MemorySwapMax (the unit shows infinity); memory.swap.max gets 0 through cgroupfs."""
+    p = props({"memory": {"limit": 64 << 20, "swap": 64 << 20}})
+    assert p["MemoryMax"] == ("t", 64 << 20) and "MemorySwapMax" not in p
+
+
 def test_unlimited_values_are_infinity():
     p = props({"memory": {"limit": -1}, "pids": {"limit": -1}, "cpu": {"quota": -1}})
     assert p["MemoryMax"] == ("t", MAX)

@@ -274,7 +274,7 @@ def resource_properties(resources: dict, version: int = 252, period_now: int = 0
     if mem.get("reservation"):
         props.append(("MemoryLow", ("t", _limit(mem["reservation"]))))
     swap = swap_max(mem.get("swap"), mem.get("limit"))
-    if swap:
+    if swap and swap != "0":  # runc's 0 is "unset": no property, and cgroupfs then writes 0
         props.append(("MemorySwapMax", ("t", _MAX if swap == "max" else int(swap))))
     cpu = resources.get("cpu") or {}
     weight = cpu_weight(cpu.get("shares") or 0)
