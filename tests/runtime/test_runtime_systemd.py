@@ -90,6 +90,16 @@ def test_no_swap_is_no_property():
     assert p["MemoryMax"] == ("t", 64 << 20) and "MemorySwapMax" not in p
 
 
+def test_hybrid_paths_include_the_v2_one():
+    """On a hybrid host the unit's v2 cgroup is one of the container's paths (runc's ""),
+    so that an exec joins it; systemd made it and put the init there."""
+    mounts = {"memory": "/sys/fs/cgroup/memory", "name=systemd": "/sys/fs/cgroup/systemd"}
+    assert set(sd._v1_paths(mounts, "a.slice/x.scope")) == {"memory", "name=systemd"}
+    paths = sd._v1_paths({**mounts, "unified": "/sys/fs/cgroup/unified"}, "a.slice/x.scope")
+    assert paths["unified"].startswith("/sys/fs/cgroup/unified/")
+    assert paths["unified"].endswith("/a.slice/x.scope")
+
+
 def test_unlimited_values_are_infinity():
     p = props({"memory": {"limit": -1}, "pids": {"limit": -1}, "cpu": {"quota": -1}})
     assert p["MemoryMax"] == ("t", MAX)

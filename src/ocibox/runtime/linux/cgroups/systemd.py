@@ -28,7 +28,8 @@ TasksMax, the devices) and BlockIOAccounting; the container's cgroup in each v1
 hierarchy is <pid 1's cgroup less init.scope>/<slice path>/<unit>: systemd made
 those of the controllers it manages, the others (cpuset, freezer, net_cls, ...)
 are made here, and the init joins every one but name=systemd (systemd's own).
-The v2 hierarchy of a hybrid host is left to systemd, and linux.resources.unified
+The v2 hierarchy of a hybrid host is left to systemd (its cgroup there is kept with
+the v1 ones, for exec to join, as runc), and linux.resources.unified
 is refused, as runc. update freezes the container around SetUnitProperties
 (systemd rewrites the v1 device rules from deny-all); delete stops the unit,
 then removes every one of those directories still there.
@@ -572,8 +573,8 @@ def apply(cid: str, cgroups_path: str | None, resources: dict, pid: int,
 
 
 def _init_cgroups() -> dict[str, str]:
-    """Controller -> pid 1's cgroup in each v1 hierarchy, less a final "init.scope"
-    (systemd 226 and later keeps itself there, not at the root)."""
+    """Controller -> pid 1's cgroup in each v1 hierarchy ("unified": the v2 one), less a
+    final "init.scope" (systemd 226 and later keeps itself there, not at the root)."""
     out = {}
     try:
         with open("/proc/1/cgroup") as f:
@@ -582,7 +583,7 @@ def _init_cgroups() -> dict[str, str]:
                 path = os.path.normpath(path)
                 if os.path.basename(path) == "init.scope":
                     path = os.path.dirname(path)
-                for ctrl in ctrls.split(","):
+                for ctrl in ctrls.split(",") if ctrls else ["unified"]:
                     if ctrl:
                         out[ctrl] = path.strip("/")
     except OSError:
@@ -596,10 +597,12 @@ _V1_JOINED = ("cpuset", "devices", "memory", "cpu", "cpuacct", "pids", "blkio", 
 
 
 def _v1_paths(mounts: dict[str, str], rel: str) -> dict[str, str]:
-    """The container's directory in each v1 hierarchy runc uses (name=systemd's included)."""
+    """The container's directory in each v1 hierarchy runc uses (name=systemd's included)
+    and, on a hybrid host, in the v2 one: systemd put the unit there, and an exec joins
+    it too (runc's "" path; it was left in the runtime's caller's v2 cgroup)."""
     init = _init_cgroups()
     return {ctrl: os.path.join(mounts[ctrl], init.get(ctrl, ""), rel).rstrip("/")
-            for ctrl in _V1_JOINED if ctrl in mounts}  # fmt: skip
+            for ctrl in (*_V1_JOINED, "unified") if ctrl in mounts}  # fmt: skip
 
 
 def _v1_join(mounts: dict[str, str], rel: str, resources: dict, pid: int) -> dict[str, str]:
@@ -612,7 +615,7 @@ def _v1_join(mounts: dict[str, str], rel: str, resources: dict, pid: int) -> dic
     if "devices" not in paths:
         raise OciboxError("--systemd-cgroup: this cgroup v1 host has no devices hierarchy")
     for ctrl, path in paths.items():
-        if ctrl == "name=systemd":
+        if ctrl in ("name=systemd", "unified"):  # systemd's, the pid placed in them by it
             continue
         makedirs(path)
         if ctrl == "cpuset":
@@ -636,7 +639,7 @@ def set_unit_resources(unit: str, paths: dict[str, str], resources: dict) -> Non
     """
     from .. import dbus
 
-    v1 = "unified" not in paths
+    v1 = set(paths) != {"unified"}  # a hybrid host's v1 paths come with its v2 one
     check_resources(resources, v1)
     period_now = 0
     try:
