@@ -205,7 +205,9 @@ class Cri:
 # --- the private containerd -------------------------------------------------------------------
 
 
-def _config(short: str, root: str) -> str:
+def _config(short: str, root: str, systemd_cgroup: bool = False) -> str:
+    """``systemd_cgroup``: both handlers' SystemdCgroup (the shim runs the runtime with
+    --systemd-cgroup), as on a node whose kubelet has cgroupDriver systemd."""
     runtimes = ""
     for handler, binary in (("ocibox", str(RUNTIME)), ("runc", need("runc"))):
         runtimes += f"""
@@ -214,6 +216,7 @@ def _config(short: str, root: str) -> str:
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{handler}.options]
         BinaryName = "{binary}"
         Root = "{short}/{handler}"
+        SystemdCgroup = {str(systemd_cgroup).lower()}
 """
     return f"""version = 2
 root = "{root}"
