@@ -115,3 +115,21 @@ def test_a_socket_nobody_listens_on_fails_before_anything_is_made(ours, bundle, 
     assert p.returncode != 0 and "--pidfd-socket" in p.stderr
     assert ours("ps", "--format", "json", cid).stdout.strip() == f"[{ours.state(cid)['pid']}]"
     ours("delete", "--force", cid)
+
+
+def test_a_failed_exec_closes_the_pidfd_socket_for_a_library_caller(ours, bundle, tmp_path):
+    """exec_process called in a process that goes on: the socket is closed on an error too,
+    so its peer sees the end at once rather than when the caller exits."""
+    from ocibox.errors import OciboxError
+    from ocibox.runtime.container import Container
+    from ocibox.runtime.exec import exec_process
+
+    cid = ours.new_id()
+    ours("run", "-d", "--bundle", bundle.write(["sleep", "100"]), cid)
+    lis = Listener(tmp_path / "exec.sock")
+    process = {"args": ["true"], "cwd": "/", "rlimits": [{"type": "RLIMIT_NOSUCH", "soft": 1, "hard": 1}]}
+    with pytest.raises(OciboxError, match="unknown type 'RLIMIT_NOSUCH'") as failed:
+        exec_process(Container.load(str(ours.root), cid), process, detach=True, pidfd_socket=lis.path)
+    lis.wait()
+    assert lis.eof and lis.fds == [], failed  # the traceback (its frames) kept alive meanwhile
+    ours("delete", "--force", cid)

@@ -93,18 +93,39 @@ def exec_process(container: Container, process: dict, *, detach: bool = False,
         from .create import warm_cgroup_writes
 
         warm_cgroup_writes()  # the joiner's move then shares its grace period
-    sock = None
-    if process.get("terminal"):
-        if not console_socket:
-            raise NotImplementedYet("exec with a terminal needs --console-socket")
-        from .linux import console
+    sock = pidfd_to = None
+    try:
+        if process.get("terminal"):
+            if not console_socket:
+                raise NotImplementedYet("exec with a terminal needs --console-socket")
+            from .linux import console
 
-        sock = console.connect(console_socket)
-    pidfd_to = None
-    if pidfd_socket:
-        from .linux import pidfd
+            sock = console.connect(console_socket)
+        if pidfd_socket:
+            from .linux import pidfd
 
-        pidfd_to = pidfd.connect(pidfd_socket)
+            pidfd_to = pidfd.connect(pidfd_socket)
+        target = _start(container, process, cgroup_paths, sock, detach=detach,
+                        preserve_fds=preserve_fds, warn=warn)  # fmt: skip
+        if pid_file:
+            write_atomic(os.path.abspath(pid_file), str(target).encode())
+        if pidfd_to is not None:
+            pidfd.send(pidfd_to, target)
+    finally:
+        # on an error too, for a caller that goes on: the sockets' peers see their end
+        for s in (sock, pidfd_to):
+            if s is not None:
+                s.close()
+    if detach:
+        return 0
+    from .create import wait
+
+    return wait(target)
+
+
+def _start(container: Container, process: dict, cgroup_paths: dict[str, str], sock, *,
+           detach: bool, preserve_fds: int, warn) -> int:  # fmt: skip
+    """Fork the joiner, which forks the process; the process's host pid once it runs."""
     rlimits.check(process.get("rlimits") or [])
     if "scheduler" in process:
         proc.check_scheduler(process["scheduler"])
@@ -160,15 +181,7 @@ def exec_process(container: Container, process: dict, *, detach: bool = False,
     debug(f"exec in container {container.id}: process {target} runs {process['args'][0]}")
     if not target:
         raise OciboxError(f"exec in container {container.id}: the process did not start")
-    if pid_file:
-        write_atomic(os.path.abspath(pid_file), str(target).encode())
-    if pidfd_to is not None:
-        pidfd.send(pidfd_to, target)
-    if detach:
-        return 0
-    from .create import wait
-
-    return wait(target)
+    return target
 
 
 def sub_cgroups(paths: dict[str, str], specs: list[str]) -> dict[str, str]:
