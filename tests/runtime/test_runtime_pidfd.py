@@ -133,3 +133,19 @@ def test_a_failed_exec_closes_the_pidfd_socket_for_a_library_caller(ours, bundle
     lis.wait()
     assert lis.eof and lis.fds == [], failed  # the traceback (its frames) kept alive meanwhile
     ours("delete", "--force", cid)
+
+
+def test_a_create_refused_closes_the_pidfd_socket_for_a_library_caller(ours, bundle, tmp_path):
+    """create called in a process that goes on, with an id in use: refused after the socket
+    is connected, which is closed then too (its peer sees the end at once)."""
+    from ocibox.errors import OciboxError
+    from ocibox.runtime.create import create
+
+    cid = ours.new_id()
+    ours("create", "--bundle", bundle.write(["sleep", "100"]), cid)
+    lis = Listener(tmp_path / "create.sock")
+    with pytest.raises(OciboxError, match="already exists") as failed:
+        create(str(ours.root), cid, str(bundle.path), pidfd_socket=lis.path)
+    lis.wait()
+    assert lis.eof and lis.fds == [], failed  # the traceback (its frames) kept alive meanwhile
+    ours("delete", "--force", cid)

@@ -92,40 +92,41 @@ def create(
     for w in ic.warnings:
         if warn:
             warn(w)
-    held = None
-    if ic.console_socket and ic.console_fd is None:
-        # The runtime connects, not the init: as root of a user namespace the init is
-        # kept out of the socket by its owner and mode (runc connects in its parent too).
-        from .linux import console
-
-        held = console.connect(ic.console_socket)
-        ic.console_fd = held.fileno()
-    pidfd_to = None
-    if pidfd_socket:
-        from .linux import pidfd
-
-        pidfd_to = pidfd.connect(pidfd_socket)
-    c = _Creating(cid, bundle, config, ic, Container.reserve(root, cid))
-    c.systemd = systemd_cgroup
-    debug(f"container {cid}: creating from bundle {bundle} (root {root})")
+    held = pidfd_to = None
     try:
-        _make_state_dir(c)
-        # or the init would hold them for ever (the pidfd socket's peer would see no EOF)
-        ic.close_in_child = (c.container.create_lock,
-                             *((pidfd_to.fileno(),) if pidfd_to is not None else ()))  # fmt: skip
-        c.init_pid = process.spawn(ic, subreaper=subreaper, on_cgroups=_cgroup_joiner(c),
-                                   on_hooks=_hook_runner(c))  # fmt: skip
-        _save_state(c, pid_file)
-        if pidfd_to is not None:
-            pidfd.send(pidfd_to, c.init_pid)
-    except BaseException as e:
-        _undo(c, e)
-        raise
+        if ic.console_socket and ic.console_fd is None:
+            # The runtime connects, not the init: as root of a user namespace the init is
+            # kept out of the socket by its owner and mode (runc connects in its parent too).
+            from .linux import console
+
+            held = console.connect(ic.console_socket)
+            ic.console_fd = held.fileno()
+        if pidfd_socket:
+            from .linux import pidfd
+
+            pidfd_to = pidfd.connect(pidfd_socket)
+        c = _Creating(cid, bundle, config, ic, Container.reserve(root, cid))
+        c.systemd = systemd_cgroup
+        debug(f"container {cid}: creating from bundle {bundle} (root {root})")
+        try:
+            _make_state_dir(c)
+            # or the init would hold them for ever (the pidfd socket's peer would see no EOF)
+            ic.close_in_child = (c.container.create_lock,
+                                 *((pidfd_to.fileno(),) if pidfd_to is not None else ()))  # fmt: skip
+            c.init_pid = process.spawn(ic, subreaper=subreaper, on_cgroups=_cgroup_joiner(c),
+                                       on_hooks=_hook_runner(c))  # fmt: skip
+            _save_state(c, pid_file)
+            if pidfd_to is not None:
+                pidfd.send(pidfd_to, c.init_pid)
+        except BaseException as e:
+            _undo(c, e)
+            raise
     finally:
-        if held is not None:
-            held.close()  # the init has its own copy
-        if pidfd_to is not None:
-            pidfd_to.close()
+        # the init has its own copy of the console socket; on an error (an id in use, say)
+        # a caller that goes on must not hold them either
+        for sock in (held, pidfd_to):
+            if sock is not None:
+                sock.close()
     c.container.release()
     return c.container
 
