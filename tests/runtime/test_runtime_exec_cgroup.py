@@ -117,3 +117,33 @@ def test_forms_runc_refuses_are_refused(both, bundle, specs, error):
     assert ("invalid --cgroup argument" if both.name == "runc" else error) in p.stderr, p.stderr
     assert not (bundle.rootfs / "ran").exists()
     both("delete", "--force", cid)
+
+
+def test_delete_waits_for_a_sub_cgroup_whose_process_is_leaving(tmp_path):
+    """cgroup_remove as delete calls it: the container's cgroup has a sub-cgroup (an exec
+    --cgroup's) whose process is killed just after the removal starts. The container's
+    cgroup is retried while the killed process leaves, and so must its sub-cgroup be:
+    removed once, too early, it would keep the container's busy for good."""
+    import subprocess
+    import threading
+
+    from ocibox.runtime.linux.cgroup_remove import remove
+
+    hierarchy = "/sys/fs/cgroup/pids" if os.path.isdir("/sys/fs/cgroup/pids") else "/sys/fs/cgroup"
+    own = os.path.join(hierarchy, f"ocibox-rm-{uuid.uuid4().hex[:8]}")
+    os.mkdir(own)
+    os.mkdir(os.path.join(own, "sub"))
+    sleeper = subprocess.Popen(["sleep", "100"])
+    try:
+        Path(own, "sub", "cgroup.procs").write_text(str(sleeper.pid))
+        killer = threading.Timer(0.1, sleeper.kill)  # while remove is retrying, well within its wait
+        killer.start()
+        remove([own], own=[own])
+        killer.join()
+        assert not os.path.exists(own)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        for d in (os.path.join(own, "sub"), own):
+            if os.path.isdir(d):
+                os.rmdir(d)

@@ -17,14 +17,14 @@ def remove(dirs: list[str], own: list[str] = ()) -> None:
     may take a moment to leave. A parent made along the way stays, at once, while
     another cgroup (another container's) is still under it. The sub-cgroups of
     the ``own`` directories (the container's, which its processes or an exec
-    --cgroup user made) go first, as runc removes them: a cgroup with children
-    cannot be removed.
+    --cgroup user made) go first, at each try, as runc removes them: a cgroup with
+    children cannot be removed, and a killed process may be leaving one of them.
     """
-    for path in own:
-        if path in dirs:
-            _remove_children(path)
+    own = {path for path in own if path in dirs}
     for i, path in enumerate(sorted(set(dirs), key=len, reverse=True)):
         for _ in range(100 if i == 0 else 1):
+            if path in own:
+                _remove_children(path)
             try:
                 posix.rmdir(path)
                 break
@@ -46,4 +46,4 @@ def _remove_children(path: str) -> None:
         try:
             posix.rmdir(child)
         except OSError:
-            pass  # busy: the parent's removal then fails and waits as it would
+            pass  # busy: the parent's removal fails, and the next try comes back here
