@@ -74,7 +74,8 @@ def prepare(
         # the container's own / after pivot_root.
         sc.mount(None, "/", None, sc.MS_SLAVE | sc.MS_REC)
     # pivot_root needs the new root to be a mount point whose parent is not
-    # shared: after rslave, nothing is. The bind stays a slave, so that the
+    # shared: the mount holding the rootfs is a slave now (all of them are, unless
+    # the propagation asked is shared). The bind stays a slave, so that the
     # host's later mounts under the rootfs reach the container (the spec's
     # slave, the default) unless rootfsPropagation says private.
     sc.mount(rootfs, rootfs, None, sc.MS_BIND | sc.MS_REC)
