@@ -268,6 +268,19 @@ def test_ps_without_cgroups(place: Place) -> None:
     assert str(pid) in [line.split()[1] for line in ours.ok("ps", "p1").split("\n")[1:] if line]
 
 
+
+def test_update_without_cgroups_says_why(place: Place) -> None:
+    # No cgroup is in the user's reach: both refuse, ours saying why rather than
+    # asking for linux.resources (which would make create fail here).
+    bundle = place.write(["sleep", "300"])
+    runc, ours = place.side("runc"), place.side("ours")
+    for side in (runc, ours):
+        side.ok("run", "-d", "u1", cwd=bundle)
+        assert side("update", "--pids-limit", "10", "u1").returncode == 1
+    p = ours("update", "--pids-limit", "10", "u1")
+    assert "cannot update container u1: it has no cgroups (it was created rootless" in p.stderr
+    assert "hint: delegate a cgroup to the user" in p.stderr
+
 def _receive_terminal(path: str, user: User):
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from ..errors import BundleError, NotImplementedYet, UsageError
+from ..errors import BundleError, UsageError
 from .container import STOPPED, Container, ContainerStateError
 from .linux.cgroups.fs import read as _read
 
@@ -29,8 +29,12 @@ def update(container: Container, resources: dict) -> None:
         raise ContainerStateError(f"cannot update container {container.id}: it is stopped")
     paths = (container.state or {}).get("cgroupPaths") or {}
     if not paths:
-        raise NotImplementedYet(f"container {container.id} has no cgroups to update",
-                                hint="create it with linux.resources or linux.cgroupsPath")  # fmt: skip
+        # every container gets cgroups (8804db9) but a rootless one with none in reach
+        raise ContainerStateError(
+            f"cannot update container {container.id}: it has no cgroups (it was created "
+            "rootless, and its user may write no cgroup here)",
+            hint="delegate a cgroup to the user (the runtime's own, or one named in "
+            "linux.cgroupsPath) and create the container again")  # fmt: skip
     from .linux.cgroups import is_unified, set_resources
 
     if not is_unified(paths):
