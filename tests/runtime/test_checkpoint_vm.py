@@ -218,3 +218,35 @@ def test_restore_hooks_with_a_noexec_work_path(vm, name):
     assert r["restore"]["rc"] == 0, r["restore"]
     assert r["hook_programs_restore"] == [["prestart", "criu"], ["createRuntime", "criu"]]
     assert r["resumed"]
+
+
+@pytest.mark.parametrize("when", ["at_start", "in_hook"])
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_a_killed_restorer_leaves_nothing_running(vm, name, when):
+    # restore -d SIGKILLed as criu starts (a --criu that kills its parent, then execs
+    # criu) or while the prestart hook runs (criu waiting at setup-namespaces)
+    r = vm[name][f"killed_{when}"]
+    assert r["checkpoint"]["rc"] == 0, r["checkpoint"]
+    assert r["restorer"] == -9
+    assert r.get("in_hook", True)
+    # Nothing restores on or waits for ever: no criu, no action script, nothing in the
+    # container's cgroup. criu undoes the restore under runc (its RPC socket closes) and
+    # ours (the action script fails: the restorer's pipes went with it).
+    assert r["left"] == [], r["left"]
+    assert not r["counting"]
+    assert r["delete"]["rc"] == 0, r["delete"]
+    assert r["left_after_delete"] == []
+    if name == "ours":
+        # criu undid the restore because the action script failed
+        assert any("action scripts failed" in e for e in r["restore_errors"]), r["restore_errors"]
+        # The state says what the restore had made; delete --force removes it all.
+        assert r["state"]["status"] == "stopped" and r["state"]["pid"] == 0, r["state"]
+        assert "restore.action.sh" in r["state_dir"]
+        assert not r["cgroup_after_delete"]
+        assert not r["state_dir_after_delete"]
+        assert r["files_after_delete"] == []
+    elif when == "in_hook":
+        # runc 1.1.5 does not: its state directory keeps the criu-root mount (EBUSY),
+        # and the cgroup it made stays.
+        assert "criu-root: device or resource busy" in r["delete"]["err"], r["delete"]
+        assert r["state_dir_after_delete"] and r["cgroup_after_delete"]

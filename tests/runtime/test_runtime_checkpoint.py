@@ -206,3 +206,51 @@ def test_restore_refuses_a_bad_tty_info(ours, bundle, tmp_path):
     assert p.returncode != 0
     assert f"{tmp_path / 'img' / 'tty.info'}: 'tty[1:2] --evil' is not a terminal's key" in p.stderr
     assert ours("state", cid, check=False).returncode != 0
+
+
+# As --criu: kills the runtime that runs it, then becomes criu (the restorer killed the
+# moment criu starts; what criu does next is the VM test's: here it fails at once).
+KILL_PARENT = '#!/bin/sh\nkill -9 $PPID\nexec criu "$@"\n'
+
+
+def test_a_killed_restorer_leaves_what_delete_force_removes(both, bundle, tmp_path):
+    cid = both.new_id()
+    wrapper = tmp_path / "criu-kill-parent"
+    wrapper.write_text(KILL_PARENT)
+    wrapper.chmod(0o755)
+    cgroup = f"/ocibox-test-ckpt/{cid}"
+
+    def edit(config):
+        config["linux"]["cgroupsPath"] = cgroup
+        config["linux"]["resources"] = {"pids": {"limit": 20}}
+        config["hooks"] = {"prestart": [{"path": "/bin/true"}]}
+
+    img = _images(tmp_path / "img", "")
+    p = both("--criu", str(wrapper), "restore", "-d", "--image-path", img, "--bundle",
+             bundle.write(["sleep", "60"], edit), cid, check=False)  # fmt: skip
+    assert p.returncode == -9, p.stderr
+    if both.name != "runc":
+        # The state names what the restore made, and says it stopped (no lock, no pid).
+        assert both.state(cid)["status"] == "stopped"
+        assert os.path.isdir(f"/sys/fs/cgroup/pids{cgroup}")
+        # criu's action script, run as criu would with its restorer gone: it fails at
+        # once, at setup-namespaces (it waited for ever on a fifo nobody opened any more)
+        # and at post-restore (criu then undoes the restore).
+        script = both.root / cid / "restore.action.sh"
+        for action in ("setup-namespaces", "post-restore"):
+            env = {**os.environ, "CRTOOLS_SCRIPT_ACTION": action, "CRTOOLS_INIT_PID": "1"}
+            r = subprocess.run([str(script)], env=env, stdin=subprocess.DEVNULL, timeout=60)
+            assert r.returncode == 1, action
+    both("delete", "--force", cid, check=both.name != "runc")
+    assert not (both.root / cid).exists()
+    assert not os.path.exists(f"/sys/fs/cgroup/pids{cgroup}")
+    assert not [f for f in os.listdir(img) if f.startswith("restore-")]
+    assert not [pid for pid in os.listdir("/proc") if pid.isdigit() and img in _cmdline(pid)]
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

@@ -204,6 +204,99 @@ def scenario(name: str) -> dict:
     rec["noexec_work"] = noexec_work(name)
     rec["page_server"] = page_server(name)
     rec["lazy"] = lazy(name)
+    rec["killed_at_start"] = killed_restorer(name, "start")
+    rec["killed_in_hook"] = killed_restorer(name, "hook")
+    return rec
+
+
+def cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def criu_procs() -> set[str]:
+    """'PID CMDLINE' of each criu process, and of each action script of ours."""
+    out = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        line = cmdline(pid)
+        if os.path.basename(line.split(" ")[0]).startswith("criu") or "action.sh" in line:
+            out.add(f"{pid} {line}")
+    return out
+
+
+def procs_in(cgroup: str) -> list[str]:
+    try:
+        with open(f"/sys/fs/cgroup{cgroup}/cgroup.procs") as f:
+            return [f"{pid} {cmdline(pid)}" for pid in f.read().split()]
+    except OSError:
+        return []
+
+
+# As --criu: kills the runtime that runs it, then becomes criu.
+KILL_PARENT = '#!/bin/sh\nkill -9 $PPID\nexec criu "$@"\n'
+
+
+def killed_restorer(name: str, when: str) -> dict:
+    """restore -d whose runtime is SIGKILLed as criu starts ("start": a --criu wrapper
+    kills its parent, then execs criu) or while the prestart hook runs ("hook"): what is
+    left a while later (criu, its action script, processes in the container's cgroup),
+    then what delete --force leaves."""
+    cid = f"k{when[0]}"
+    b = bundle(name, cid)
+    img, cgroup = f"/tmp/img-{name}-{cid}", f"/ckpt/{name}/{cid}"
+    rec: dict = {"run": detached(name, "run", "-d", "--bundle", b, cid)}
+    wait_count(f"{name}-{cid}", 0)
+    rec["checkpoint"] = rt(name, "checkpoint", "--image-path", img, cid)
+    marker = f"/tmp/{name}-{cid}.in-hook"
+    with open(f"{b}/config.json") as f:
+        config = json.load(f)
+    config["hooks"]["prestart"] = [{"path": "/bin/sh", "args": ["sh", "-c", f"touch {marker}; sleep 20"]}]
+    with open(f"{b}/config.json", "w") as f:
+        json.dump(config, f)
+    flags = []
+    if when == "start":
+        with open("/tmp/criu-kill-parent", "w") as f:
+            f.write(KILL_PARENT)
+        os.chmod("/tmp/criu-kill-parent", 0o755)
+        flags = ["--criu", "/tmp/criu-kill-parent"]
+    before = criu_procs()
+    with open(f"/tmp/killed-{name}-{cid}.err", "w") as err:
+        p = subprocess.Popen([*RUNTIMES[name], "--root", f"/run/ck-{name}", *flags, "restore",
+                              "-d", "--image-path", img, "--bundle", b, cid], env=ENV,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)  # fmt: skip
+    if when == "hook":
+        deadline = time.monotonic() + 120
+        while not os.path.exists(marker) and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        rec["in_hook"] = os.path.exists(marker)
+        p.kill()
+    try:
+        rec["restorer"] = p.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        rec["restorer"] = "timeout"
+    deadline = time.monotonic() + 60  # what is left once things have settled
+    left: list = ["?"]
+    while left and time.monotonic() < deadline:
+        time.sleep(1)
+        left = sorted(criu_procs() - before) + procs_in(cgroup)
+    rec["left"] = left
+    rec["restore_errors"] = log_errors(f"{img}/restore.log")
+    rec["state"] = state(name, cid)
+    d = f"/run/ck-{name}/{cid}"
+    rec["state_dir"] = sorted(os.listdir(d)) if os.path.isdir(d) else None
+    n = count(f"{name}-{cid}")
+    time.sleep(2)
+    rec["counting"] = count(f"{name}-{cid}") != n
+    rec["delete"] = rt(name, "delete", "--force", cid)
+    time.sleep(1)
+    rec["left_after_delete"] = sorted(criu_procs() - before) + procs_in(cgroup)
+    rec["cgroup_after_delete"] = os.path.exists(f"/sys/fs/cgroup{cgroup}")
+    rec["state_dir_after_delete"] = os.path.exists(d)
+    rec["files_after_delete"] = sorted(f for f in os.listdir(img) if f.startswith("restore-"))
     return rec
 
 

@@ -11,8 +11,9 @@ them. The runtime tells it what it cannot know, as runc does:
     --cgroup-root [CTRL:]PATH      restore into the new container's cgroups
     --restore-sibling              the restored init becomes our child (run -d alike)
     --action-script FILE           prestart and createRuntime hooks at criu's
-                                   setup-namespaces (runc's notification; see
-                                   _SetupNamespacesHooks)
+                                   setup-namespaces (runc's notification), and the
+                                   restore undone at post-restore if the restorer
+                                   is gone (see _ActionScript)
 
 After a checkpoint that did not leave the container running, the container is
 destroyed (its cgroups and state, the poststop hooks run), as runc does: the id
@@ -318,6 +319,11 @@ def restore(root: str, cid: str, bundle: str, opts: Options, *, detach: bool = F
         from .container import write_atomic
 
         write_atomic(os.path.join(c.dir, CONFIG_COPY), json.dumps(config).encode())
+        # A state with no pid yet: "creating" while we hold the lock, "stopped" (delete
+        # cleans up) if we die half-way; the cgroups join it once made.
+        c.save({"ociVersion": OCI_VERSION, "id": cid, "pid": 0, "bundle": bundle,
+                "rootfs": rootfs, "created": now_rfc3339(),
+                "annotations": config.get("annotations") or {}})  # fmt: skip
         hooks = _restore_hooks(cid, bundle, config)
         pid, paths, made, ran, master = _run_criu_restore(c, criu, config, rootfs, opts, tty,
                                                           console_socket, hooks)  # fmt: skip
@@ -448,51 +454,84 @@ def _restore_hooks(cid: str, bundle: str, config: dict):
 
 
 _ACTION_SCRIPT = """#!/bin/sh
-# ocibox-runtime restore: at criu's setup-namespaces, hand the restored init's pid
-# over and wait until the prestart and createRuntime hooks have run.
-[ "$CRTOOLS_SCRIPT_ACTION" = setup-namespaces ] || exit 0
-echo "$CRTOOLS_INIT_PID" > {req} && read -r answer < {rep} && [ "$answer" = ok ]
+# ocibox-runtime restore ({pid}), for criu. At setup-namespaces: {setup}.
+# At post-restore: fail (criu then undoes the restore) if the restorer is gone.
+# Its pipes are reached through its /proc: they go with it (an open fails at once, a
+# read ends), so this never waits for a restorer that is gone (killed, say).
+# Shell builtins only: PATH is the caller's.
+alive() {{
+    {{ read -r stat < /proc/{pid}/stat; }} 2>/dev/null || return 1
+    set -- ${{stat##*) }}
+    [ "${{20}}" = {start} ] && [ -p /proc/{pid}/fd/{req} ] && [ -p /proc/{pid}/fd/{rep} ]
+}}
+case "$CRTOOLS_SCRIPT_ACTION" in
+setup-namespaces) alive{handshake} ;;
+post-restore) alive ;;
+esac
 """
+_HANDSHAKE = (' && echo "$CRTOOLS_INIT_PID" > /proc/{pid}/fd/{req} '
+              '&& read -r answer < /proc/{pid}/fd/{rep} && [ "$answer" = ok ]')  # fmt: skip
+ACTION_SCRIPT = "restore.action.sh"  # in the state directory (else in the work path)
 
 
-class _SetupNamespacesHooks:
-    """The hooks run when criu reaches setup-namespaces, as runc runs them from criu's
-    notification of that name: the namespaces exist, the process is not restored yet.
+class _ActionScript:
+    """criu's --action-script for a restore: it ties criu to this process (the restorer)
+    and runs the hooks when criu reaches setup-namespaces, as runc runs them from criu's
+    notification of that name (the namespaces exist, the process is not restored yet).
 
-    criu's command line has no notifications, only action scripts (--action-script):
-    ours writes the pid into one fifo and waits for a line on another, which this
-    process, waiting for criu, answers once the hooks have run ("ok") or failed.
+    criu's command line has no notifications, only action scripts: ours writes the pid
+    into one pipe of this process and waits for a line on another, which this process,
+    waiting for criu, answers once the hooks have run ("ok") or failed. The pipes have
+    no name: the script opens them as /proc/PID/fd/N, which fails at once when this
+    process is gone (named fifos would block the script's open for ever then, and criu
+    with it). At post-restore it checks that this process is still there: a restorer
+    killed half-way has criu undo the restore (kill what it made), as runc's criu does
+    when runc's end of its RPC socket closes; killed criu would leave half-restored
+    tasks behind instead.
     """
 
-    def __init__(self, work_path: str, state_dir: str, cid: str, run) -> None:
-        import shlex
-
-        base = os.path.join(work_path, f"restore-{cid}")
-        # criu executes the script: not from a noexec mount (a work path on /tmp, say)
-        where = next((d for d in (work_path, state_dir)
-                      if not os.statvfs(d).f_flag & os.ST_NOEXEC), None)  # fmt: skip
-        if where is None:
-            raise OciboxError(f"restore runs the prestart and createRuntime hooks from a script "
-                              f"criu executes, and both {work_path} (--work-path) and "
-                              f"{state_dir} are on noexec mounts",
-                              hint="give a --work-path on a mount that allows execution")  # fmt: skip
-        script = os.path.join(where, f"restore-{cid}.action.sh")
-        self.paths = [f"{base}.hooks-req", f"{base}.hooks-rep", script]
-        self._remove()
-        req, rep, script = self.paths
-        os.mkfifo(req, 0o600)
-        os.mkfifo(rep, 0o600)
-        # Both held read-write: neither open blocks, and criu's side never sees an end.
-        self.req = os.open(req, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        self.rep = os.open(rep, os.O_RDWR | os.O_CLOEXEC)
-        with open(os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700), "w") as f:
-            f.write(_ACTION_SCRIPT.format(req=shlex.quote(req), rep=shlex.quote(rep)))
+    def __init__(self, work_path: str, state_dir: str, cid: str, run=None) -> None:
+        # Both ends of both pipes are held here (close-on-exec: criu does not get them):
+        # the requests' reader never sees an end, an answer waits for a late reader,
+        # and once this process is gone nothing writes the answers any more.
+        self.req, self._req_w = os.pipe()
+        self._rep_r, self.rep = os.pipe()
+        os.set_blocking(self.req, False)
+        pid = os.getpid()
+        found = proc_start_time(pid)
+        fds = {"pid": pid, "req": self.req, "rep": self.rep}
+        self.script = self._place(work_path, state_dir, cid, run is not None)
+        if self.script:
+            handshake = _HANDSHAKE.format(**fds) if run else ""
+            setup = ("hand the init's pid to the restorer,\n# wait until it has run the "
+                     "prestart and createRuntime hooks") if run else "the same check"  # fmt: skip
+            text = _ACTION_SCRIPT.format(**fds, start=found[1] if found else -1,
+                                         handshake=handshake, setup=setup)  # fmt: skip
+            self._remove()
+            with open(os.open(self.script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700), "w") as f:
+                f.write(text)
         self.run = run
         self.ran = False
         self.error: BaseException | None = None
 
+    @staticmethod
+    def _place(work_path: str, state_dir: str, cid: str, needed: bool) -> str | None:
+        """Where the script goes: criu executes it, so not on a noexec mount (a work
+        path on /tmp, say); the state directory first, which delete removes whole.
+        None when neither will do and no hooks need it."""
+        where = next((d for d in (state_dir, work_path)
+                      if not os.statvfs(d).f_flag & os.ST_NOEXEC), None)  # fmt: skip
+        if where is None:
+            if not needed:
+                return None
+            raise OciboxError(f"restore runs the prestart and createRuntime hooks from a script "
+                              f"criu executes, and both {work_path} (--work-path) and "
+                              f"{state_dir} are on noexec mounts",
+                              hint="give a --work-path on a mount that allows execution")  # fmt: skip
+        return os.path.join(where, ACTION_SCRIPT if where == state_dir else f"restore-{cid}.action.sh")
+
     def args(self) -> list[str]:
-        return ["--action-script", self.paths[2]]
+        return ["--action-script", self.script] if self.script else []
 
     def answer(self) -> None:
         """criu's script has written the pid: run the hooks, say how it went."""
@@ -520,16 +559,16 @@ class _SetupNamespacesHooks:
                 self.answer()
 
     def close(self) -> None:
-        os.close(self.req)
-        os.close(self.rep)
+        for fd in (self.req, self._req_w, self._rep_r, self.rep):
+            os.close(fd)
         self._remove()
 
     def _remove(self) -> None:
-        for path in self.paths:
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
+        try:
+            if self.script:
+                os.unlink(self.script)
+        except FileNotFoundError:
+            pass
 
 
 def _run_criu_restore(c: Container, criu: str, config: dict, rootfs: str, opts: Options,
@@ -578,9 +617,8 @@ def _run_criu_restore(c: Container, criu: str, config: dict, rootfs: str, opts: 
                  "--external", f"mnt[{CONSOLE_KEY}]:{name}"]  # fmt: skip
     channel = None
     try:
-        if hooks is not None:
-            channel = _SetupNamespacesHooks(opts.work_path, c.dir, c.id, hooks)
-            args += channel.args()
+        channel = _ActionScript(opts.work_path, c.dir, c.id, hooks)
+        args += channel.args()
         pid, paths, made = _criu_restore_in_cgroups(c, args, config, opts, keep, pidfile, channel)
         if sock is not None:
             _send_terminal(master, name, sock)
@@ -601,7 +639,7 @@ def _run_criu_restore(c: Container, criu: str, config: dict, rootfs: str, opts: 
 
 def _criu_restore_in_cgroups(c: Container, args: list[str], config: dict, opts: Options,
                              keep: list[int], pidfile: str,
-                             hooks: _SetupNamespacesHooks | None) -> tuple[int, dict, list]:  # fmt: skip
+                             hooks: _ActionScript | None) -> tuple[int, dict, list]:  # fmt: skip
     """Run criu restore with ``args`` in the container's cgroups (made here); the restored
     init's pid, the cgroup paths and those made. The ``keep`` fds go to criu only."""
     cg = _cgroup_plan(c.id, config)
@@ -622,6 +660,9 @@ def _criu_restore_in_cgroups(c: Container, args: list[str], config: dict, opts: 
         if cg is not None:
             paths, made = cg(child)
             args += cgroup_root_args(paths)
+            # Recorded before criu runs: should this process be killed, delete --force
+            # finds the cgroups, and what criu left in them.
+            c.save({**(c.state or {}), "cgroupPaths": paths, "cgroupCreated": made})
         os.write(w, json.dumps(args).encode())
     except BaseException:
         os.kill(child, 9)
@@ -658,7 +699,11 @@ def _criu_restore_in_cgroups(c: Container, args: list[str], config: dict, opts: 
 
 
 def _exec_criu_when_told(r: int, w: int, keep: list[int], err_path: str) -> None:
-    """The forked child: read criu's command line from the parent, then become criu."""
+    """The forked child: read criu's command line from the parent, then become criu.
+
+    No parent-death signal: criu killed half-way leaves half-restored tasks (criu's
+    own, waiting for it for ever); the action script has criu undo the restore instead
+    when the restorer is gone."""
     try:
         os.close(w)
         data = b""

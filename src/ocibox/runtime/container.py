@@ -187,9 +187,10 @@ class Container:
         return found[1] == self.state.get("pidStartTime", found[1])
 
     def status(self) -> str:
-        if self.state is None:
-            # create holds the directory's lock until the state is written: a
-            # free lock (or one we hold) and no state means create died half-way.
+        if self.state is None or not self.state.get("pid", 1):
+            # create holds the directory's lock until the state is written (restore
+            # until it has a pid): a free lock (or one we hold) and no state (or no
+            # pid) means create or restore died half-way.
             if self._held:
                 return STOPPED
             fd = self._lock(blocking=False, shared=True)
@@ -460,6 +461,17 @@ class Container:
                 if status == PAUSED:
                     self._freeze("THAWED")  # frozen tasks die only once thawed
                 self._wait_stopped(5.0)
+        elif force and self.state and not self.state.get("pid", 1):
+            # A restore whose runtime was killed: what runs in the cgroups it made (the
+            # restored process, had criu finished after that), which keeps them busy.
+            made = set(self.state.get("cgroupCreated") or ())
+            paths = {k: v for k, v in (self.state.get("cgroupPaths") or {}).items() if v in made}
+            for pid in _cgroup_pids(paths):
+                debug(f"container {self.id}: delete --force kills process {pid}, left in its cgroup")
+                try:
+                    posix.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
         config = self.config() if self.state and self.state.get("hooks") else None
         back = (self.state or {}).get("netDevices")
         debug(f"container {self.id}: destroying (cgroups, state directory)")
