@@ -250,3 +250,13 @@ def test_a_killed_restorer_leaves_nothing_running(vm, name, when):
         # and the cgroup it made stays.
         assert "criu-root: device or resource busy" in r["delete"]["err"], r["delete"]
         assert r["state_dir_after_delete"] and r["cgroup_after_delete"]
+
+
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_restore_takes_the_lsm_flags(vm, name):
+    # --lsm-profile none:NAME and --lsm-mount-context, through to criu (the guest's
+    # kernel shows no LSM: securityfs is not mounted; apparmor:/selinux: are refused)
+    r = vm[name]["lsm"]
+    assert r["checkpoint"]["rc"] == 0, r["checkpoint"]
+    assert r["restore"]["rc"] == 0, (r["restore"], r["restore_errors"])
+    assert r["resumed"]

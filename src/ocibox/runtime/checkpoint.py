@@ -72,7 +72,8 @@ class Options:
                  shell_job: bool = False, file_locks: bool = False,
                  manage_cgroups_mode: str | None = None, empty_ns: str | None = None,
                  criu: str | None = None, auto_dedup: bool = False,
-                 lazy_pages: bool = False) -> None:  # fmt: skip
+                 lazy_pages: bool = False, lsm_profile: str | None = None,
+                 lsm_mount_context: str | None = None) -> None:  # fmt: skip
         self.image_path = os.path.abspath(image_path or "checkpoint")  # runc's default
         self.work_path = os.path.abspath(work_path) if work_path else self.image_path
         self.tcp_established = tcp_established
@@ -89,6 +90,10 @@ class Options:
         self.criu = criu
         self.auto_dedup = auto_dedup
         self.lazy_pages = lazy_pages
+        # restore's: the LSM profile and mount context of the restored process (runc's
+        # flags, criu's options of the same names)
+        self.lsm_profile = _check_lsm_profile(lsm_profile) if lsm_profile else None
+        self.lsm_mount_context = lsm_mount_context or None
 
     def common_args(self) -> list[str]:
         args = ["-D", self.image_path, "-W", self.work_path, "-v4",
@@ -100,6 +105,36 @@ class Options:
             if on:
                 args.append(flag)
         return args
+
+
+LSM_TYPES = ("apparmor", "selinux", "none")  # what criu's --lsm-profile takes
+
+
+def _check_lsm_profile(value: str) -> str:
+    """--lsm-profile TYPE:NAME, refused here when criu would refuse it: a type criu does
+    not know, or an LSM this kernel does not run (criu then fails late, in its log)."""
+    kind, sep, name = value.partition(":")
+    if not sep or kind not in LSM_TYPES:
+        raise UsageError(f"--lsm-profile {value!r}: use TYPE:NAME, TYPE one of {', '.join(LSM_TYPES)}")
+    if kind != "none" and kind not in host_lsms():
+        raise NotImplementedYet(f"--lsm-profile {value}: this host does not run the {kind} LSM "
+                                f"(/sys/kernel/security/lsm does not list it)",
+                                hint=f"restore without --lsm-profile (or with none:{name}), "
+                                     f"or on a host whose kernel runs {kind}")  # fmt: skip
+    return value
+
+
+def host_lsms() -> set[str]:
+    """The LSMs the kernel runs (securityfs's list), as criu finds them; empty when
+    securityfs is not there."""
+    try:
+        with open("/sys/kernel/security/lsm") as f:
+            found = set(f.read().strip().split(","))
+    except OSError:
+        found = set()
+    if os.path.exists("/sys/fs/selinux/enforce"):  # libselinux's test, which criu uses
+        found.add("selinux")
+    return found
 
 
 def find_criu(path: str | None) -> str:
@@ -599,6 +634,10 @@ def _run_criu_restore(c: Container, criu: str, config: dict, rootfs: str, opts: 
             args += ["--external", f"mnt[{d['path']}]:{d['path']}"]
     if opts.empty_ns:
         args += ["--empty-ns", "net"]
+    if opts.lsm_profile:
+        args += ["--lsm-profile", opts.lsm_profile]
+    if opts.lsm_mount_context:
+        args += ["--lsm-mount-context", opts.lsm_mount_context]
     keep: list[int] = []
     netns = _joined_netns(config)
     if netns and not opts.empty_ns:

@@ -92,7 +92,8 @@ _COMMANDS["checkpoint"] = (
 )  # fmt: skip
 _COMMANDS["restore"] = (
     {**_CRIU, "--bundle": True, "-b": True, "--detach": False, "-d": False, "--pid-file": True,
-     "--console-socket": True, "--no-subreaper": False, "--no-pivot": False},
+     "--console-socket": True, "--no-subreaper": False, "--no-pivot": False,
+     "--lsm-profile": True, "--lsm-mount-context": True},
     1, 1, "restore [--image-path DIR] [--bundle DIR] [-d] [--pid-file FILE] <container-id>",
 )  # fmt: skip
 _LATER: tuple[str, ...] = ()
@@ -685,7 +686,9 @@ def _criu_options(flags: dict):
                    manage_cgroups_mode=flags.get("--manage-cgroups-mode") or None,
                    empty_ns=flags.get("--empty-ns") or None, criu=_criu_path,
                    auto_dedup=bool(flags.get("--auto-dedup")),
-                   lazy_pages=bool(flags.get("--lazy-pages")))  # fmt: skip
+                   lazy_pages=bool(flags.get("--lazy-pages")),
+                   lsm_profile=flags.get("--lsm-profile") or None,
+                   lsm_mount_context=flags.get("--lsm-mount-context") or None)  # fmt: skip
 
 
 def _cmd_checkpoint(root: str, flags: dict, args: list[str], log: _Log) -> int:

@@ -100,6 +100,9 @@ FLAGS = {
     "--status-fd": ("FD", "with --lazy-pages: a NUL byte is written here once pages are served"),
     "--auto-dedup": ("", "punch the pages taken again out of the parent's images"),
     "--no-subreaper": ("", "do not become the restored process's subreaper"),
+    "--lsm-profile": ("TYPE:NAME", "the restored process's LSM profile (apparmor, selinux "
+                                   "or none), if the kernel runs that LSM"),
+    "--lsm-mount-context": ("CONTEXT", "the SELinux context= of the restored mounts that had one"),
 }
 
 # Names that mean something else in one command.
