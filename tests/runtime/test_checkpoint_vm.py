@@ -96,10 +96,14 @@ def test_hooks_are_runcs(vm):
     # the dump destroys the container: poststop, without a pid
     assert ours["hooks_checkpoint"] == runc["hooks_checkpoint"] == [["poststop", "stopped", False]]
     # restore: prestart and createRuntime with the restored pid, no poststart
-    # (runc's state then says "stopped", ours "creating")
     kinds = [[kind, has_pid] for kind, _, has_pid in ours["hooks_restore"]]
     assert kinds == [[kind, has_pid] for kind, _, has_pid in runc["hooks_restore"]]
     assert kinds == [["prestart", True], ["createRuntime", True]]
+    # The state on their stdin: runc 1.1.5 gives its current status, "stopped" (no init
+    # yet); ours "creating", as at create: the spec's "stopped" is "the container process
+    # has exited", which it has not (checkpoint._restore_hooks).
+    assert [status for _, status, _ in runc["hooks_restore"]] == ["stopped", "stopped"]
+    assert [status for _, status, _ in ours["hooks_restore"]] == ["creating", "creating"]
 
 
 @pytest.mark.parametrize("name", RUNTIMES)
@@ -260,3 +264,29 @@ def test_restore_takes_the_lsm_flags(vm, name):
     assert r["checkpoint"]["rc"] == 0, r["checkpoint"]
     assert r["restore"]["rc"] == 0, (r["restore"], r["restore_errors"])
     assert r["resumed"]
+
+
+def test_runcs_images_of_a_terminal_are_refused_by_ours(vm):
+    r = vm["runc to ours terminal"]
+    assert r["ticked"] and r["checkpoint"]["rc"] == 0, r
+    assert "tty-info.img" in r["images"] and "tty.info" not in r["images"]
+    assert r["restore"]["rc"] != 0
+    # what failed, why, and what to do, before criu runs: nothing is left
+    err = r["restore"]["err"]
+    assert "its process has a terminal and the checkpoint was not made by ocibox-runtime" in err
+    assert "hint: restore it with the runtime that checkpointed it (runc restore" in err
+    assert "does not exist" in r["state"]["err"]
+    assert not r["cgroup_left"]
+
+
+def test_ours_images_of_a_terminal_under_runc(vm):
+    # runc 1.1.5 cannot restore them: ours dumps /dev/console as an external mount
+    # (criu's command line has no orphan-pts-master), which runc does not map back, so
+    # criu stops ("No mapping for ...(null) mountpoint"); nothing is left.
+    r = vm["ours to runc terminal"]
+    assert r["ticked"] and r["checkpoint"]["rc"] == 0, r
+    assert "tty.info" in r["images"]
+    assert r["restore"]["rc"] != 0
+    assert any("No mapping for" in e for e in r["restore_errors"]), r["restore_errors"]
+    assert "does not exist" in r["state"]["err"]
+    assert not r["cgroup_left"] and not r["got_master"]

@@ -135,13 +135,28 @@ def test_restore_with_console_socket_needs_a_terminal(ours, bundle, tmp_path):
 
 
 def test_restore_of_a_terminal_needs_images_of_ours(ours, bundle, tmp_path):
-    # runc's images of a terminal need criu's RPC (orphan-pts-master); they have no tty.info.
+    # runc's images of a terminal (criu's tty-info.img, no tty.info) need criu's RPC
+    # (orphan-pts-master): the refusal says so, and what to do (in the VM: runc's own).
+    cid = ours.new_id()
+    img = _images(tmp_path / "img", None)
+    (tmp_path / "img" / "tty-info.img").write_bytes(b"")
+    p = ours("restore", "-d", "--console-socket", str(tmp_path / "sock"), "--image-path", img,
+             "--bundle", bundle.write(["sh"], _terminal), cid, check=False)  # fmt: skip
+    assert p.returncode != 0
+    assert (f"cannot restore {img}: its process has a terminal and the checkpoint was not made "
+            f"by ocibox-runtime (no tty.info)") in p.stderr  # fmt: skip
+    assert "hint: restore it with the runtime that checkpointed it (runc restore" in p.stderr
+    assert ours("state", cid, check=False).returncode != 0
+
+
+def test_restore_of_a_terminal_from_images_without_one(ours, bundle, tmp_path):
+    # neither ours' tty.info nor criu's tty-info.img: the dumped process had no terminal
     cid = ours.new_id()
     p = ours("restore", "-d", "--console-socket", str(tmp_path / "sock"), "--image-path",
              _images(tmp_path / "img", None), "--bundle", bundle.write(["sh"], _terminal), cid,
              check=False)  # fmt: skip
     assert p.returncode != 0
-    assert f"{tmp_path / 'img'} has no tty.info (not dumped by ocibox-runtime)" in p.stderr
+    assert "process.terminal is true, and the checkpoint's process had no terminal" in p.stderr
 
 
 def test_restore_terminal_and_config_must_agree(ours, bundle, tmp_path):

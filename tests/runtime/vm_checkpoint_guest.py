@@ -478,6 +478,34 @@ def lazy(name: str) -> dict:
     return rec
 
 
+def terminal_cross(dumper: str, restorer: str) -> dict:
+    """A container with a terminal checkpointed by one runtime, restored (onto a console
+    socket) by the other: what each does with the other's images."""
+    b = bundle(dumper, "ttx", TICKER, terminal=True)
+    img = f"/tmp/img-{dumper}-to-{restorer}-tty"
+    rec: dict = {}
+    c1 = Console(f"/tmp/console-{dumper}-x1.sock")
+    rec["run"] = rt(dumper, "run", "-d", "--console-socket", c1.path, "--bundle", b, "ttx")
+    rec["ticked"] = c1.wait_master() and c1.read_until(r"tick 1\b")
+    rec["checkpoint"] = rt(dumper, "checkpoint", "--image-path", img, "ttx")
+    rec["images"] = sorted(os.listdir(img)) if os.path.isdir(img) else []
+    if c1.master is not None:
+        c1.read_until("$^", timeout=5)
+    rec["last_before"] = max(c1.ticks(), default=-1)
+    c2 = Console(f"/tmp/console-{dumper}-x2.sock")
+    rec["restore"] = rt(restorer, "restore", "-d", "--console-socket", c2.path, "--image-path",
+                        img, "--bundle", b, "ttx")  # fmt: skip
+    rec["restore_errors"] = log_errors(f"{img}/restore.log")
+    rec["state"] = state(restorer, "ttx")
+    rec["got_master"] = rec["restore"]["rc"] == 0 and c2.wait_master(30)
+    if rec["got_master"]:
+        rec["ticked_after"] = c2.read_until(rf"tick {rec['last_before'] + 1}\b", 30)
+        rec["output_after"] = c2.text()[-300:]
+    rec["cgroup_left"] = os.path.exists(f"/sys/fs/cgroup/ckpt/{dumper}/ttx")
+    rt(restorer, "delete", "-f", "ttx")
+    return rec
+
+
 def created_checkpoint(name: str, b: str) -> dict:
     """checkpoint of a container that was only created: refused before criu runs."""
     rt(name, "create", "--bundle", b, "c3")
@@ -670,6 +698,12 @@ def main() -> int:
         key = f"{dumper} to {restorer}"
         try:
             results[key] = cross(dumper, restorer)
+        except Exception:
+            results[key] = {"error": traceback.format_exc()}
+    for dumper, restorer in (("runc", "ours"), ("ours", "runc")):
+        key = f"{dumper} to {restorer} terminal"
+        try:
+            results[key] = terminal_cross(dumper, restorer)
         except Exception:
             results[key] = {"error": traceback.format_exc()}
     with open(OUT, "w") as f:

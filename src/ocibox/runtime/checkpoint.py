@@ -423,10 +423,17 @@ def _check_terminal(config: dict, image_path: str, console_socket: str | None,
                               "process.terminal is false")  # fmt: skip
         return None
     if tty == "unknown":
-        raise NotImplementedYet(f"restore of a container with a terminal: {image_path} has no "
-                                f"{TTY_INFO} (not dumped by ocibox-runtime)",
-                                hint="runc's images of a terminal need criu's RPC "
-                                     "(orphan-pts-master); restore them with runc")  # fmt: skip
+        if not os.path.exists(os.path.join(image_path, "tty-info.img")):
+            raise BundleError("config.json: process.terminal is true, and the checkpoint's "
+                              "process had no terminal (criu dumped none)")  # fmt: skip
+        # runc's images, say: its terminal is criu's orphan-pts-master, RPC only
+        raise NotImplementedYet(f"cannot restore {image_path}: its process has a terminal and the "
+                                f"checkpoint was not made by ocibox-runtime (no {TTY_INFO}); "
+                                f"a terminal checkpointed by runc is restored only through "
+                                f"criu's RPC (orphan-pts-master), which ocibox-runtime does not use",
+                                hint="restore it with the runtime that checkpointed it (runc "
+                                     "restore --console-socket ...), or checkpoint the container "
+                                     "with ocibox-runtime")  # fmt: skip
     if not tty:
         raise BundleError("config.json: process.terminal is true, and the checkpoint's process "
                           "had no terminal")  # fmt: skip
@@ -472,7 +479,13 @@ def _send_terminal(master: int, name: str, sock) -> None:
 def _restore_hooks(cid: str, bundle: str, config: dict):
     """A function running prestart and createRuntime with the restored init's pid, as runc
     runs them on restore (runc runs no poststart then, nor do we); None without such hooks.
-    The state says "creating" (runc's says "stopped")."""
+
+    The state they get says "creating", where runc 1.1's says "stopped" (its current
+    state, there being no init yet to look at; the VM test records it). Restore is not
+    in the runtime-spec, but its words for the states are: "stopped" is "the container
+    process has exited", which a hook would act on (clean up, say) while the process is
+    being restored and will run; "creating", "the container is being created", is what
+    the same hooks get at create, and what restore is doing."""
     hooks = config.get("hooks") or {}
     if not (hooks.get("prestart") or hooks.get("createRuntime")):
         return None
