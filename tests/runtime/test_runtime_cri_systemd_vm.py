@@ -8,10 +8,13 @@ containerd, whose runc options say ``SystemdCgroup = true``, runs the runtime wi
 each container is the transient unit cri-containerd-<id>.scope. This host has
 neither systemd as PID 1 nor a unified hierarchy, so the guest (vm_cri_guest.py)
 runs test_runtime_cri's private containerd, both handlers with SystemdCgroup, and
-the same session under each: the sandbox's and a limited container's units
+the same sessions under each: the sandbox's and a limited container's units
 (systemctl show) and cgroup files, UpdateContainerResources reaching both,
 ContainerStats, StopContainer, removal, and what is left in systemd and in the
-cgroup tree. One boot per layout: pure cgroup v2, and the hybrid one (v1 controllers).
+cgroup tree; then a burstable privileged pod sharing one pid namespace (a
+container's leftovers killed, OOMKilled, a privileged unit, containerd restarted,
+the pod stopped with a container running). One boot per layout: pure cgroup v2,
+and the hybrid one (v1 controllers).
 """
 
 from __future__ import annotations
@@ -45,10 +48,11 @@ def guest(request, tmp_path_factory) -> tuple[str, dict]:
     return request.param, results
 
 
-def _transcripts(results: dict) -> tuple[list[str], list[str]]:
+def _transcripts(results: dict, scenario: str = "pod") -> tuple[list[str], list[str]]:
     for handler in ("runc", "ocibox"):
-        assert "error" not in results[f"pod/{handler}"], results[f"pod/{handler}"]["error"]
-    return results["pod/runc"]["transcript"], results["pod/ocibox"]["transcript"]
+        got = results[f"{scenario}/{handler}"]
+        assert "error" not in got, got["error"]
+    return results[f"{scenario}/runc"]["transcript"], results[f"{scenario}/ocibox"]["transcript"]
 
 
 def _records(lines: list[str], prefix: str) -> dict[str, str]:
@@ -66,9 +70,10 @@ def test_guest_layout(guest):
         assert not host["v2"] and host["mounts"] == ["cgroup", "cgroup2"], host
 
 
-def test_session_as_runc(guest):
+@pytest.mark.parametrize("scenario", ["pod", "ends"])
+def test_session_as_runc(guest, scenario):
     _, results = guest
-    runc, ours = _transcripts(results)
+    runc, ours = _transcripts(results, scenario)
     assert ours == runc
 
 
@@ -109,6 +114,8 @@ def test_limits_and_update_reach_unit_and_files(guest):
         assert cfiles["memory.limit_in_bytes"] == str(128 * MIB)
         assert ufiles["memory.limit_in_bytes"] == str(64 * MIB)
         assert (cfiles["cpu.cfs_quota_us"], ufiles["cpu.cfs_quota_us"]) == ("50000", "25000")
+    assert (created["AllowedCPUs"], updated["AllowedCPUs"]) == ("0-1", "0")
+    assert (cfiles["cpuset.cpus"], ufiles["cpuset.cpus"]) == ("0-1", "0")
     assert "stats True cpu True memory True" in ours
 
 
@@ -125,3 +132,23 @@ def test_stop_and_remove_leave_nothing(guest):
     else:  # the v1 hierarchies systemd does not manage keep the pod's directory (kubelet's)
         assert stopped.startswith("slice stopped [] ['cpuset:kubepods-besteffort-podUID.slice'")
         assert ":memory" not in stopped and ":pids" not in stopped, stopped
+
+
+def test_pod_ends(guest):
+    """A shared pid namespace's leftovers killed with the scope's (kill --all), OOMKilled,
+    a privileged container's unit (no device policy), containerd restarted, the pod
+    stopped with a container running; nothing left after."""
+    layout, results = guest
+    _, ours = _transcripts(results, "ends")
+    assert ours[0] == "main processes True" and ours[2] == "main left None []"
+    assert ours[1].startswith("main EXITED exit=2 reason='Error' ")
+    assert ours[3].startswith("hog EXITED exit=137 reason='OOMKilled' "), ours[3]
+    priv = _records(ours, "priv unit ")
+    assert priv["DevicePolicy"] == "auto" and "DeviceAllow" not in priv, priv
+    assert priv["Slice"] == "kubepods-burstable-podUID.slice"
+    rest = [line for line in ours[4:] if not line.startswith("priv unit ")]
+    assert rest[:4] == ["restarted ready 0", "priv RUNNING", "exec b'still\\n' 0", rest[3]]
+    assert rest[3].startswith("priv EXITED exit=137 reason='Error' ")
+    assert rest[4:7] == ["held []", "left units []", "left dirs []"]
+    if layout == "v2":
+        assert rest[-1] == "slice stopped [] []"
