@@ -112,6 +112,25 @@ def test_pids(runc, ours, bundle):
     assert mine.splitlines()[0] == "pids/pids.max 3"
 
 
+def test_zero_values_are_left_unset(runc, ours, bundle):
+    # runc's Set writes no limit, share, period, quota or weight of 0 (v2's mapping did
+    # not either); ours wrote them on v1: a memory limit of 0 killed the init, and a
+    # period of 0 was refused by the kernel
+    _need("memory", "cpu", "blkio")
+
+    def edit(cfg):
+        cfg["linux"]["resources"].update({
+            "memory": {"limit": 0, "swap": 0, "reservation": 0},
+            "cpu": {"shares": 0, "quota": 0, "period": 0, "realtimeRuntime": 0, "realtimePeriod": 0},
+            "blockIO": {"weight": 0, "leafWeight": 0},
+        })  # fmt: skip
+
+    files = ["memory/memory.limit_in_bytes", "memory/memory.soft_limit_in_bytes",
+             "cpu/cpu.shares", "cpu/cpu.cfs_period_us", "cpu/cpu.cfs_quota_us"]  # fmt: skip
+    theirs, mine = _pair(runc, ours, bundle, _read(files), edit)
+    assert mine == theirs
+    assert [line.split()[1] for line in mine.splitlines()][2:] == ["1024", "100000", "-1"]
+
 def test_blkio_throttle(runc, ours, bundle):
     _need("blkio")
     major, minor = (

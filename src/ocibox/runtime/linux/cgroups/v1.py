@@ -94,11 +94,13 @@ def _init_cpuset(root_mp: str, path: str) -> None:
 
 
 def _set_memory(path: str | None, mem: dict) -> None:
-    if not mem:
+    # As runc's: a limit, swap or reservation of 0 is one left unset (v2's mapping too).
+    limit, swap, reservation = (mem.get(k) or None for k in ("limit", "swap", "reservation"))
+    wanted = (limit, swap, reservation, mem.get("swappiness"))
+    if wanted == (None,) * 4 and not mem.get("disableOOMKiller"):
         return
     if path is None:
         raise BundleError("linux.resources.memory: no memory cgroup on this host")
-    limit, swap = mem.get("limit"), mem.get("swap")
     # memsw must stay >= limit at every step: raise it first when it grows (or
     # goes unlimited), lower it after the memory limit when it shrinks.
     if limit is not None:
@@ -113,8 +115,8 @@ def _set_memory(path: str | None, mem: dict) -> None:
             write(path, "memory.limit_in_bytes", str(limit))
     elif swap is not None:
         write(path, "memory.memsw.limit_in_bytes", str(swap))
-    if mem.get("reservation") is not None:
-        write(path, "memory.soft_limit_in_bytes", str(mem["reservation"]))
+    if reservation is not None:
+        write(path, "memory.soft_limit_in_bytes", str(reservation))
     if mem.get("swappiness") is not None:
         write(path, "memory.swappiness", str(mem["swappiness"]))
     if mem.get("disableOOMKiller"):
@@ -134,7 +136,8 @@ def _set_cpu(path: str | None, cpuset: str | None, cpu: dict) -> None:
     for key, name in (("shares", "cpu.shares"), ("period", "cpu.cfs_period_us"),
                       ("quota", "cpu.cfs_quota_us"), ("realtimePeriod", "cpu.rt_period_us"),
                       ("realtimeRuntime", "cpu.rt_runtime_us"), ("idle", "cpu.idle")):  # fmt: skip
-        if cpu.get(key) is not None:
+        # as runc's: 0 is unset, but for idle (a pointer in runc's config: 0 is written)
+        if cpu.get(key) or (key == "idle" and cpu.get(key) is not None):
             if path is None:
                 raise BundleError(f"linux.resources.cpu.{key}: no cpu cgroup on this host")
             write(path, name, str(cpu[key]))
@@ -163,18 +166,19 @@ _THROTTLE = (("throttleReadBpsDevice", "blkio.throttle.read_bps_device"),
 
 
 def _set_blkio(path: str | None, blkio: dict) -> None:
-    if not any(v not in (None, []) for v in blkio.values()):
+    # as runc's: a weight of 0 is one left unset
+    if not any(v not in (None, [], 0) for v in blkio.values()):
         return
     if path is None:
         raise BundleError("linux.resources.blockIO: no blkio cgroup on this host")
-    if blkio.get("weight") is not None:
+    if blkio.get("weight"):
         write(path, "blkio.weight", str(blkio["weight"]))
-    if blkio.get("leafWeight") is not None:
+    if blkio.get("leafWeight"):
         write(path, "blkio.leaf_weight", str(blkio["leafWeight"]))
     for d in blkio.get("weightDevice") or []:
-        if d.get("weight") is not None:
+        if d.get("weight"):
             write(path, "blkio.weight_device", f"{d['major']}:{d['minor']} {d['weight']}")
-        if d.get("leafWeight") is not None:
+        if d.get("leafWeight"):
             write(path, "blkio.leaf_weight_device", f"{d['major']}:{d['minor']} {d['leafWeight']}")
     for key, name in _THROTTLE:
         for d in blkio.get(key) or []:
