@@ -347,6 +347,16 @@ def test_limits_without_a_writable_cgroup_are_refused(rt: Side, place: Place) ->
         "linux.resources.pids: cannot set this limit" in p.stderr)  # fmt: skip
 
 
+def test_zero_values_need_no_cgroup(rt: Side, place: Place) -> None:
+    # runc's Set writes nothing for them, so a rootless container without a writable
+    # cgroup runs (ours refused them as limits)
+    def zeros(c: dict) -> None:
+        c["linux"]["resources"] = {"memory": {"limit": 0, "swap": 0, "disableOOMKiller": False},
+                                   "cpu": {"shares": 0, "quota": 0, "period": 0},
+                                   "blockIO": {"weight": 0}, "pids": {"limit": 0}}  # fmt: skip
+
+    assert rt.ok("run", "z1", cwd=place.write(["id", "-u"], zeros)).strip() == "0"
+
 def test_device_rules_alone_need_no_cgroup(rt: Side, place: Place) -> None:
     def devices(c: dict) -> None:
         c["linux"]["resources"] = {"devices": [{"allow": False, "access": "rwm"}]}

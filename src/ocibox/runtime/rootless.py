@@ -117,10 +117,13 @@ def _check_delegated(path: str, needs: dict[str, list[str]]) -> None:
 
 def _needs(resources: dict) -> dict[str, list[str]]:
     """linux.resources key -> the v1 controllers its values are written to (as runc's Set,
-    nothing for a value left unset, or a pids limit of 0; devices: none, see use_cgroups)."""
+    nothing for a value left unset or 0, a pids limit of 0 too; devices: none, see
+    use_cgroups)."""
 
     def given(d: dict | None) -> bool:
-        return any(v not in (None, [], {}) for v in (d or {}).values())
+        # 0 and false are unset, but for swappiness and idle (pointers in runc's config)
+        return any(v not in (None, [], {}) and (v or k in ("swappiness", "idle"))
+                   for k, v in (d or {}).items())  # fmt: skip
 
     cpu = resources.get("cpu") or {}
     needs = {
