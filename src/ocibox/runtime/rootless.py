@@ -66,7 +66,7 @@ def use_cgroups(cid: str, cgroups_path: str | None, resources: dict) -> list[str
         raise BundleError(f"linux.cgroupsPath {cgroups_path}: a rootless container cannot "
                           f"create or join it: {blocked[hard[0]]} is not writable",
                           hint="delegate that cgroup to this user, or leave cgroupsPath out")  # fmt: skip
-    for key, ctrls in _needs(resources).items() if hard else ():
+    for key, ctrls in controllers_needed(resources).items() if hard else ():
         for ctrl in ctrls:
             # on a unified host every controller is v2's; on a hybrid one hugetlb and
             # rdma are, when v1 has no such hierarchy (see v1._set_hugetlb)
@@ -82,7 +82,7 @@ def use_cgroups(cid: str, cgroups_path: str | None, resources: dict) -> list[str
                                   hint="delegate a cgroup to this user (the runtime's own, or "
                                   "one named in linux.cgroupsPath), or leave the limits out")  # fmt: skip
     if usable == ["unified"] and len(mounts) == 1:
-        _check_delegated(os.path.join(mounts["unified"], rels["unified"]), _needs(resources))
+        _check_delegated(os.path.join(mounts["unified"], rels["unified"]), controllers_needed(resources))
     return usable
 
 
@@ -115,7 +115,7 @@ def _check_delegated(path: str, needs: dict[str, list[str]]) -> None:
                                   "the delegated cgroup, or leave the limit out")  # fmt: skip
 
 
-def _needs(resources: dict) -> dict[str, list[str]]:
+def controllers_needed(resources: dict) -> dict[str, list[str]]:
     """linux.resources key -> the v1 controllers its values are written to (as runc's Set,
     nothing for a value left unset or 0, a pids limit of 0 too; devices: none, see
     use_cgroups)."""

@@ -52,10 +52,10 @@ def _check_placed(cid: str, paths: dict[str, str], resources: dict) -> None:
     rootless, it stays in the runtime's cgroup where its user may not write) is refused
     by name, before any other limit is changed."""
     from .linux.cgroups import hierarchies
-    from .rootless import _needs
+    from .rootless import controllers_needed
 
     host = hierarchies()
-    for key, ctrls in _needs(resources).items():
+    for key, ctrls in controllers_needed(resources).items():
         for ctrl in ctrls:
             if ctrl not in paths and ctrl in host:
                 raise BundleError(
