@@ -367,6 +367,25 @@ def test_namespace_path_of_the_wrong_type_fails(runc, ours, bundle, kind):
         holder.wait()
 
 
+def test_joined_user_namespace_that_does_not_map_root_fails(runc, ours, bundle):
+    """A user namespace joined by path whose maps leave 0 out (here: none at all): the
+    init cannot become its root, and both refuse; ours names the namespace's maps."""
+    holder = subprocess.Popen(["unshare", "--user", "sleep", "60"])
+    try:
+        time.sleep(0.2)
+
+        def edit(cfg):
+            cfg["linux"]["namespaces"].append({"type": "user", "path": f"/proc/{holder.pid}/ns/user"})
+
+        theirs, mine = _pair(runc, ours, bundle, ["true"], edit)
+        assert theirs.returncode != 0 and "no uid mappings" in theirs.stderr, theirs.stderr
+        assert mine.returncode != 0, mine.stderr
+        assert "cannot become root in the joined user namespace: Invalid argument" in mine.stderr
+        assert "its uid and gid maps must map 0" in mine.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
 def test_namespace_paths_ipc_pid_and_mount(runc, ours, bundle):
     """Joining ipc and pid namespaces by path (linux_ns_path)."""
     holder = subprocess.Popen(
