@@ -215,3 +215,22 @@ def test_memory_and_swap_updated_up_and_down(rt_name, request, bundle):
         assert got[0] == str(mem)
         assert swap == -1 or got[1] == str(swap)
     rt("delete", "--force", cid)
+
+
+@pytest.mark.parametrize("rt_name", ["runc", "ours"])
+def test_memory_unlimited_lifts_a_swap_limit_not_given(rt_name, request, bundle):
+    # runc: a memory limit of -1 with no swap given sets swap to -1 too (and first):
+    # memsw below an unlimited memory limit is refused by the kernel
+    _need("memory")
+    if not os.path.exists(f"{V1}/memory/memory.memsw.limit_in_bytes"):
+        pytest.skip("no swap accounting")
+    rt = request.getfixturevalue(rt_name)
+    cid = rt.new_id()
+    b = bundle.write(["sleep", "30"], lambda c: c["linux"]["resources"].update(
+        memory={"limit": 64 << 20, "swap": 96 << 20}))
+    rt("run", "-d", "--bundle", b, cid)
+    rt("update", "--memory", "-1", cid)
+    files = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"
+    limit, swap = rt("exec", cid, "sh", "-c", files).stdout.split()
+    assert int(limit) == int(swap) > 1 << 60  # unlimited: the page-rounded maximum
+    rt("delete", "--force", cid)

@@ -101,10 +101,13 @@ def _set_memory(path: str | None, mem: dict) -> None:
         return
     if path is None:
         raise BundleError("linux.resources.memory: no memory cgroup on this host")
+    memsw = os.path.exists(os.path.join(path, "memory.memsw.limit_in_bytes"))
+    if limit == -1 and swap is None and memsw:
+        swap = -1  # as runc: unlimited memory lifts a swap limit not given too
     # memsw must stay >= limit at every step: raise it first when it grows (or
     # goes unlimited), lower it after the memory limit when it shrinks.
     if limit is not None:
-        if swap is not None and os.path.exists(os.path.join(path, "memory.memsw.limit_in_bytes")):
+        if swap is not None and memsw:
             if swap == -1 or swap > _int_or_max(read(path, "memory.memsw.limit_in_bytes")):
                 write(path, "memory.memsw.limit_in_bytes", str(swap))
                 write(path, "memory.limit_in_bytes", str(limit))
