@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -46,6 +47,13 @@ def running(ours, bundle):
     for d in sorted(left, key=len, reverse=True):
         os.rmdir(d)
     assert not left, "delete left cgroups behind"
+
+
+def _stat(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return " Z "  # gone
 
 
 def _mkdir(made, path: str) -> None:
@@ -145,5 +153,43 @@ def test_delete_waits_for_a_sub_cgroup_whose_process_is_leaving(tmp_path):
         sleeper.kill()
         sleeper.wait()
         for d in (os.path.join(own, "sub"), own):
+            if os.path.isdir(d):
+                os.rmdir(d)
+
+
+@pytest.mark.parametrize("host_pid_ns", [False, True])
+def test_ps_and_kill_all_see_the_sub_cgroups(both, bundle, tmp_path, host_pid_ns):
+    # As runc's GetAllPids: a process exec'd into a sub-cgroup is the container's too,
+    # for ps and for kill --all (which, sharing the host's pid namespace, has only the
+    # cgroups to find it by).
+    cid = both.new_id()
+    name = f"ocibox-exec-cg-{uuid.uuid4().hex[:8]}"
+
+    def edit(cfg):
+        cfg["linux"]["cgroupsPath"] = f"/{name}"
+        if host_pid_ns:
+            cfg["linux"]["namespaces"] = [n for n in cfg["linux"]["namespaces"]
+                                          if n["type"] != "pid"]  # fmt: skip
+
+    both("run", "-d", "--bundle", bundle.write(["sleep", "100"], edit), cid)
+    made: list[str] = []
+    try:
+        for top in Path("/sys/fs/cgroup").iterdir():
+            if not top.is_symlink() and (top / name).is_dir():
+                _mkdir(made, str(top / name / "sub"))
+        pid_file = tmp_path / "pid"
+        both("exec", "-d", "--pid-file", str(pid_file), "--cgroup", "sub", cid, "sleep", "100")
+        execd = int(pid_file.read_text())
+        init = both.state(cid)["pid"]
+        listed = json.loads(both("ps", "--format", "json", cid).stdout)
+        assert sorted(listed) == sorted([init, execd])
+        both("kill", "--all", cid, "KILL")
+        deadline = time.monotonic() + 5
+        while Path(f"/proc/{execd}").exists() and " Z " not in _stat(execd):
+            assert time.monotonic() < deadline, f"kill --all left the exec'd process {execd}"
+            time.sleep(0.05)
+    finally:
+        both("delete", "--force", cid)
+        for d in sorted(made, key=len, reverse=True):
             if os.path.isdir(d):
                 os.rmdir(d)

@@ -574,10 +574,23 @@ def _stderr_warning(msg: str) -> None:
 
 
 def _cgroup_pids(paths: dict[str, str]) -> list[int]:
+    """The pids in the container's cgroup and in its sub-cgroups (exec --cgroup's, or what
+    its processes made), read in the first hierarchy that can be, as runc's GetAllPids."""
     for path in paths.values():
         try:
-            with open(_join(path, "cgroup.procs")) as f:
-                return [int(x) for x in f.read().split()]
+            return _tree_pids(path)
         except OSError:
             continue
     return []
+
+
+def _tree_pids(path: str) -> list[int]:
+    with open(_join(path, "cgroup.procs")) as f:
+        pids = [int(x) for x in f.read().split()]
+    for entry in posix.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            try:
+                pids += _tree_pids(entry.path)
+            except FileNotFoundError:  # removed meanwhile
+                continue
+    return pids
