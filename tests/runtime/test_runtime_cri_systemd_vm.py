@@ -13,8 +13,9 @@ the same sessions under each: the sandbox's and a limited container's units
 ContainerStats, StopContainer, removal, and what is left in systemd and in the
 cgroup tree; then a burstable privileged pod sharing one pid namespace (a
 container's leftovers killed, OOMKilled, a privileged unit, containerd restarted,
-the pod stopped with a container running). One boot per layout: pure cgroup v2,
-and the hybrid one (v1 controllers).
+the pod stopped with a container running); and a guaranteed pod, whose container
+on v2 has kubelet's MemoryQoS limits (unified memory.high and memory.min, set and
+updated). One boot per layout: pure cgroup v2, and the hybrid one (v1 controllers).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def test_guest_layout(guest):
         assert not host["v2"] and host["mounts"] == ["cgroup", "cgroup2"], host
 
 
-@pytest.mark.parametrize("scenario", ["pod", "ends"])
+@pytest.mark.parametrize("scenario", ["pod", "ends", "guaranteed"])
 def test_session_as_runc(guest, scenario):
     _, results = guest
     runc, ours = _transcripts(results, scenario)
@@ -152,3 +153,25 @@ def test_pod_ends(guest):
     assert rest[4:7] == ["held []", "left units []", "left dirs []"]
     if layout == "v2":
         assert rest[-1] == "slice stopped [] []"
+
+
+def test_guaranteed_pod_and_memory_qos(guest):
+    """A guaranteed pod's slice is right under kubepods.slice; on v2, kubelet's MemoryQoS
+    (linux.resources.unified memory.high and memory.min) reaches the unit and the files,
+    at creation and on update."""
+    layout, results = guest
+    _, ours = _transcripts(results, "guaranteed")
+    created = _records(ours, "created unit ")
+    assert created["Slice"] == "kubepods-podUID.slice"
+    assert created["ControlGroup"] == "/kubepods.slice/kubepods-podUID.slice/cri-containerd-CID.scope"
+    if layout == "v2":
+        assert (created["MemoryHigh"], created["MemoryMin"]) == (str(96 * MIB), str(8 * MIB))
+        updated = _records(ours, "updated unit ")
+        assert (updated["MemoryHigh"], updated["MemoryMin"]) == (str(64 * MIB), str(4 * MIB))
+        assert updated["MemoryMax"] == str(96 * MIB) and updated["CPUQuotaPerSecUSec"] == "300ms"
+        cfiles, ufiles = _records(ours, "created file "), _records(ours, "updated file ")
+        assert (cfiles["memory.high"], cfiles["memory.min"]) == (str(96 * MIB), str(8 * MIB))
+        assert (ufiles["memory.high"], ufiles["memory.min"]) == (str(64 * MIB), str(4 * MIB))
+    assert ours[-4:-1] == ["held []", "left units []", "left dirs []"]
+    if layout == "v2":
+        assert ours[-1] == "slice stopped [] []"

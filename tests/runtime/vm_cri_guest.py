@@ -210,6 +210,9 @@ def scenario_ends(handler: str) -> dict:
     node.cri("StartContainer", pb((1, main)))
     procs = os.path.join(CG, "" if V2 else "pids", parent, f"cri-containerd-{main}.scope",
                          "cgroup.procs")  # fmt: skip
+    deadline = time.monotonic() + 30  # sh, and the sleep it starts in the background
+    while len((cat(procs) or "").split()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
     out.append(f"main processes {len((cat(procs) or '').split()) >= 2}")
     node.cri("ExecSync", pb((1, main), (2, ["touch", "/tmp/go"]), (3, 60)))
     status = cri._wait_exited(node, main)
@@ -248,6 +251,60 @@ def scenario_ends(handler: str) -> dict:
     out.append(f"priv {cri._summary(cri._status(node, priv)[0])}")
     node.cri("RemovePodSandbox", pb((1, sid)))  # the containers with it
     out += _gone(handler, pod_slice)
+    return _hide(out, ids)
+
+
+def scenario_guaranteed(handler: str) -> dict:
+    """A guaranteed pod (its slice right under kubepods.slice), and on v2 what kubelet's
+    MemoryQoS asks through linux.resources.unified (memory.high, memory.min), set and
+    updated: the unit's MemoryHigh and MemoryMin, and the files."""
+    node = NODE
+    out: list[str] = []
+    uid = str(uuid.uuid4()).replace("-", "_")
+    pod_slice = f"kubepods-pod{uid}.slice"
+    log_dir = WORK / f"pods-{handler}-guaranteed"
+    log_dir.mkdir()
+    sandbox = cri._sandbox_config("guaranteed", str(log_dir), f"/kubepods.slice/{pod_slice}",
+                                  CONTAINER, {}, False)  # fmt: skip
+    sid = node.cri("RunPodSandbox", pb((1, sandbox), (2, handler))).str(1)
+    ids = {sid: "SID", uid: "UID"}
+    unified = {"memory.high": str(96 << 20), "memory.min": str(8 << 20)} if V2 else {}
+    resources = pb((1, 100000), (2, 20000), (3, 204), (4, 128 << 20), (9, unified))
+    cid = cri._create(node, sid, sandbox, cri._container_config(
+        "steady", ["sleep", "1000"], resources=resources))  # fmt: skip
+    ids[cid] = "CID"
+    node.cri("StartContainer", pb((1, cid)))
+    scope = f"cri-containerd-{cid}.scope"
+    rel = f"kubepods.slice/{pod_slice}/{scope}"
+    wanted = ("Slice", "ControlGroup", "MemoryHigh", "MemoryMin", "MemoryMax", "CPUWeight",
+              "CPUQuotaPerSecUSec") if V2 else ("Slice", "ControlGroup", "MemoryLimit")  # fmt: skip
+    shown = [p for p in show(scope) if p.split("=")[0] in wanted]
+    if V2:
+        shown += sh("systemctl", "show", "-pMemoryHigh", "-pMemoryMin", scope).splitlines()
+    out += [f"created unit {p}" for p in shown]
+    v2_files = ("memory.high", "memory.min", "memory.max", "cpu.max", "cpu.weight")
+    if V2:
+        out += [f"created file {f}={cat(os.path.join(CG, rel, f))}" for f in v2_files]
+        unified = {"memory.high": str(64 << 20), "memory.min": str(4 << 20)}
+    node.cri("UpdateContainerResources", pb((1, cid), (2, pb(
+        (1, 100000), (2, 30000), (3, 204), (4, 96 << 20), (9, unified)))))  # fmt: skip
+    if V2:
+        out += [f"updated unit {p}" for p in
+                sh("systemctl", "show", "-pMemoryHigh", "-pMemoryMin", "-pMemoryMax",
+                   "-pCPUQuotaPerSecUSec", scope).splitlines()]  # fmt: skip
+        out += [f"updated file {f}={cat(os.path.join(CG, rel, f))}" for f in v2_files]
+    node.cri("StopContainer", pb((1, cid), (2, 0)))
+    out.append(f"stopped {cri._summary(cri._status(node, cid)[0])}")
+    node.cri("RemoveContainer", pb((1, cid)))
+    node.cri("StopPodSandbox", pb((1, sid)))
+    node.cri("RemovePodSandbox", pb((1, sid)))
+    out += [f"held {NODE.held(handler)}", f"left units {units('cri-containerd-*')}",
+            f"left dirs {dirs_under(f'kubepods.slice/{pod_slice}')}"]
+    sh("systemctl", "stop", pod_slice)
+    left = [d for d in dirs_under("kubepods.slice") if d.endswith(f":{pod_slice}")]
+    out.append(f"slice stopped {units(pod_slice)} {left}")
+    for d in left:
+        os.rmdir(os.path.join(CG, d.split(":")[0], "kubepods.slice", pod_slice))
     return _hide(out, ids)
 
 
@@ -298,7 +355,8 @@ def main() -> None:
             json.dump(results, f, indent=1)
         raise
     try:
-        run_scenarios([scenario_pod, scenario_ends], cri.HANDLERS, results, OUT)
+        run_scenarios([scenario_pod, scenario_ends, scenario_guaranteed], cri.HANDLERS,
+                      results, OUT)
     finally:
         NODE.daemon.stop()
         log = cat(str(WORK / "containerd.log")) or ""
