@@ -314,3 +314,13 @@ def _cmdline(pid: str) -> str:
             return f.read().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
+
+
+@pytest.mark.parametrize("command", ["checkpoint", "restore"])
+def test_every_flag_of_runcs_is_taken(runc, ours, command):
+    # runc 1.1's checkpoint and restore flags, from its --help: each one is ours too
+    # (and has a help line: test_runtime_help.py).
+    theirs = set(re.findall(r"^\s+(--[a-z-]+)", runc(command, "--help").stdout, re.M))
+    mine = set(re.findall(r"(--[a-z-]+)", ours(command, "--help").stdout))
+    assert len(theirs) > 10
+    assert theirs - mine == set()
