@@ -48,3 +48,13 @@ def test_help_for_an_unknown_command_is_a_usage_error():
     p = run("help", "nope")
     assert p.returncode == 2 and p.stdout == ""
     assert "no such command 'nope'" in p.stderr
+
+
+def test_global_help_flag_before_a_command_gives_that_commands_help():
+    # The word after --help is the command (not a topic after "help"), as runc 1.1's
+    # `runc --help exec` names exec.
+    p = run("--help", "exec", "foo")
+    assert p.returncode == 0 and p.stderr == "", p.stderr
+    assert p.stdout == run("exec", "--help").stdout
+    assert run("--help", "nope").returncode == 2
+

@@ -217,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{PROG} version {VERSION}\nspec: 1.2.0")
             return 0
         if not rest or gflags.get("--help") or gflags.get("-h") or rest[0] == "help":
-            return _print_help(rest[1:2] if rest else [])
+            # The topic follows "help"; after --help, it is the command itself.
+            return _print_help(rest[1:2] if rest and rest[0] == "help" else rest[:1])
         fmt = str(gflags.get("--log-format", "text"))
         if fmt not in ("text", "json"):
             raise _Usage(f"invalid log format {fmt!r}: use text or json")
