@@ -58,3 +58,8 @@ def test_global_help_flag_before_a_command_gives_that_commands_help():
     assert p.stdout == run("exec", "--help").stdout
     assert run("--help", "nope").returncode == 2
 
+
+def test_exec_cgroup_help_says_a_bare_path_is_every_hierarchy_and_alone():
+    text = run("exec", "--help").stdout
+    line = next(line for line in text.splitlines() if line.strip().startswith("--cgroup "))
+    assert "every hierarchy" in line and "only --cgroup" in line, line

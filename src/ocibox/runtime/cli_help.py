@@ -66,7 +66,8 @@ FLAGS = {
     "--process-label": ("LABEL", "an SELinux label (refused: no LSM support)"),
     "--apparmor": ("PROFILE", "an AppArmor profile (refused: no LSM support)"),
     "--cgroup": ("[CTRL,...:]PATH", "join this existing sub-cgroup of the container's "
-                                    "(controllers: v1 only; repeatable)"),
+                                    "(controllers: v1 only, repeatable; a PATH without "
+                                    "them is for every hierarchy, then the only --cgroup)"),
     "--resources": ("FILE|-", "the new linux.resources as JSON (- for stdin)"),
     "--memory": ("BYTES", "memory limit"),
     "--memory-reservation": ("BYTES", "memory soft limit"),
