@@ -208,8 +208,9 @@ def _page_server_args(page_server: str | None, listen: bool) -> list[str]:
         return []
     address, _, port = page_server.rpartition(":")
     address = address.strip("[]")  # [IPv6]:PORT
-    if not address or not port.isdigit():
-        raise UsageError(f"--page-server {page_server!r}: use --page-server ADDRESS:PORT")
+    if not address or not (port.isdigit() and 0 < int(port) < 65536):
+        raise UsageError(f"--page-server {page_server!r}: use --page-server ADDRESS:PORT "
+                         "(a port from 1 to 65535)")
     return [*([] if listen else ["--page-server"]), "--address", address, "--port", port]
 
 
