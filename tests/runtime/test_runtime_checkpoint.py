@@ -338,3 +338,30 @@ def test_page_server_port_out_of_range_is_a_usage_error(ours, bundle, tmp_path, 
     assert "--page-server ADDRESS:PORT" in p.stderr and "1 to 65535" in p.stderr
     assert not (tmp_path / "img").exists()
     assert ours.state(cid)["status"] == "running"
+
+
+def _answer(tmp_path, request: bytes, hook_args: list[str]):
+    """What restore's action-script channel makes of ``request`` (what criu's script
+    writes at setup-namespaces), with a prestart hook of ``hook_args``: its reply, error."""
+    from ocibox.runtime import checkpoint as ck
+
+    config = {"hooks": {"prestart": [{"path": "/bin/true", "args": hook_args}]}}
+    channel = ck._ActionScript(str(tmp_path), str(tmp_path), "x", ck._restore_hooks("x", str(tmp_path), config))
+    try:
+        os.write(channel._req_w, request)
+        channel.answer()
+        return os.read(channel._rep_r, 64), channel.error, channel.ran
+    finally:
+        channel.close()
+
+
+def test_a_hooks_valueerror_is_its_own_not_a_missing_pid(tmp_path):
+    # subprocess refuses an argument with a NUL byte with a ValueError: the hook's
+    # failure, not criu's script giving no pid.
+    reply, error, ran = _answer(tmp_path, b"1234\n", ["tr\0ue"])
+    assert reply == b"failed\n" and ran
+    assert "no pid" not in str(error) and "null" in str(error)
+    reply, error, ran = _answer(tmp_path, b"x\n", ["true"])
+    assert reply == b"failed\n" and not ran
+    assert "criu's setup-namespaces gave no pid ('x')" in str(error)
+    assert _answer(tmp_path, b"1234\n", ["true"]) == (b"ok\n", None, True)

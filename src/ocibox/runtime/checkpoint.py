@@ -587,13 +587,16 @@ class _ActionScript:
         data = os.read(self.req, 64).decode(errors="replace").strip()
         ok = False
         try:
-            self.ran = True
-            self.run(int(data))
-            ok = True
+            pid = int(data)
         except ValueError:
             self.error = OciboxError(f"criu's setup-namespaces gave no pid ({data!r})")
-        except Exception as e:
-            self.error = e
+        else:
+            try:  # a hook's error is its own, whatever its type (a ValueError too)
+                self.ran = True
+                self.run(pid)
+                ok = True
+            except Exception as e:
+                self.error = e
         os.write(self.rep, b"ok\n" if ok else b"failed\n")
 
     def wait(self, child: int) -> int:
