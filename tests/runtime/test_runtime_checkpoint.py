@@ -365,3 +365,40 @@ def test_a_hooks_valueerror_is_its_own_not_a_missing_pid(tmp_path):
     assert reply == b"failed\n" and not ran
     assert "criu's setup-namespaces gave no pid ('x')" in str(error)
     assert _answer(tmp_path, b"1234\n", ["true"]) == (b"ok\n", None, True)
+
+
+_SUBREAPER_AFTER_FAILED_RESTORE = """
+import ctypes, os, sys
+from ocibox.runtime import checkpoint
+libc = ctypes.CDLL(None, use_errno=True)
+def subreaper():
+    v = ctypes.c_int(-1)
+    assert libc.prctl(37, ctypes.byref(v), 0, 0, 0) == 0  # PR_GET_CHILD_SUBREAPER
+    return v.value
+if sys.argv[4] == "1":
+    libc.prctl(36, 1, 0, 0, 0)  # a caller that is a subreaper already stays one
+try:
+    checkpoint.restore(sys.argv[1], sys.argv[2], sys.argv[3], checkpoint.Options(sys.argv[5]))
+except Exception as e:
+    print(type(e).__name__, subreaper())
+"""
+
+
+@pytest.mark.skipif(CRIU is None, reason="criu is not installed")
+@pytest.mark.parametrize("already", ["0", "1"])
+def test_a_failed_restore_leaves_its_caller_as_it_was_no_subreaper(ours, bundle, tmp_path, already):
+    # A library caller's restore that fails (criu refusing images that are none; an
+    # id that exists) must not leave the caller a child subreaper it was not.
+    import sys
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "inventory.img").write_bytes(b"")
+    b = bundle.write(["sleep", "60"])
+    taken = ours.new_id()
+    ours("create", "--bundle", b, taken)
+    for cid in (ours.new_id(), taken):
+        p = subprocess.run([sys.executable, "-c", _SUBREAPER_AFTER_FAILED_RESTORE, str(ours.root),
+                            cid, b, already, str(tmp_path / "img")],
+                           capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert p.stdout.split()[-1:] == [already], (p.stdout, p.stderr)
+    assert ours.state(taken)["status"] == "created"

@@ -62,6 +62,7 @@ CONSOLE_KEY = "console"  # the /dev/console bind mount's key
 PTY_SLAVE_MAJORS = range(136, 144)  # UNIX98_PTY_SLAVE_MAJOR and the majors after it
 NET_KEY = "extRootNetNS"  # runc's key for a joined network namespace
 CGROUP_MODES = ("soft", "full", "strict", "ignore")
+PR_GET_CHILD_SUBREAPER = 37
 
 
 class Options:
@@ -342,16 +343,13 @@ def restore(root: str, cid: str, bundle: str, opts: Options, *, detach: bool = F
     if not os.path.isdir(rootfs):
         raise BundleError(f"the root filesystem {rootfs} does not exist")
     os.makedirs(opts.work_path, 0o700, exist_ok=True)
-    if not (detach or no_subreaper):
-        from .linux import syscalls as sc
-        from .process import PR_SET_CHILD_SUBREAPER
-
-        sc.prctl(PR_SET_CHILD_SUBREAPER, 1)
     c = Container.reserve(root, cid)
     debug(f"container {cid}: restoring from {opts.image_path} (bundle {bundle})")
     made: list[str] = []
     master = None
+    subreaper = False
     try:
+        subreaper = not (detach or no_subreaper) and _make_subreaper()
         from .container import write_atomic
 
         write_atomic(os.path.join(c.dir, CONFIG_COPY), json.dumps(config).encode())
@@ -386,6 +384,11 @@ def restore(root: str, cid: str, bundle: str, opts: Options, *, detach: bool = F
             c.state = {"cgroupCreated": made}
         c.destroy()
         c.release()
+        if subreaper:  # a library caller goes on as it was
+            from .linux import syscalls as sc
+            from .process import PR_SET_CHILD_SUBREAPER
+
+            sc.prctl(PR_SET_CHILD_SUBREAPER, 0)
         raise
     c.release()
     if pid_file:
@@ -404,6 +407,22 @@ def restore(root: str, cid: str, bundle: str, opts: Options, *, detach: bool = F
         code = wait(pid)
     c.delete(force=True)
     return code
+
+
+def _make_subreaper() -> bool:
+    """Make this process a child subreaper (the restored init's orphans come to it, as
+    at run); whether it was made one here (False when it was one already)."""
+    import ctypes
+
+    from .linux import syscalls as sc
+    from .process import PR_SET_CHILD_SUBREAPER
+
+    was = ctypes.c_int(0)
+    sc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.addressof(was))
+    if was.value:
+        return False
+    sc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+    return True
 
 
 def _check_terminal(config: dict, image_path: str, console_socket: str | None,
