@@ -128,6 +128,21 @@ def test_a_failing_prestart_hook_fails_the_restore(vm, name):
         assert not r["cgroup_left"]
 
 
+@pytest.mark.parametrize("name", RUNTIMES)
+def test_restore_without_cgroup_config_places_it_as_create_does(vm, name):
+    # Neither linux.resources nor cgroupsPath: run gives <the runtime's cgroup>/<id>,
+    # and so does restore, under runc and ours; what needs the cgroup works then.
+    r = vm[name]["no_cgroup_config"]
+    assert r["checkpoint"]["rc"] == 0 and r["restore"]["rc"] == 0, (r["checkpoint"], r["restore"])
+    assert r["cgroup_at_run"].endswith("/nc"), r
+    assert r["cgroup_after_restore"] == r["cgroup_at_run"], r
+    assert r["cgroup_after_restore"] == vm["runc"]["no_cgroup_config"]["cgroup_after_restore"]
+    assert r["ps"] == {"rc": 0, "has_init": True}, r
+    assert (r["pause"], r["paused"], r["resume"]) == (0, "paused", 0), r
+    assert r["kill_all"] == 0 and r["delete"] == 0, r
+    assert not r["cgroup_left"], r
+
+
 @pytest.mark.parametrize("key", ["runc to ours", "ours to runc"])
 def test_images_restore_under_the_other_runtime(vm, key):
     r = vm[key]

@@ -200,6 +200,7 @@ def scenario(name: str) -> dict:
     rec["created_checkpoint"] = created_checkpoint(name, b)
     rec["foreground"] = foreground(name)
     rec["failing_hook"] = failing_hook(name)
+    rec["no_cgroup_config"] = no_cgroup_config(name)
     rec["pre_dump"] = pre_dump(name)
     rec["noexec_work"] = noexec_work(name)
     rec["page_server"] = page_server(name)
@@ -333,6 +334,37 @@ def foreground(name: str) -> dict:
     with open(f"/tmp/data-{name}-fg/count") as f:
         rec["last"] = f.read().strip()
     rec["state_after"] = state(name, "fg")
+    return rec
+
+
+def no_cgroup_config(name: str) -> dict:
+    """A container whose config has neither linux.resources nor cgroupsPath: run, its
+    cgroup; checkpointed and restored, its cgroup again, and what needs one (ps, pause,
+    resume, kill --all)."""
+    b = bundle(name, "nc")
+    with open(f"{b}/config.json") as f:
+        config = json.load(f)
+    del config["linux"]["cgroupsPath"], config["linux"]["resources"], config["hooks"]
+    with open(f"{b}/config.json", "w") as f:
+        json.dump(config, f)
+    img = f"/tmp/img-{name}-nc"
+    rec = {"run": detached(name, "run", "-d", "--bundle", b, "nc")}
+    wait_count(f"{name}-nc", 0)
+    rec["cgroup_at_run"] = cgroup_of(state(name, "nc").get("pid") or 0)
+    rec["checkpoint"] = rt(name, "checkpoint", "--image-path", img, "nc")
+    rec["restore"] = rt(name, "restore", "-d", "--image-path", img, "--bundle", b, "nc")
+    pid = state(name, "nc").get("pid") or 0
+    rec["cgroup_after_restore"] = cgroup_of(pid)
+    ps = rt(name, "ps", "--format", "json", "nc")
+    rec["ps"] = {"rc": ps["rc"], "has_init": ps["rc"] == 0 and pid in json.loads(ps["out"] or "[]")}
+    rec["pause"] = rt(name, "pause", "nc")["rc"]
+    rec["paused"] = state(name, "nc").get("status")
+    rec["resume"] = rt(name, "resume", "nc")["rc"]
+    rec["kill_all"] = rt(name, "kill", "--all", "nc", "KILL")["rc"]
+    time.sleep(0.5)
+    rec["delete"] = rt(name, "delete", "-f", "nc")["rc"]
+    rec["cgroup_left"] = bool(rec["cgroup_after_restore"]) and os.path.exists(
+        f"/sys/fs/cgroup{rec['cgroup_after_restore']}")
     return rec
 
 

@@ -813,12 +813,13 @@ def _stdio_pipes(image_path: str) -> list[str]:
 
 def _cgroup_plan(cid: str, config: dict):
     """A function that makes the container's cgroups and moves criu (by pid) into them;
-    None when the config asks for no cgroups. It returns the paths and those made."""
+    None when rootless with none in reach. It returns the paths and those made. With
+    neither linux.resources nor cgroupsPath the place is create's (and runc's restore's):
+    <the runtime's own cgroup>/<id>, so that pause, ps, kill --all, events and update
+    find the restored container as they find a created one."""
     linux = config.get("linux") or {}
     resources = linux.get("resources")
     cgroups_path = linux.get("cgroupsPath")
-    if not (resources or cgroups_path):
-        return None
     from . import rootless
     from .linux import cgroups
 
