@@ -143,6 +143,14 @@ def test_restore_without_cgroup_config_places_it_as_create_does(vm, name):
     assert not r["cgroup_left"], r
 
 
+def test_no_hook_runs_when_criu_reaches_no_setup_namespaces(vm):
+    # runc runs the restore hooks at criu's setup-namespaces notification only.
+    r = vm["ours"]["hooks_without_setup_namespaces"]
+    assert r["checkpoint"]["rc"] == 0 and r["restore"]["rc"] == 0, (r["checkpoint"], r["restore"])
+    assert r["status"] == "running"
+    assert r["hooks_restore"] == [], r
+
+
 @pytest.mark.parametrize("key", ["runc to ours", "ours to runc"])
 def test_images_restore_under_the_other_runtime(vm, key):
     r = vm[key]

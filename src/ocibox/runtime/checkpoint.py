@@ -369,9 +369,9 @@ def restore(root: str, cid: str, bundle: str, opts: Options, *, detach: bool = F
                 "annotations": config.get("annotations") or {}, "cgroupPaths": paths,
                 "cgroupCreated": made, "hooks": bool(config.get("hooks"))})  # fmt: skip
         if hooks and not ran:
-            # criu restored no namespace, so never reached setup-namespaces (runc then
-            # runs no hook): the process runs already.
-            hooks(pid)
+            # criu never ran its setup-namespaces action (runc's hooks run only at that
+            # notification, so runc runs none then, nor do we): the process runs already.
+            debug(f"container {cid}: criu reached no setup-namespaces: no hook ran")
     except BaseException:
         if master is not None:
             os.close(master)
