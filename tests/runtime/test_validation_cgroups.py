@@ -196,10 +196,12 @@ def test_cgroups_path(runc, ours, bundle, path):
         assert results[1]["pids"] == results[1]["memory"] == "/ocibox-validation/ID"
 
 
-@pytest.mark.parametrize("rt_name", ["runc", "ours"])
-def test_memory_and_swap_updated_up_and_down(rt_name, request, bundle):
-    # memsw must stay >= the memory limit after every single write: growing
-    # needs swap written first, shrinking the memory limit first
+MEMORY_FILES = ("cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
+                "/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")  # fmt: skip
+
+
+def _swap_limited(rt_name, request, bundle):
+    """A running container with memory 64M and memory+swap 96M: the runtime and its id."""
     _need("memory")
     if not os.path.exists(f"{V1}/memory/memory.memsw.limit_in_bytes"):
         pytest.skip("no swap accounting")
@@ -208,10 +210,17 @@ def test_memory_and_swap_updated_up_and_down(rt_name, request, bundle):
     b = bundle.write(["sleep", "30"], lambda c: c["linux"]["resources"].update(
         memory={"limit": 64 << 20, "swap": 96 << 20}))
     rt("run", "-d", "--bundle", b, cid)
-    files = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"
+    return rt, cid
+
+
+@pytest.mark.parametrize("rt_name", ["runc", "ours"])
+def test_memory_and_swap_updated_up_and_down(rt_name, request, bundle):
+    # memsw must stay >= the memory limit after every single write: growing
+    # needs swap written first, shrinking the memory limit first
+    rt, cid = _swap_limited(rt_name, request, bundle)
     for mem, swap in ((256 << 20, 512 << 20), (32 << 20, 48 << 20), (128 << 20, -1)):
         rt("update", "--memory", str(mem), "--memory-swap", str(swap), cid)
-        got = rt("exec", cid, "sh", "-c", files).stdout.split()
+        got = rt("exec", cid, "sh", "-c", MEMORY_FILES).stdout.split()
         assert got[0] == str(mem)
         assert swap == -1 or got[1] == str(swap)
     rt("delete", "--force", cid)
@@ -221,16 +230,8 @@ def test_memory_and_swap_updated_up_and_down(rt_name, request, bundle):
 def test_memory_unlimited_lifts_a_swap_limit_not_given(rt_name, request, bundle):
     # runc: a memory limit of -1 with no swap given sets swap to -1 too (and first):
     # memsw below an unlimited memory limit is refused by the kernel
-    _need("memory")
-    if not os.path.exists(f"{V1}/memory/memory.memsw.limit_in_bytes"):
-        pytest.skip("no swap accounting")
-    rt = request.getfixturevalue(rt_name)
-    cid = rt.new_id()
-    b = bundle.write(["sleep", "30"], lambda c: c["linux"]["resources"].update(
-        memory={"limit": 64 << 20, "swap": 96 << 20}))
-    rt("run", "-d", "--bundle", b, cid)
+    rt, cid = _swap_limited(rt_name, request, bundle)
     rt("update", "--memory", "-1", cid)
-    files = "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"
-    limit, swap = rt("exec", cid, "sh", "-c", files).stdout.split()
+    limit, swap = rt("exec", cid, "sh", "-c", MEMORY_FILES).stdout.split()
     assert int(limit) == int(swap) > 1 << 60  # unlimited: the page-rounded maximum
     rt("delete", "--force", cid)
