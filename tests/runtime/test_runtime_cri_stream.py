@@ -108,11 +108,18 @@ def _first(ch: Channels) -> str:
     return f"ready on {channel} {data!r}"
 
 
-def _exec_session(node: Node, handler: str) -> list[str]:
-    out = []
-    sid, sandbox, parent = _run_pod(node, handler, "exec")
+def _shell_pod(node: Node, handler: str, name: str) -> tuple[str, str, str]:
+    """A pod with one container sleeping, to exec in: the pod's id, cgroup parent, the
+    container's id."""
+    sid, sandbox, parent = _run_pod(node, handler, name)
     cid = _create(node, sid, sandbox, _container_config("shell", ["sleep", "1000"]))
     node.cri("StartContainer", pb((1, cid)))
+    return sid, parent, cid
+
+
+def _exec_session(node: Node, handler: str) -> list[str]:
+    out = []
+    sid, parent, cid = _shell_pod(node, handler, "exec")
 
     script = 'while read l; do [ "$l" = end ] && exit 3; echo "$l"; echo "err $l" >&2; done'
     ch = _exec(node, cid, ["sh", "-c", script], stdin=True)
@@ -195,9 +202,7 @@ def test_cri_exec_stream(node):
 
 def _tty_exec_session(node: Node, handler: str) -> list[str]:
     out = []
-    sid, sandbox, parent = _run_pod(node, handler, "tty")
-    cid = _create(node, sid, sandbox, _container_config("shell", ["sleep", "1000"]))
-    node.cri("StartContainer", pb((1, cid)))
+    sid, parent, cid = _shell_pod(node, handler, "tty")
     # the size asked on stdin awaited (the resize and the line travel apart); a SIGWINCH
     # may end busybox sh's read with nothing, so it reads again
     script = ("trap 'echo winch >> /tmp/winch' WINCH; echo \"before $(busybox stty size 2>&1)\"; "
